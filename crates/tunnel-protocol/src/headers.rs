@@ -1,0 +1,157 @@
+//! HTTP header lists as they travel inside JSON heads.
+//!
+//! A header list is an ordered array of `[name, value]` pairs, so repeated headers
+//! (`Set-Cookie`) stay separate and in order. A value that is valid UTF-8 travels as a JSON
+//! string; any other value (HTTP allows opaque bytes) travels as `{"b64": "…"}`: base64 only
+//! where bytes must sit inside JSON.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::ProtocolError;
+
+/// One header value's bytes, exactly as on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireValue(pub Vec<u8>);
+
+impl From<Vec<u8>> for WireValue {
+    fn from(v: Vec<u8>) -> Self {
+        Self(v)
+    }
+}
+
+impl From<&str> for WireValue {
+    fn from(v: &str) -> Self {
+        Self(v.as_bytes().to_vec())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum WireValueRepr<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Binary { b64: String },
+}
+
+impl Serialize for WireValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => WireValueRepr::Text(text.into()).serialize(s),
+            Err(_) => WireValueRepr::Binary {
+                b64: B64.encode(&self.0),
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WireValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match WireValueRepr::deserialize(d)? {
+            WireValueRepr::Text(t) => Ok(Self(t.into_owned().into_bytes())),
+            WireValueRepr::Binary { b64 } => B64
+                .decode(b64)
+                .map(Self)
+                .map_err(|_| D::Error::custom(ProtocolError::InvalidBase64)),
+        }
+    }
+}
+
+/// An ordered list of headers: `[[name, value], …]` in JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WireHeaders(pub Vec<(String, WireValue)>);
+
+impl WireHeaders {
+    /// Copies a header map, keeping repeated names as separate entries in order.
+    pub fn from_header_map(map: &HeaderMap) -> Self {
+        Self(
+            map.iter()
+                .map(|(k, v)| (k.as_str().to_owned(), WireValue(v.as_bytes().to_vec())))
+                .collect(),
+        )
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Builds a header map, validating every name and value: the peer is not trusted, and a
+    /// CR, LF or NUL in a value would otherwise let it inject headers.
+    pub fn to_header_map(&self) -> Result<HeaderMap, ProtocolError> {
+        let mut map = HeaderMap::with_capacity(self.0.len());
+        for (name, value) in &self.0 {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ProtocolError::InvalidHeaderName(truncate(name)))?;
+            let value = HeaderValue::from_bytes(&value.0)
+                .map_err(|_| ProtocolError::InvalidHeaderValue(name.as_str().to_owned()))?;
+            map.append(name, value);
+        }
+        Ok(map)
+    }
+}
+
+/// Shortens untrusted text before it goes into an error (and so into a log line).
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_values_round_trip_as_base64() {
+        let h = WireHeaders(vec![
+            ("a".into(), "plain".into()),
+            ("b".into(), vec![0x80, 0xfe, 0x20].into()),
+        ]);
+        let json = serde_json::to_string(&h).expect("serializes");
+        assert_eq!(json, r#"[["a","plain"],["b",{"b64":"gP4g"}]]"#);
+        let back: WireHeaders = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, h);
+    }
+
+    #[test]
+    fn repeated_headers_stay_separate() {
+        let mut map = HeaderMap::new();
+        map.append("set-cookie", HeaderValue::from_static("a=1"));
+        map.append("set-cookie", HeaderValue::from_static("b=2"));
+        let wire = WireHeaders::from_header_map(&map);
+        assert_eq!(wire.len(), 2);
+        let back = wire.to_header_map().expect("valid");
+        let cookies: Vec<_> = back.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, vec!["a=1", "b=2"]);
+    }
+
+    #[test]
+    fn injection_attempts_are_rejected() {
+        for (name, value) in [
+            ("x-a", "ok\r\nx-injected: 1"),
+            ("x-a", "nul\0byte"),
+            ("x-a", "lf\nonly"),
+            ("bad name", "v"),
+            ("x-a\r\n", "v"),
+            ("", "v"),
+        ] {
+            let h = WireHeaders(vec![(name.into(), value.into())]);
+            assert!(h.to_header_map().is_err(), "{name:?}: {value:?} accepted");
+        }
+    }
+
+    #[test]
+    fn bad_base64_is_an_error() {
+        assert!(serde_json::from_str::<WireHeaders>(r#"[["a",{"b64":"!!"}]]"#).is_err());
+        assert!(serde_json::from_str::<WireHeaders>(r#"[["a"]]"#).is_err());
+        assert!(serde_json::from_str::<WireHeaders>(r#"[["a", 5]]"#).is_err());
+    }
+}

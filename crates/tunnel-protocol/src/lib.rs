@@ -1,0 +1,35 @@
+//! The wire protocol between `tunnel-server` and `tunnel-client`, and the stream multiplexer
+//! both sides run on top of it.
+//!
+//! # Layout
+//! - [`message`]: the JSON control messages (hello, request/response heads, flow-control credit,
+//!   resets, goodbye). Every variant is documented there.
+//! - [`frame`]: how a WebSocket message maps to a [`frame::Frame`]: text frames carry one
+//!   [`message::ControlMessage`], binary frames carry body bytes behind a fixed 5-byte header.
+//! - [`headers`]: HTTP header lists as they travel on the wire, with validation on the way in.
+//! - [`mux`]: many concurrent streams over one WebSocket, with per-stream credit windows so that a
+//!   slow reader only slows its own stream and memory per stream stays bounded.
+//!
+//! # Glossary
+//! - **client connection**: the one WebSocket a `tunnel-client` holds open to the server.
+//! - **tunnel**: a registered id (`/<tunnel_id>/…`) with a token; at most one live client
+//!   connection serves it at a time.
+//! - **public request**: an HTTP request from the internet to `/<tunnel_id>/…`.
+//! - **stream**: one public request and its response (or, after an upgrade, one raw
+//!   bidirectional byte stream) multiplexed on a client connection under a numeric id.
+//! - **window / credit**: how many body bytes a side may still send on a stream before the
+//!   receiver says it consumed some ([`message::ControlMessage::Window`]).
+
+pub mod frame;
+pub mod headers;
+pub mod message;
+pub mod mux;
+
+mod error;
+mod pipe;
+
+pub use error::{ProtocolError, StreamError};
+pub use message::{
+    ControlMessage, GoodbyeReason, Hello, RequestHead, ResetCode, ResponseHead, StreamId, Welcome,
+    PROTOCOL_VERSION,
+};

@@ -1,0 +1,919 @@
+//! Many concurrent streams over one WebSocket.
+//!
+//! [`start`] splits a WebSocket into three tasks: a **reader** that routes every incoming frame
+//! to its stream, a **writer** that owns the socket's sink (everything else hands it messages
+//! through one bounded channel and it writes them in batches, one flush per batch), and a
+//! **keepalive** that pings and drops a peer that went silent.
+//!
+//! # Flow control
+//! Each stream has, per direction, a credit window of [`MuxConfig::initial_window`] bytes.
+//! A [`BodySender`] waits for credit before it sends; a [`BodyReceiver`] returns credit (a
+//! [`ControlMessage::Window`]) only once its reader has *consumed* bytes, i.e. passed them on to
+//! the public client or the local service. So at most one window per stream and direction is
+//! ever buffered, whatever the speeds on either side, and a slow reader slows its own stream
+//! only. A peer that sends past its credit gets that stream reset.
+//!
+//! Credit returns and resets must be sent from synchronous code (a body being polled, a drop),
+//! so they go through a small "urgent" queue instead of the bounded channel. It stays bounded
+//! because each stream has at most one credit entry and one reset queued at a time.
+//!
+//! # Stream lifetime
+//! A stream ends cleanly once both directions sent their end marker. When the last handle of a
+//! stream is dropped before that, the stream is reset (`cancelled`) so that the peer stops work
+//! for it at once: this is how a public client that goes away cancels the local request.
+
+use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn, Instrument};
+
+use crate::frame::{DataFrame, Frame};
+use crate::message::{
+    ControlMessage, GoodbyeReason, RequestHead, ResetCode, ResponseHead, StreamId,
+};
+use crate::pipe::{Pipe, Push};
+use crate::{ProtocolError, StreamError};
+
+/// Upper bound on the credit a peer may grant on one stream; more is a protocol violation.
+const MAX_WINDOW: u64 = 1 << 30;
+/// Capacity of the writer's channel, in messages.
+const OUT_QUEUE: usize = 64;
+/// Capacity of the channel of [`Event`]s to the owner of the connection.
+const EVENT_QUEUE: usize = 64;
+/// Most messages the writer feeds before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// Tunables of one client connection.
+#[derive(Debug, Clone)]
+pub struct MuxConfig {
+    /// Credit per stream and direction, in bytes: the most either side buffers for a stream.
+    pub initial_window: u32,
+    /// Largest payload of one data frame, in bytes.
+    pub max_frame_size: u32,
+    /// Most concurrent streams; the server answers 503 past it, the client refuses them.
+    pub max_streams: usize,
+    /// How often to ping the peer.
+    pub ping_interval: Duration,
+    /// A peer silent (no frame, no pong) for this long is considered dead.
+    pub dead_after: Duration,
+}
+
+impl Default for MuxConfig {
+    fn default() -> Self {
+        Self {
+            initial_window: 1024 * 1024,
+            max_frame_size: 64 * 1024,
+            max_streams: 1024,
+            ping_interval: Duration::from_secs(20),
+            dead_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Which end of the connection we are: the server opens streams, the client accepts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `tunnel-server`.
+    Server,
+    /// `tunnel-client`.
+    Client,
+}
+
+/// Something the owner of the connection has to act on.
+#[derive(Debug)]
+pub enum Event {
+    /// (Client role) the server opened a stream for a public request.
+    Request {
+        /// The request head.
+        head: RequestHead,
+        /// The stream to read the request body from and send the response on.
+        stream: Stream,
+    },
+    /// The peer said it is about to close the connection.
+    Goodbye {
+        /// Why.
+        reason: GoodbyeReason,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+/// Handle to a running connection; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Mux {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+enum Urgent {
+    Credit(Weak<StreamState>),
+    Control(ControlMessage),
+}
+
+#[derive(Debug)]
+struct Shared {
+    cfg: MuxConfig,
+    role: Role,
+    streams: Mutex<HashMap<StreamId, Arc<StreamState>>>,
+    next_id: AtomicU32,
+    out: mpsc::Sender<Message>,
+    urgent: Mutex<VecDeque<Urgent>>,
+    urgent_notify: Notify,
+    cancel: CancellationToken,
+    close_reason: Mutex<Option<String>>,
+    started: Instant,
+    last_seen_ms: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+}
+
+/// What to do when a stream's receiver is dropped before its end.
+#[derive(Debug, Clone, Copy)]
+enum OnAbandon {
+    /// Reset the whole stream (server: the public client left).
+    Reset,
+    /// Keep the stream; discard further bytes and keep returning credit (client: the local
+    /// service answered without reading the whole request body).
+    Discard,
+}
+
+#[derive(Debug)]
+struct StreamState {
+    id: StreamId,
+    recv: Pipe,
+    credit: Semaphore,
+    granted: AtomicU64,
+    cancel: CancellationToken,
+    head_tx: Mutex<Option<oneshot::Sender<Result<ResponseHead, StreamError>>>>,
+    sent_end: AtomicBool,
+    reset: AtomicBool,
+    failure: Mutex<Option<StreamError>>,
+    pending_credit: AtomicU64,
+    credit_queued: AtomicBool,
+    on_abandon: OnAbandon,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No code that can panic runs under these locks; recover rather than propagate poison.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl StreamState {
+    fn fail(&self, err: StreamError) {
+        {
+            let mut f = lock(&self.failure);
+            if f.is_none() {
+                *f = Some(err.clone());
+            }
+        }
+        self.recv.fail(err.clone());
+        self.credit.close();
+        self.cancel.cancel();
+        if let Some(tx) = lock(&self.head_tx).take() {
+            let _ = tx.send(Err(err)); // the waiter may be gone; nothing to tell then
+        }
+    }
+
+    fn failure(&self) -> StreamError {
+        lock(&self.failure)
+            .clone()
+            .unwrap_or(StreamError::Cancelled)
+    }
+}
+
+impl Shared {
+    fn push_urgent(&self, u: Urgent) {
+        lock(&self.urgent).push_back(u);
+        self.urgent_notify.notify_one();
+    }
+
+    fn touch(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_seen_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_seen_ms.load(Ordering::Relaxed)))
+    }
+
+    fn get(&self, id: StreamId) -> Option<Arc<StreamState>> {
+        lock(&self.streams).get(&id).cloned()
+    }
+
+    /// Resets a stream from our side: tells the peer, and fails everything local.
+    fn reset_local(&self, state: &StreamState, code: ResetCode, message: String) {
+        if state.reset.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.push_urgent(Urgent::Control(ControlMessage::Reset {
+            stream_id: state.id,
+            code,
+            message,
+        }));
+        state.fail(StreamError::Cancelled);
+    }
+
+    fn consumed(&self, state: &Arc<StreamState>, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let pending = state.pending_credit.fetch_add(n as u64, Ordering::AcqRel) + n as u64;
+        let threshold = u64::from(self.cfg.initial_window / 4).max(1);
+        if pending >= threshold && !state.credit_queued.swap(true, Ordering::AcqRel) {
+            self.push_urgent(Urgent::Credit(Arc::downgrade(state)));
+        }
+    }
+
+    fn new_stream(&self, id: StreamId, on_abandon: OnAbandon) -> Arc<StreamState> {
+        Arc::new(StreamState {
+            id,
+            recv: Pipe::new(self.cfg.initial_window as usize),
+            credit: Semaphore::new(self.cfg.initial_window as usize),
+            granted: AtomicU64::new(u64::from(self.cfg.initial_window)),
+            cancel: self.cancel.child_token(),
+            head_tx: Mutex::new(None),
+            sent_end: AtomicBool::new(false),
+            reset: AtomicBool::new(false),
+            failure: Mutex::new(None),
+            pending_credit: AtomicU64::new(0),
+            credit_queued: AtomicBool::new(false),
+            on_abandon,
+        })
+    }
+
+    /// Tears the connection down: every stream fails with `ConnectionClosed`.
+    fn shutdown(&self, reason: String) {
+        {
+            let mut r = lock(&self.close_reason);
+            if r.is_none() {
+                debug!(%reason, "client connection closing");
+                *r = Some(reason);
+            }
+        }
+        self.cancel.cancel();
+        let streams: Vec<_> = lock(&self.streams).values().cloned().collect();
+        for s in streams {
+            s.fail(StreamError::ConnectionClosed);
+        }
+    }
+
+    fn on_data(&self, frame: DataFrame) {
+        self.bytes_received
+            .fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
+        let Some(state) = self.get(frame.stream_id) else {
+            // Frames for a stream that just ended or was reset are normal (they were in flight);
+            // ones for a stream that never existed are logged.
+            if self.role == Role::Server && frame.stream_id >= self.next_id.load(Ordering::Relaxed)
+            {
+                warn!(
+                    stream = frame.stream_id,
+                    "data for a stream that was never opened"
+                );
+            }
+            return;
+        };
+        match state.recv.push(frame.payload, frame.end) {
+            Push::Queued => {}
+            Push::Discarded(n) => self.consumed(&state, n),
+            Push::Overflow => {
+                warn!(stream = state.id, "peer exceeded its flow-control window");
+                self.reset_local(&state, ResetCode::FlowControl, "window exceeded".into());
+            }
+            Push::Closed => {
+                if !state.reset.load(Ordering::Acquire) && !state.recv.failed() {
+                    warn!(stream = state.id, "data after the end of the stream");
+                    self.reset_local(&state, ResetCode::ProtocolError, "data after end".into());
+                }
+            }
+        }
+    }
+
+    /// Handles a control message; returns an error only for violations that end the connection.
+    async fn on_control(
+        self: &Arc<Self>,
+        msg: ControlMessage,
+        events: &mpsc::Sender<Event>,
+    ) -> Result<(), ProtocolError> {
+        match msg {
+            ControlMessage::Window {
+                stream_id,
+                increment,
+            } => {
+                if let Some(state) = self.get(stream_id) {
+                    let granted = state
+                        .granted
+                        .fetch_add(u64::from(increment), Ordering::AcqRel)
+                        + u64::from(increment);
+                    let available = state.credit.available_permits() as u64;
+                    if available + u64::from(increment) > MAX_WINDOW || granted > u64::MAX / 2 {
+                        warn!(stream = stream_id, "peer granted an absurd window");
+                        self.reset_local(&state, ResetCode::FlowControl, "window too large".into());
+                    } else {
+                        state.credit.add_permits(increment as usize);
+                    }
+                }
+            }
+            ControlMessage::Reset {
+                stream_id,
+                code,
+                message,
+            } => {
+                if let Some(state) = self.get(stream_id) {
+                    state.reset.store(true, Ordering::Release);
+                    state.fail(StreamError::Reset { code, message });
+                }
+            }
+            ControlMessage::Response(head) if self.role == Role::Server => {
+                let Some(state) = self.get(head.stream_id) else {
+                    return Ok(());
+                };
+                let tx = lock(&state.head_tx).take();
+                match tx {
+                    Some(tx) => {
+                        if head.end_stream {
+                            state.recv.push(Bytes::new(), true);
+                        }
+                        let _ = tx.send(Ok(head)); // the public request may have gone
+                    }
+                    None => {
+                        warn!(stream = state.id, "second response head for one stream");
+                        self.reset_local(
+                            &state,
+                            ResetCode::ProtocolError,
+                            "second response head".into(),
+                        );
+                    }
+                }
+            }
+            ControlMessage::Request(head) if self.role == Role::Client => {
+                let id = head.stream_id;
+                let (state, refused) = {
+                    let mut streams = lock(&self.streams);
+                    if id == 0 || streams.contains_key(&id) {
+                        return Err(ProtocolError::Unexpected(format!(
+                            "request head reuses stream id {id}"
+                        )));
+                    }
+                    if streams.len() >= self.cfg.max_streams {
+                        (None, true)
+                    } else {
+                        let state = self.new_stream(id, OnAbandon::Discard);
+                        streams.insert(id, state.clone());
+                        (Some(state), false)
+                    }
+                };
+                if refused {
+                    self.push_urgent(Urgent::Control(ControlMessage::Reset {
+                        stream_id: id,
+                        code: ResetCode::Refused,
+                        message: "too many concurrent streams".into(),
+                    }));
+                    return Ok(());
+                }
+                if let Some(state) = state {
+                    if head.end_stream {
+                        state.recv.push(Bytes::new(), true);
+                    }
+                    let stream = Stream::new(self.clone(), state);
+                    if events.send(Event::Request { head, stream }).await.is_err() {
+                        debug!("request arrived while the client is shutting down");
+                    }
+                }
+            }
+            ControlMessage::Goodbye { reason, message } => {
+                let _ = events.send(Event::Goodbye { reason, message }).await; // owner gone: closing anyway
+            }
+            other => {
+                return Err(ProtocolError::Unexpected(format!(
+                    "{} not allowed here",
+                    message_name(&other)
+                )))
+            }
+        }
+        Ok(())
+    }
+}
+
+fn message_name(m: &ControlMessage) -> &'static str {
+    match m {
+        ControlMessage::Hello(_) => "hello",
+        ControlMessage::Welcome(_) => "welcome",
+        ControlMessage::Request(_) => "request",
+        ControlMessage::Response(_) => "response",
+        ControlMessage::Window { .. } => "window",
+        ControlMessage::Reset { .. } => "reset",
+        ControlMessage::Goodbye { .. } => "goodbye",
+    }
+}
+
+/// Starts the reader, writer and keepalive tasks on an established (and handshaken) WebSocket.
+///
+/// Returns the handle and the channel of [`Event`]s; the channel closes when the connection
+/// ends, for whatever reason ([`Mux::close_reason`] then says which).
+pub fn start<S>(ws: WebSocketStream<S>, cfg: MuxConfig, role: Role) -> (Mux, mpsc::Receiver<Event>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sink, stream) = ws.split();
+    let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
+    let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
+    let shared = Arc::new(Shared {
+        cfg,
+        role,
+        streams: Mutex::new(HashMap::new()),
+        next_id: AtomicU32::new(1),
+        out: out_tx,
+        urgent: Mutex::new(VecDeque::new()),
+        urgent_notify: Notify::new(),
+        cancel: CancellationToken::new(),
+        close_reason: Mutex::new(None),
+        started: Instant::now(),
+        last_seen_ms: AtomicU64::new(0),
+        bytes_sent: AtomicU64::new(0),
+        bytes_received: AtomicU64::new(0),
+    });
+    tokio::spawn(read_loop(shared.clone(), stream, ev_tx).in_current_span());
+    tokio::spawn(write_loop(shared.clone(), sink, out_rx).in_current_span());
+    tokio::spawn(keepalive(shared.clone()).in_current_span());
+    (Mux { shared }, ev_rx)
+}
+
+async fn read_loop<S>(
+    shared: Arc<Shared>,
+    mut stream: SplitStream<WebSocketStream<S>>,
+    events: mpsc::Sender<Event>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let max_payload = shared.cfg.max_frame_size as usize;
+    let reason = loop {
+        let msg = tokio::select! {
+            _ = shared.cancel.cancelled() => break "closed locally".to_string(),
+            m = stream.next() => m,
+        };
+        let msg = match msg {
+            None => break "connection closed".to_string(),
+            Some(Err(e)) => break format!("websocket error: {e}"),
+            Some(Ok(m)) => m,
+        };
+        shared.touch();
+        if let Message::Close(frame) = &msg {
+            break match frame {
+                Some(f) if !f.reason.is_empty() => format!("peer closed: {}", f.reason),
+                _ => "peer closed".to_string(),
+            };
+        }
+        let result = match Frame::decode(msg, max_payload) {
+            Ok(None) => Ok(()),
+            Ok(Some(Frame::Data(d))) => {
+                shared.on_data(d);
+                Ok(())
+            }
+            Ok(Some(Frame::Control(c))) => shared.on_control(c, &events).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "protocol violation, closing the client connection");
+            let reason = format!("protocol error: {e}");
+            // Best effort: tell the peer why before closing.
+            let _ = shared
+                .out
+                .try_send(goodbye(GoodbyeReason::ProtocolError, &reason));
+            let _ = shared
+                .out
+                .try_send(close_message(CloseCode::Protocol, &reason));
+            // Give the writer a moment to flush the reason; the connection is closed either way.
+            let _ = tokio::time::timeout(Duration::from_secs(1), shared.cancel.cancelled()).await;
+            break reason;
+        }
+    };
+    shared.shutdown(reason);
+}
+
+fn goodbye(reason: GoodbyeReason, message: &str) -> Message {
+    let msg = ControlMessage::Goodbye {
+        reason,
+        message: message.to_string(),
+    };
+    match Frame::Control(msg).into_message() {
+        Ok(m) => m,
+        Err(_) => Message::text(r#"{"type":"goodbye","reason":"other"}"#),
+    }
+}
+
+fn close_message(code: CloseCode, reason: &str) -> Message {
+    // Close reasons are limited to 123 bytes by the WebSocket spec.
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason[..end].to_string().into(),
+    }))
+}
+
+async fn write_loop<S>(
+    shared: Arc<Shared>,
+    mut sink: SplitSink<WebSocketStream<S>, Message>,
+    mut out: mpsc::Receiver<Message>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let result: Result<(), String> = async {
+        loop {
+            let mut closing = false;
+            tokio::select! {
+                biased;
+                _ = shared.cancel.cancelled() => return Ok(()),
+                _ = shared.urgent_notify.notified() => {}
+                m = out.recv() => match m {
+                    Some(m) => {
+                        closing = matches!(m, Message::Close(_));
+                        sink.feed(m).await.map_err(|e| e.to_string())?;
+                    }
+                    None => return Ok(()),
+                },
+            }
+            let mut fed = 0;
+            while !closing && fed < WRITE_BATCH {
+                feed_urgent(&shared, &mut sink).await?;
+                match out.try_recv() {
+                    Ok(m) => {
+                        closing = matches!(m, Message::Close(_));
+                        sink.feed(m).await.map_err(|e| e.to_string())?;
+                        fed += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !closing {
+                feed_urgent(&shared, &mut sink).await?;
+            }
+            sink.flush().await.map_err(|e| e.to_string())?;
+            if closing {
+                return Err("closed locally".to_string());
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => {}
+        Err(reason) => shared.shutdown(reason),
+    }
+}
+
+async fn feed_urgent<S>(
+    shared: &Shared,
+    sink: &mut SplitSink<WebSocketStream<S>, Message>,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let next = lock(&shared.urgent).pop_front();
+        let Some(item) = next else { return Ok(()) };
+        let msg = match item {
+            Urgent::Control(c) => c,
+            Urgent::Credit(weak) => {
+                let Some(state) = weak.upgrade() else {
+                    continue;
+                };
+                state.credit_queued.store(false, Ordering::Release);
+                let inc = state.pending_credit.swap(0, Ordering::AcqRel);
+                if inc == 0 || state.reset.load(Ordering::Acquire) {
+                    continue;
+                }
+                ControlMessage::Window {
+                    stream_id: state.id,
+                    increment: u32::try_from(inc).unwrap_or(u32::MAX),
+                }
+            }
+        };
+        let msg = Frame::Control(msg)
+            .into_message()
+            .map_err(|e| e.to_string())?;
+        sink.feed(msg).await.map_err(|e| e.to_string())?;
+    }
+}
+
+async fn keepalive(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.cfg.ping_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let silent = shared.silent_for();
+        if silent > shared.cfg.dead_after {
+            warn!(
+                silent_secs = silent.as_secs(),
+                "peer stopped answering pings"
+            );
+            shared.shutdown(format!("no pong for {}s", silent.as_secs()));
+            return;
+        }
+        // A full queue means we are busy writing anyway; the next tick pings again.
+        let _ = shared.out.try_send(Message::Ping(Bytes::new()));
+    }
+}
+
+impl Mux {
+    /// (Server role) opens a new stream for a public request. The returned receiver yields the
+    /// client's response head (or why none will come). Send the [`RequestHead`] with
+    /// [`Mux::send_control`] before any body bytes.
+    pub fn open_stream(
+        &self,
+    ) -> Result<(Stream, oneshot::Receiver<Result<ResponseHead, StreamError>>), StreamError> {
+        let shared = &self.shared;
+        if shared.cancel.is_cancelled() {
+            return Err(StreamError::ConnectionClosed);
+        }
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        if id == 0 || id == u32::MAX {
+            // 4 billion streams on one connection: refuse rather than reuse ids.
+            return Err(StreamError::ConnectionClosed);
+        }
+        let state = shared.new_stream(id, OnAbandon::Reset);
+        let (tx, rx) = oneshot::channel();
+        *lock(&state.head_tx) = Some(tx);
+        {
+            let mut streams = lock(&shared.streams);
+            if streams.len() >= shared.cfg.max_streams {
+                return Err(StreamError::Reset {
+                    code: ResetCode::Refused,
+                    message: "too many concurrent streams".into(),
+                });
+            }
+            streams.insert(id, state.clone());
+        }
+        Ok((Stream::new(shared.clone(), state), rx))
+    }
+
+    /// Queues a control message behind everything queued before it.
+    pub async fn send_control(&self, msg: ControlMessage) -> Result<(), StreamError> {
+        let msg = Frame::Control(msg)
+            .into_message()
+            .map_err(|_| StreamError::Cancelled)?;
+        self.shared
+            .out
+            .send(msg)
+            .await
+            .map_err(|_| StreamError::ConnectionClosed)
+    }
+
+    /// Sends a goodbye, then a close frame, then ends the connection.
+    pub async fn close(&self, reason: GoodbyeReason, message: &str) {
+        let out = &self.shared.out;
+        if out.send(goodbye(reason, message)).await.is_ok() {
+            let _ = out.send(close_message(CloseCode::Normal, message)).await;
+        }
+        // Bounded wait for the writer to flush; after it the connection is torn down anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.cancel.cancelled()).await;
+        self.shared.shutdown(message.to_string());
+    }
+
+    /// Sends a goodbye without closing: in-flight streams may still finish.
+    pub async fn announce(&self, reason: GoodbyeReason, message: &str) {
+        let _ = self.shared.out.send(goodbye(reason, message)).await; // closed already: fine
+    }
+
+    /// Ends the connection at once, without telling the peer.
+    pub fn abort(&self, reason: &str) {
+        self.shared.shutdown(reason.to_string());
+    }
+
+    /// Resolves when the connection has ended.
+    pub async fn closed(&self) {
+        self.shared.cancel.cancelled().await
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.shared.cancel.is_cancelled()
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn close_reason(&self) -> Option<String> {
+        lock(&self.shared.close_reason).clone()
+    }
+
+    /// Streams currently open.
+    pub fn open_streams(&self) -> usize {
+        lock(&self.shared.streams).len()
+    }
+
+    /// Body bytes sent and received on this connection so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.shared.bytes_sent.load(Ordering::Relaxed),
+            self.shared.bytes_received.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &MuxConfig {
+        &self.shared.cfg
+    }
+}
+
+/// One stream: a sending half and a receiving half, usable from different tasks.
+#[derive(Debug)]
+pub struct Stream {
+    /// The stream id.
+    pub id: StreamId,
+    /// Sends body bytes to the peer.
+    pub sender: BodySender,
+    /// Body bytes from the peer.
+    pub receiver: BodyReceiver,
+}
+
+#[derive(Debug)]
+struct StreamCore {
+    state: Arc<StreamState>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for StreamCore {
+    fn drop(&mut self) {
+        let state = &self.state;
+        lock(&self.shared.streams).remove(&state.id);
+        let clean = state.sent_end.load(Ordering::Acquire) && state.recv.end_received();
+        if !clean && !state.reset.load(Ordering::Acquire) && !self.shared.cancel.is_cancelled() {
+            self.shared
+                .reset_local(state, ResetCode::Cancelled, "stream abandoned".into());
+        }
+        state.cancel.cancel();
+    }
+}
+
+impl Stream {
+    fn new(shared: Arc<Shared>, state: Arc<StreamState>) -> Self {
+        let core = Arc::new(StreamCore { state, shared });
+        Self {
+            id: core.state.id,
+            sender: BodySender { core: core.clone() },
+            receiver: BodyReceiver { core },
+        }
+    }
+}
+
+/// The sending half of a stream.
+#[derive(Debug)]
+pub struct BodySender {
+    core: Arc<StreamCore>,
+}
+
+impl BodySender {
+    /// Sends bytes, split into frames, waiting for credit as needed.
+    pub async fn send(&mut self, mut data: Bytes) -> Result<(), StreamError> {
+        let max = self.core.shared.cfg.max_frame_size as usize;
+        while !data.is_empty() {
+            let n = self.acquire(data.len().min(max)).await?;
+            let chunk = data.split_to(n);
+            self.send_frame(chunk, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the end marker: no more bytes in this direction (the other may go on).
+    pub async fn finish(&mut self) -> Result<(), StreamError> {
+        if self.core.state.sent_end.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.send_frame(Bytes::new(), true).await?;
+        self.core.state.sent_end.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Records that this direction has no body at all (the head said `end_stream`).
+    pub fn mark_finished(&mut self) {
+        self.core.state.sent_end.store(true, Ordering::Release);
+    }
+
+    /// Resets the stream: the peer stops all work for it.
+    pub fn reset(&self, code: ResetCode, message: &str) {
+        self.core
+            .shared
+            .reset_local(&self.core.state, code, message.to_string());
+    }
+
+    /// Resolves when the stream is reset (by either side) or its connection ends.
+    pub async fn cancelled(&self) {
+        self.core.state.cancel.cancelled().await
+    }
+
+    /// Why the stream failed, if it did.
+    pub fn failure(&self) -> StreamError {
+        self.core.state.failure()
+    }
+
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        self.core.state.id
+    }
+
+    async fn acquire(&self, want: usize) -> Result<usize, StreamError> {
+        let credit = &self.core.state.credit;
+        match credit.acquire().await {
+            Ok(p) => p.forget(),
+            Err(_) => return Err(self.core.state.failure()),
+        }
+        let extra = credit.available_permits().min(want - 1);
+        if extra > 0 {
+            match credit.try_acquire_many(extra as u32) {
+                Ok(p) => p.forget(),
+                Err(_) => return Ok(1),
+            }
+        }
+        Ok(1 + extra)
+    }
+
+    async fn send_frame(&self, payload: Bytes, end: bool) -> Result<(), StreamError> {
+        let state = &self.core.state;
+        if state.reset.load(Ordering::Acquire) || self.core.shared.cancel.is_cancelled() {
+            return Err(state.failure());
+        }
+        let len = payload.len() as u64;
+        let frame = DataFrame {
+            stream_id: state.id,
+            end,
+            payload,
+        };
+        self.core
+            .shared
+            .out
+            .send(Message::Binary(frame.encode()))
+            .await
+            .map_err(|_| StreamError::ConnectionClosed)?;
+        self.core
+            .shared
+            .bytes_sent
+            .fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The receiving half of a stream: a [`futures_util::Stream`] of body chunks that ends after
+/// the peer's end marker, or yields the error that ended the stream.
+#[derive(Debug)]
+pub struct BodyReceiver {
+    core: Arc<StreamCore>,
+}
+
+impl BodyReceiver {
+    /// Whether the peer's end marker has arrived.
+    pub fn is_end_received(&self) -> bool {
+        self.core.state.recv.end_received()
+    }
+}
+
+impl futures_util::Stream for BodyReceiver {
+    type Item = Result<Bytes, StreamError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let state = &self.core.state;
+        let poll = state.recv.poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &poll {
+            self.core.shared.consumed(state, chunk.len());
+        }
+        poll
+    }
+}
+
+impl Drop for BodyReceiver {
+    fn drop(&mut self) {
+        let state = &self.core.state;
+        let (unread, ended) = state.recv.close_reader();
+        if ended || state.recv.failed() {
+            return;
+        }
+        match state.on_abandon {
+            OnAbandon::Reset => {
+                self.core.shared.reset_local(
+                    state,
+                    ResetCode::Cancelled,
+                    "reader went away".into(),
+                );
+            }
+            OnAbandon::Discard => self.core.shared.consumed(state, unread),
+        }
+    }
+}
