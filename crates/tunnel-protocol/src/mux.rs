@@ -464,6 +464,7 @@ async fn read_loop<S>(
     let reason = loop {
         let msg = tokio::select! {
             _ = shared.cancel.cancelled() => break "closed locally".to_string(),
+            _ = events.closed() => break "the connection's owner went away".to_string(),
             m = stream.next() => m,
         };
         let msg = match msg {

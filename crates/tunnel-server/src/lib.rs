@@ -1,1 +1,33 @@
+//! `tunnel-server`: the public side of the tunnel.
+//!
+//! # Layout
+//! - [`config`]: flags and environment, validated into [`config::Settings`].
+//! - [`state`]: [`state::AppState`], shared by every handler.
+//! - [`registry`]: the tunnels (a `DashMap`), their tokens, live connections and counters.
+//! - [`auth`]: API keys and tokens, hashed and compared in constant time.
+//! - [`api`]: the control API, health/readiness, and the router that ties all routes together.
+//! - [`connect`]: the WebSocket endpoint tunnel clients connect to.
+//! - [`proxy`]: the path-prefix reverse proxy for public requests.
+//! - [`forwarding`]: header rules of the proxy (hop-by-hop, `X-Forwarded-*`, rewrites).
+//! - [`error`]: every error a caller can see, mapped to a status and code in one place.
+//! - [`server`]: the accept loop, expiry, and graceful shutdown.
+//! - [`logging`]: log format and time zone.
+//!
+//! The request flow: public client → [`proxy`] → the tunnel's [`tunnel_protocol::mux`] stream
+//! → client connection → `tunnel-client` → local service, and the response back the same way.
 
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod connect;
+pub mod error;
+pub mod forwarding;
+pub mod logging;
+pub mod proxy;
+pub mod registry;
+pub mod server;
+pub mod state;
+
+pub use config::Settings;
+pub use server::run;
+pub use state::AppState;

@@ -1,1 +1,111 @@
-fn main() {}
+//! `tunnel-server` binary: configuration, logging, signals; the work is in the library.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tunnel_server::config::{ServerArgs, Settings};
+use tunnel_server::{logging, AppState};
+
+/// Exit status for bad configuration (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    // A missing .env is normal; a malformed one is worth a warning.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("tunnel-server: ignoring .env: {e}");
+        }
+    }
+    let args = match ServerArgs::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let settings = match Settings::from_args(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tunnel-server: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    logging::init(settings.log_format, settings.log_timezone);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tunnel-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tunnel-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let bind = settings.bind;
+    let listener = TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind} (TUNNEL_BIND)"))?;
+    let local = listener.local_addr().context("listener has no address")?;
+    let generated = settings.generated_key.clone();
+    let state = Arc::new(AppState::new(settings, local));
+    tracing::info!(listen = %local, public_url = %state.base_url, "tunnel-server {} ready", env!("CARGO_PKG_VERSION"));
+    if let Some(key) = generated {
+        let server = state
+            .base_url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://");
+        println!();
+        println!("  Dev mode: no TUNNEL_API_KEYS set, so this server listens on {local} only.");
+        println!("  Generated API key (valid until the server stops): {key}");
+        println!();
+        println!("  Expose a local service on port 3000 with:");
+        println!("    tunnel-client --server {server} --api-key {key} --port 3000");
+        println!("  or, from this repository:");
+        println!("    cargo run --release -p tunnel-client -- --server {server} --api-key {key} --port 3000");
+        println!();
+    }
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received, shutting down gracefully (again to exit at once)");
+        shutdown.cancel();
+        wait_for_signal().await;
+        tracing::warn!("second signal, exiting now");
+        std::process::exit(130);
+    });
+    tunnel_server::run(listener, state).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,235 @@
+//! Client configuration: flags and environment variables.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Command line and environment of `tunnel-client`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tunnel-client",
+    version,
+    about = "Expose a local HTTP service through a tunnel-server",
+    long_about = None
+)]
+pub struct ClientArgs {
+    /// The tunnel server: HOST[:PORT], or a URL. Without a scheme https/wss is used, except
+    /// for loopback hosts (http/ws).
+    #[arg(long, env = "TUNNEL_SERVER", value_name = "TUNNEL_SERVER")]
+    pub server: String,
+
+    /// API key for the server's control API.
+    #[arg(
+        long,
+        env = "TUNNEL_API_KEY",
+        value_name = "TUNNEL_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: String,
+
+    /// Local port to expose.
+    #[arg(
+        short,
+        long,
+        env = "TUNNEL_LOCAL_PORT",
+        value_name = "TUNNEL_LOCAL_PORT"
+    )]
+    pub port: u16,
+
+    /// Host of the local service.
+    #[arg(
+        long,
+        env = "TUNNEL_LOCAL_HOST",
+        value_name = "TUNNEL_LOCAL_HOST",
+        default_value = "localhost"
+    )]
+    pub local_host: String,
+
+    /// Requested tunnel id (becomes the first path segment of the public URL).
+    #[arg(long, env = "TUNNEL_NAME", value_name = "TUNNEL_NAME")]
+    pub name: Option<String>,
+
+    /// Requested tunnel lifetime in seconds (the server's default when absent).
+    #[arg(
+        long,
+        env = "TUNNEL_CLIENT_TTL_SECS",
+        value_name = "TUNNEL_CLIENT_TTL_SECS"
+    )]
+    pub ttl_secs: Option<u64>,
+
+    /// Host header sent to the local service: `rewrite` (the local address, what dev servers
+    /// expect), `preserve` (the public host), or a literal host name.
+    #[arg(
+        long,
+        env = "TUNNEL_HOST_HEADER",
+        value_name = "TUNNEL_HOST_HEADER",
+        default_value = "rewrite"
+    )]
+    pub host_header: String,
+
+    /// No per-request log lines.
+    #[arg(long, short, env = "TUNNEL_QUIET")]
+    pub quiet: bool,
+}
+
+/// Where the server is, for the API and for the WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUrl {
+    /// `http(s)://host[:port]` (no trailing slash).
+    pub http_base: String,
+    /// `ws(s)://host[:port]`.
+    pub ws_base: String,
+}
+
+/// Whether a host name or address is on this machine.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.to_ascii_lowercase().ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl ServerUrl {
+    /// Parses `--server`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim().trim_end_matches('/');
+        let (scheme, rest) = if let Some(r) = s.strip_prefix("https://") {
+            ("https", r)
+        } else if let Some(r) = s.strip_prefix("http://") {
+            ("http", r)
+        } else if s.contains("://") {
+            return Err(format!(
+                "{s:?}: only http:// and https:// servers are supported"
+            ));
+        } else {
+            let authority = s.split('/').next().unwrap_or(s);
+            let host = match authority.rsplit_once(':') {
+                Some((h, port)) if port.parse::<u16>().is_ok() => h,
+                _ => authority,
+            };
+            (
+                if is_loopback_host(host) {
+                    "http"
+                } else {
+                    "https"
+                },
+                s,
+            )
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(format!("{s:?} has no host"));
+        }
+        let http_base = format!("{scheme}://{rest}");
+        http_base
+            .parse::<http::Uri>()
+            .map_err(|e| format!("{s:?} is not a valid server address: {e}"))?;
+        let ws_scheme = if scheme == "https" { "wss" } else { "ws" };
+        Ok(Self {
+            ws_base: format!("{ws_scheme}://{rest}"),
+            http_base,
+        })
+    }
+}
+
+/// What Host header the local service sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostHeader {
+    /// The local address (`localhost:3000`).
+    Rewrite,
+    /// The host the public client asked for.
+    Preserve,
+    /// A fixed value.
+    Fixed(String),
+}
+
+/// Validated client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The server.
+    pub server: ServerUrl,
+    /// API key.
+    pub api_key: String,
+    /// Local service host.
+    pub local_host: String,
+    /// Local service port.
+    pub local_port: u16,
+    /// Requested tunnel id.
+    pub name: Option<String>,
+    /// Requested lifetime.
+    pub ttl_secs: Option<u64>,
+    /// Host header policy.
+    pub host_header: HostHeader,
+    /// Print per-request lines.
+    pub log_requests: bool,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl ClientConfig {
+    /// Validates parsed arguments.
+    pub fn from_args(args: ClientArgs) -> Result<Self, String> {
+        let server =
+            ServerUrl::parse(&args.server).map_err(|e| format!("invalid TUNNEL_SERVER: {e}"))?;
+        if args.api_key.trim().is_empty() {
+            return Err("invalid TUNNEL_API_KEY: empty".into());
+        }
+        if args.port == 0 {
+            return Err("invalid TUNNEL_LOCAL_PORT: 0 is not a port".into());
+        }
+        let host_header = match args.host_header.as_str() {
+            "rewrite" => HostHeader::Rewrite,
+            "preserve" => HostHeader::Preserve,
+            other if http::HeaderValue::from_str(other).is_ok() && !other.is_empty() => {
+                HostHeader::Fixed(other.to_string())
+            }
+            other => return Err(format!("invalid TUNNEL_HOST_HEADER: {other:?}")),
+        };
+        Ok(Self {
+            server,
+            api_key: args.api_key.trim().to_string(),
+            local_host: args.local_host,
+            local_port: args.port,
+            name: args.name.filter(|n| !n.is_empty()),
+            ttl_secs: args.ttl_secs,
+            host_header,
+            log_requests: !args.quiet,
+            max_backoff: Duration::from_secs(30),
+        })
+    }
+
+    /// `host:port` of the local service.
+    pub fn local_authority(&self) -> String {
+        if self.local_host.contains(':') && !self.local_host.starts_with('[') {
+            format!("[{}]:{}", self.local_host, self.local_port)
+        } else {
+            format!("{}:{}", self.local_host, self.local_port)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheme_defaults() {
+        let u = ServerUrl::parse("tunnels.example.com").expect("valid");
+        assert_eq!(u.http_base, "https://tunnels.example.com");
+        assert_eq!(u.ws_base, "wss://tunnels.example.com");
+        let u = ServerUrl::parse("localhost:8989").expect("valid");
+        assert_eq!(u.http_base, "http://localhost:8989");
+        assert_eq!(u.ws_base, "ws://localhost:8989");
+        let u = ServerUrl::parse("127.0.0.1:1").expect("valid");
+        assert_eq!(u.http_base, "http://127.0.0.1:1");
+        let u = ServerUrl::parse("[::1]:5").expect("valid");
+        assert_eq!(u.ws_base, "ws://[::1]:5");
+        let u = ServerUrl::parse("http://tunnels.example.com/").expect("valid");
+        assert_eq!(u.http_base, "http://tunnels.example.com");
+        let u = ServerUrl::parse("https://localhost:8443").expect("valid");
+        assert_eq!(u.ws_base, "wss://localhost:8443");
+        assert!(ServerUrl::parse("ftp://x").is_err());
+        assert!(ServerUrl::parse("").is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! The server's control API, as the client uses it: create, status, delete.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::ServerUrl;
+
+/// A created tunnel.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Created {
+    /// Id.
+    pub tunnel_id: String,
+    /// Token to connect with.
+    pub token: String,
+    /// Public URL.
+    pub public_url: String,
+    /// When it expires (RFC 3339).
+    pub expires_at: String,
+}
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The server could not be reached (connection refused, DNS, TLS…).
+    #[error("cannot reach the server at {url}: {detail}")]
+    Unreachable {
+        /// Where we tried.
+        url: String,
+        /// The transport error.
+        detail: String,
+    },
+    /// The API key was refused.
+    #[error("the server rejected the API key (401): check --api-key / TUNNEL_API_KEY")]
+    Unauthorized,
+    /// The requested name is taken.
+    #[error("the tunnel name is taken (409): {0}")]
+    Conflict(String),
+    /// Any other refusal.
+    #[error("the server refused ({status}): {message}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+    },
+}
+
+/// Talks to `/api/tunnels…`.
+#[derive(Debug, Clone)]
+pub struct ControlClient {
+    http: reqwest::Client,
+    base: String,
+    api_key: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    message: String,
+}
+
+impl ControlClient {
+    /// A client for `server`.
+    pub fn new(server: &ServerUrl, api_key: &str) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("tunnel-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Unreachable {
+                url: server.http_base.clone(),
+                detail: e.to_string(),
+            })?;
+        Ok(Self {
+            http,
+            base: server.http_base.clone(),
+            api_key: api_key.to_string(),
+        })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
+        let resp =
+            req.bearer_auth(&self.api_key)
+                .send()
+                .await
+                .map_err(|e| ApiError::Unreachable {
+                    url: self.base.clone(),
+                    detail: error_chain(&e),
+                })?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let message = match resp.json::<ErrorBody>().await {
+            Ok(b) => b.error.message,
+            Err(_) => "no details".to_string(),
+        };
+        Err(match status {
+            401 => ApiError::Unauthorized,
+            409 => ApiError::Conflict(message),
+            _ => ApiError::Rejected { status, message },
+        })
+    }
+
+    /// `POST /api/tunnels/create`.
+    pub async fn create(
+        &self,
+        name: Option<&str>,
+        ttl_secs: Option<u64>,
+    ) -> Result<Created, ApiError> {
+        let body = serde_json::json!({ "name": name, "ttl_secs": ttl_secs });
+        let resp = self
+            .send(
+                self.http
+                    .post(format!("{}/api/tunnels/create", self.base))
+                    .json(&body),
+            )
+            .await?;
+        resp.json::<Created>()
+            .await
+            .map_err(|e| ApiError::Rejected {
+                status: 200,
+                message: format!("unreadable create response: {e}"),
+            })
+    }
+
+    /// Whether tunnel `id` exists (for this key).
+    pub async fn exists(&self, id: &str) -> Result<bool, ApiError> {
+        match self
+            .send(
+                self.http
+                    .get(format!("{}/api/tunnels/{id}/status", self.base)),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ApiError::Rejected { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `DELETE /api/tunnels/{id}`; a tunnel already gone counts as deleted.
+    pub async fn delete(&self, id: &str) -> Result<(), ApiError> {
+        match self
+            .send(self.http.delete(format!("{}/api/tunnels/{id}", self.base)))
+            .await
+        {
+            Ok(_) | Err(ApiError::Rejected { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// An error and its causes on one line (reqwest's top-level message alone says little).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,154 @@
+//! What the client prints: the public URL, one line per request, connection changes.
+//! Coloured when stdout is a terminal and `NO_COLOR` is unset.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+/// Prints user-facing lines.
+#[derive(Debug, Clone)]
+pub struct Printer {
+    color: bool,
+    requests: bool,
+}
+
+const RESET: &str = "\x1b[0m";
+const BOLD: &str = "\x1b[1m";
+const DIM: &str = "\x1b[2m";
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[31m";
+const CYAN: &str = "\x1b[36m";
+
+impl Printer {
+    /// A printer; `requests` turns per-request lines on.
+    pub fn new(requests: bool) -> Self {
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Self { color, requests }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("{code}{text}{RESET}")
+        } else {
+            text.to_string()
+        }
+    }
+
+    fn line(&self, s: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{s}"); // a closed stdout must not kill the tunnel
+        let _ = out.flush();
+    }
+
+    /// The banner once the tunnel is online.
+    pub fn online(&self, public_url: &str, local: &str, expires_at: &str) {
+        self.line("");
+        self.line(&format!(
+            "  {}  {}",
+            self.paint(&format!("{BOLD}{GREEN}"), "Tunnel online"),
+            self.paint(DIM, &format!("(expires {expires_at})"))
+        ));
+        self.line(&format!(
+            "  {}  {} -> http://{local}",
+            self.paint(BOLD, "Forwarding"),
+            self.paint(&format!("{BOLD}{CYAN}"), public_url)
+        ));
+        self.line("");
+    }
+
+    /// A status message.
+    pub fn info(&self, msg: &str) {
+        self.line(&format!("{} {}", self.paint(DIM, &now()), msg));
+    }
+
+    /// A warning.
+    pub fn warn(&self, msg: &str) {
+        self.line(&format!(
+            "{} {}",
+            self.paint(DIM, &now()),
+            self.paint(YELLOW, msg)
+        ));
+    }
+
+    /// One finished request.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        status: Option<u16>,
+        took: Duration,
+        bytes: u64,
+        note: &str,
+    ) {
+        if !self.requests {
+            return;
+        }
+        let status_text = status.map_or_else(|| "---".to_string(), |s| s.to_string());
+        let colour = match status {
+            Some(s) if s < 300 => GREEN,
+            Some(s) if s < 400 => CYAN,
+            Some(s) if s < 500 => YELLOW,
+            _ => RED,
+        };
+        let path: String = path.chars().take(120).collect();
+        self.line(&format!(
+            "{} {:<7} {:<40} {} {:>8} {:>10}{}",
+            self.paint(DIM, &now()),
+            method,
+            path,
+            self.paint(colour, &status_text),
+            format_duration(took),
+            format_bytes(bytes),
+            if note.is_empty() {
+                String::new()
+            } else {
+                format!("  {}", self.paint(DIM, note))
+            }
+        ));
+    }
+}
+
+fn now() -> String {
+    chrono::Local::now().format("%H:%M:%S").to_string()
+}
+
+/// `12ms`, `1.4s`.
+pub fn format_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// `512 B`, `1.2 KB`, `3.4 MB`.
+pub fn format_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(format_bytes(10), "10 B");
+        assert_eq!(format_bytes(1536), "1.5 KB");
+        assert_eq!(format_bytes(5 * 1024 * 1024), "5.0 MB");
+        assert_eq!(format_duration(Duration::from_millis(12)), "12ms");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+    }
+}

@@ -1,0 +1,252 @@
+//! Forwards one stream to the local service and streams the answer back.
+//!
+//! The HTTP client follows no redirects and decodes nothing: status, headers and body bytes
+//! pass exactly as the local service produced them.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{HeaderValue, HOST, LOCATION};
+use http::{Method, Request};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tunnel_protocol::headers::WireHeaders;
+use tunnel_protocol::mux::{Mux, Stream};
+use tunnel_protocol::{ControlMessage, RequestHead, ResetCode, ResponseHead, StreamError};
+
+use crate::config::{ClientConfig, HostHeader};
+use crate::display::Printer;
+
+/// Body type sent to the local service.
+pub type LocalBody = BoxBody<Bytes, StreamError>;
+
+/// What every forwarding task needs.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    http: Client<HttpConnector, LocalBody>,
+    authority: String,
+    host_header: HostHeader,
+    printer: Printer,
+}
+
+impl Forwarder {
+    /// A forwarder with a pooled HTTP/1.1 client for the configured local service.
+    pub fn new(cfg: &ClientConfig, printer: Printer) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Self {
+            http,
+            authority: cfg.local_authority(),
+            host_header: cfg.host_header.clone(),
+            printer,
+        }
+    }
+
+    /// Serves one stream to completion.
+    pub async fn forward(self: Arc<Self>, mux: Mux, head: RequestHead, stream: Stream) {
+        let started = Instant::now();
+        let method = head.method.clone();
+        let path = head.target.split('?').next().unwrap_or("/").to_string();
+        let outcome = self.exchange(&mux, head, stream).await;
+        let (status, bytes, note) = match outcome {
+            Ok((status, bytes)) => (Some(status), bytes, String::new()),
+            Err(Failure { status, note }) => (status, 0, note),
+        };
+        self.printer
+            .request(&method, &path, status, started.elapsed(), bytes, &note);
+    }
+
+    async fn exchange(
+        &self,
+        mux: &Mux,
+        head: RequestHead,
+        stream: Stream,
+    ) -> Result<(u16, u64), Failure> {
+        let Stream {
+            id,
+            mut sender,
+            receiver,
+        } = stream;
+        let request = match self.build_request(&head, receiver) {
+            Ok(r) => r,
+            Err(why) => {
+                sender.reset(ResetCode::ProtocolError, &why);
+                return Err(Failure::new(
+                    Some(502),
+                    format!("bad request from server: {why}"),
+                ));
+            }
+        };
+        let response = tokio::select! {
+            r = self.http.request(request) => r,
+            _ = sender.cancelled() => return Err(Failure::new(None, "cancelled by the public client")),
+        };
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                let (code, status, note) = if e.is_connect() {
+                    (
+                        ResetCode::LocalConnectFailed,
+                        502,
+                        format!("cannot connect to http://{}", self.authority),
+                    )
+                } else {
+                    (
+                        ResetCode::LocalError,
+                        502,
+                        "local service failed".to_string(),
+                    )
+                };
+                let detail = crate::control::error_chain(&e);
+                sender.reset(code, &detail);
+                return Err(Failure::new(Some(status), format!("{note}: {detail}")));
+            }
+        };
+        let (mut parts, mut body) = response.into_parts();
+        self.rewrite_location(&mut parts.headers);
+        let status = parts.status.as_u16();
+        let end_stream = http_body::Body::is_end_stream(&body);
+        let head = ResponseHead {
+            stream_id: id,
+            status,
+            headers: WireHeaders::from_header_map(&parts.headers),
+            end_stream,
+        };
+        if mux
+            .send_control(ControlMessage::Response(head))
+            .await
+            .is_err()
+        {
+            return Err(Failure::new(Some(status), "tunnel connection lost"));
+        }
+        if end_stream {
+            sender.mark_finished();
+            return Ok((status, 0));
+        }
+        let mut bytes = 0u64;
+        loop {
+            let frame = tokio::select! {
+                f = body.frame() => f,
+                _ = sender.cancelled() => {
+                    return Err(Failure::new(Some(status), "cancelled by the public client"));
+                }
+            };
+            match frame {
+                None => {
+                    if sender.finish().await.is_err() {
+                        return Err(Failure::new(Some(status), "tunnel connection lost"));
+                    }
+                    return Ok((status, bytes));
+                }
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    }; // trailers are dropped
+                    bytes += data.len() as u64;
+                    if let Err(e) = sender.send(data).await {
+                        return Err(Failure::new(Some(status), format!("stream ended: {e}")));
+                    }
+                }
+                Some(Err(e)) => {
+                    sender.reset(ResetCode::LocalError, &e.to_string());
+                    return Err(Failure::new(
+                        Some(status),
+                        format!("local service broke off: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn build_request(
+        &self,
+        head: &RequestHead,
+        receiver: tunnel_protocol::mux::BodyReceiver,
+    ) -> Result<Request<LocalBody>, String> {
+        let method =
+            Method::from_bytes(head.method.as_bytes()).map_err(|_| "invalid method".to_string())?;
+        if !head.target.starts_with('/') {
+            return Err("request target is not a path".into());
+        }
+        let uri: http::Uri = format!("http://{}{}", self.authority, head.target)
+            .parse()
+            .map_err(|_| "invalid request target".to_string())?;
+        let mut headers = head.headers.to_header_map().map_err(|e| e.to_string())?;
+        match &self.host_header {
+            HostHeader::Rewrite => {
+                if let Ok(v) = HeaderValue::from_str(&self.authority) {
+                    headers.insert(HOST, v);
+                }
+            }
+            HostHeader::Preserve => {}
+            HostHeader::Fixed(h) => {
+                if let Ok(v) = HeaderValue::from_str(h) {
+                    headers.insert(HOST, v);
+                }
+            }
+        }
+        let body: LocalBody = if head.end_stream {
+            drop(receiver);
+            Empty::new().map_err(|never| match never {}).boxed()
+        } else {
+            BodyExt::boxed(StreamBody::new(
+                receiver.map(|chunk| chunk.map(Frame::data)),
+            ))
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
+
+    /// `Location: http://localhost:3000/x` → `/x`, which the server then roots under the
+    /// tunnel's prefix: a redirect to the local address would lead the browser nowhere.
+    fn rewrite_location(&self, headers: &mut http::HeaderMap) {
+        let Some(loc) = headers.get(LOCATION).and_then(|v| v.to_str().ok()) else {
+            return;
+        };
+        let local_prefixes = [
+            format!("http://{}", self.authority),
+            format!("https://{}", self.authority),
+        ];
+        for p in &local_prefixes {
+            if let Some(rest) = loc.strip_prefix(p.as_str()) {
+                if rest.is_empty() || rest.starts_with('/') || rest.starts_with('?') {
+                    let new = if rest.starts_with('/') {
+                        rest.to_string()
+                    } else {
+                        format!("/{rest}")
+                    };
+                    if let Ok(v) = HeaderValue::from_str(&new) {
+                        headers.insert(LOCATION, v);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct Failure {
+    status: Option<u16>,
+    note: String,
+}
+
+impl Failure {
+    fn new(status: Option<u16>, note: impl Into<String>) -> Self {
+        Self {
+            status,
+            note: note.into(),
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The control API (`/api/…`), health and readiness, and the router that ties every route
+//! together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use tunnel_protocol::GoodbyeReason;
+
+use crate::auth::{presented_credential, KeyId};
+use crate::error::TunnelError;
+use crate::registry::{public_url, CreateError, TunnelInfo};
+use crate::state::AppState;
+use crate::{connect, proxy};
+
+/// Builds the whole application: control API, client endpoint, and the proxy as fallback.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/api", get(api_info))
+        .route("/api/tunnels", post(create).get(list))
+        .route("/api/tunnels/create", post(create))
+        .route("/api/tunnels/list", get(list))
+        .route("/api/tunnels/{id}", get(status).delete(delete_tunnel))
+        .route("/api/tunnels/{id}/status", get(status))
+        .route("/api/tunnel/connect/{id}", get(connect::connect))
+        .fallback(proxy::proxy)
+        .with_state(state)
+}
+
+/// The API key a request authenticated with.
+pub struct ApiKey(pub KeyId);
+
+impl FromRequestParts<Arc<AppState>> for ApiKey {
+    type Rejection = TunnelError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        presented_credential(&parts.headers)
+            .and_then(|k| state.settings.api_keys.check(k))
+            .map(ApiKey)
+            .ok_or(TunnelError::Unauthorized)
+    }
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.shutdown.is_cancelled() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "shutting_down" })),
+        )
+            .into_response()
+    } else {
+        Json(serde_json::json!({ "status": "ready", "tunnels": state.registry.len() }))
+            .into_response()
+    }
+}
+
+async fn api_info() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "name": "tunnel-server",
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol_version": tunnel_protocol::PROTOCOL_VERSION,
+        "endpoints": {
+            "create": "POST /api/tunnels/create (or POST /api/tunnels)",
+            "list": "GET /api/tunnels/list (or GET /api/tunnels)",
+            "status": "GET /api/tunnels/{id}/status",
+            "delete": "DELETE /api/tunnels/{id}",
+            "connect": "GET /api/tunnel/connect/{id} (WebSocket, Authorization: Bearer TOKEN)",
+            "health": "GET /health",
+            "ready": "GET /ready",
+            "proxy": "ANY /{id}/{path}"
+        }
+    }))
+}
+
+/// Body of a create request; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// Requested id (lowercase DNS label).
+    pub name: Option<String>,
+    /// Requested lifetime in seconds.
+    pub ttl_secs: Option<u64>,
+}
+
+/// Answer to a create request.
+#[derive(Debug, Serialize)]
+pub struct CreateResponse {
+    /// The tunnel id.
+    pub tunnel_id: String,
+    /// The token a client authenticates with; shown only here.
+    pub token: String,
+    /// Public URL.
+    pub public_url: String,
+    /// Where the client connects.
+    pub websocket_url: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Expiry time.
+    pub expires_at: DateTime<Utc>,
+}
+
+async fn create(
+    State(state): State<Arc<AppState>>,
+    ApiKey(owner): ApiKey,
+    body: Bytes,
+) -> Result<Json<CreateResponse>, TunnelError> {
+    if state.shutdown.is_cancelled() {
+        return Err(TunnelError::ShuttingDown);
+    }
+    let req: CreateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| TunnelError::Invalid(format!("invalid JSON body: {e}")))?
+    };
+    let settings = &state.settings;
+    let ttl = match req.ttl_secs {
+        None => settings.default_ttl,
+        Some(0) => return Err(TunnelError::Invalid("ttl_secs must be at least 1".into())),
+        Some(s) if Duration::from_secs(s) > settings.max_ttl => {
+            return Err(TunnelError::Invalid(format!(
+                "ttl_secs must be at most {}",
+                settings.max_ttl.as_secs()
+            )))
+        }
+        Some(s) => Duration::from_secs(s),
+    };
+    let (tunnel, token) = state
+        .registry
+        .create(
+            owner,
+            req.name.as_deref(),
+            ttl,
+            settings.max_tunnels_per_key,
+        )
+        .map_err(|e| match e {
+            CreateError::InvalidName(m) => TunnelError::Invalid(format!("invalid name: {m}")),
+            CreateError::Taken(n) => TunnelError::Conflict(format!("tunnel name {n:?} is taken")),
+            CreateError::TooMany(n) => TunnelError::QuotaExceeded(format!(
+                "this API key already holds {n} tunnels, the most allowed; delete one first"
+            )),
+        })?;
+    tracing::info!(tunnel = %tunnel.id, key = owner, ttl_secs = ttl.as_secs(), "tunnel created");
+    Ok(Json(CreateResponse {
+        public_url: public_url(&state.base_url, &tunnel.id),
+        websocket_url: state.websocket_url(&tunnel.id),
+        tunnel_id: tunnel.id.clone(),
+        token,
+        created_at: tunnel.created_at,
+        expires_at: tunnel.expires_at,
+    }))
+}
+
+#[derive(Serialize)]
+struct ListResponse {
+    tunnels: Vec<TunnelInfo>,
+    count: usize,
+}
+
+async fn list(State(state): State<Arc<AppState>>, ApiKey(owner): ApiKey) -> Json<ListResponse> {
+    let tunnels: Vec<_> = state
+        .registry
+        .list(owner)
+        .iter()
+        .map(|t| t.info(&state.base_url))
+        .collect();
+    Json(ListResponse {
+        count: tunnels.len(),
+        tunnels,
+    })
+}
+
+async fn status(
+    State(state): State<Arc<AppState>>,
+    ApiKey(owner): ApiKey,
+    Path(id): Path<String>,
+) -> Result<Json<TunnelInfo>, TunnelError> {
+    match state.registry.get(&id) {
+        Some(t) if t.owner == owner => Ok(Json(t.info(&state.base_url))),
+        _ => Err(TunnelError::TunnelNotFound),
+    }
+}
+
+async fn delete_tunnel(
+    State(state): State<Arc<AppState>>,
+    ApiKey(owner): ApiKey,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, TunnelError> {
+    match state.registry.get(&id) {
+        Some(t) if t.owner == owner => {
+            state
+                .registry
+                .remove(&id, GoodbyeReason::Deleted, "the tunnel was deleted");
+            tracing::info!(tunnel = %id, "tunnel deleted");
+            Ok(Json(
+                serde_json::json!({ "deleted": true, "tunnel_id": id }),
+            ))
+        }
+        _ => Err(TunnelError::TunnelNotFound),
+    }
+}

@@ -1,0 +1,250 @@
+//! `GET /api/tunnel/connect/{id}`: where a tunnel client authenticates and upgrades to the
+//! WebSocket that carries its tunnel's traffic.
+//!
+//! The token is checked *before* the upgrade, from the `Authorization` header (never the URL),
+//! and a wrong token and an unknown tunnel get the same 401: nothing is allocated for a client
+//! and nothing reveals which ids exist until it has authenticated.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use http::{HeaderValue, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tracing::{info, info_span, warn, Instrument};
+use tunnel_protocol::frame::{websocket_config, Frame};
+use tunnel_protocol::mux::{self, Event, Role};
+use tunnel_protocol::{ControlMessage, GoodbyeReason, Welcome, PROTOCOL_VERSION};
+
+use crate::auth::{presented_credential, SecretHash};
+use crate::error::TunnelError;
+use crate::registry::{public_url, Tunnel};
+use crate::state::AppState;
+
+/// The peer address of a public connection, inserted by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Handles the upgrade request.
+pub async fn connect(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    mut req: Request,
+) -> Response {
+    if state.shutdown.is_cancelled() {
+        return TunnelError::ShuttingDown.json_response();
+    }
+    let headers = req.headers();
+    let token = presented_credential(headers).unwrap_or("");
+    let tunnel = state.registry.get(&id);
+    let authorized = match &tunnel {
+        Some(t) => t.token_matches(token),
+        None => {
+            // Same work as a real comparison, so timing does not reveal unknown ids.
+            let _ = SecretHash::of("no such tunnel").matches(token);
+            false
+        }
+    };
+    let Some(tunnel) = tunnel.filter(|_| authorized) else {
+        warn!(tunnel = %truncate(&id), "client connect refused: bad token or unknown tunnel");
+        return TunnelError::Unauthorized.json_response();
+    };
+    let is_upgrade = headers
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = headers
+        .get(SEC_WEBSOCKET_KEY)
+        .map(|k| k.as_bytes().to_vec());
+    let version_ok = headers
+        .get("sec-websocket-version")
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let (Some(key), true, true) = (key, is_upgrade, version_ok) else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            [(UPGRADE, HeaderValue::from_static("websocket"))],
+            "this endpoint only speaks WebSocket (version 13)\n",
+        )
+            .into_response();
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return TunnelError::BadRequest("connection cannot be upgraded").json_response();
+    };
+    let remote = req
+        .extensions()
+        .get::<PeerAddr>()
+        .map(|p| p.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let span = info_span!("client", tunnel = %tunnel.id, peer = %remote);
+    tokio::spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        WsRole::Server,
+                        Some(websocket_config(state.mux_config().max_frame_size)),
+                    )
+                    .await;
+                    serve_client(state, tunnel, ws, remote).await;
+                }
+                Err(e) => warn!(error = %e, "websocket upgrade failed"),
+            }
+        }
+        .instrument(span),
+    );
+    let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let h = resp.headers_mut();
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(&key)) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+type ServerWs = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+async fn send_control(ws: &mut ServerWs, msg: ControlMessage) -> Result<(), String> {
+    let msg = Frame::Control(msg)
+        .into_message()
+        .map_err(|e| e.to_string())?;
+    ws.send(msg).await.map_err(|e| e.to_string())
+}
+
+async fn refuse(ws: &mut ServerWs, reason: GoodbyeReason, message: String) {
+    warn!(%message, "client refused");
+    let _ = send_control(ws, ControlMessage::Goodbye { reason, message }).await;
+    let _ = ws.close(None).await;
+}
+
+/// Reads the client's hello and checks its version.
+async fn handshake(state: &AppState, ws: &mut ServerWs) -> Result<String, (GoodbyeReason, String)> {
+    let deadline = state.settings.handshake_timeout;
+    let first = tokio::time::timeout(deadline, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return Ok(t),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(_)) => return Err("expected a hello text frame".to_string()),
+                Some(Err(e)) => return Err(format!("websocket error: {e}")),
+                None => return Err("closed before hello".to_string()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| {
+        (
+            GoodbyeReason::ProtocolError,
+            format!("no hello within {}s", deadline.as_secs()),
+        )
+    })?
+    .map_err(|e| (GoodbyeReason::ProtocolError, e))?;
+    let hello = match serde_json::from_str::<ControlMessage>(first.as_str()) {
+        Ok(ControlMessage::Hello(h)) => h,
+        Ok(_) => {
+            return Err((
+                GoodbyeReason::ProtocolError,
+                "first message must be hello".into(),
+            ))
+        }
+        Err(e) => {
+            return Err((
+                GoodbyeReason::ProtocolError,
+                format!("malformed hello: {e}"),
+            ))
+        }
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return Err((
+            GoodbyeReason::VersionMismatch,
+            format!(
+                "this server (tunnel-server {}) speaks tunnel protocol {PROTOCOL_VERSION}, your client \
+                 speaks {}: install a tunnel-client release that speaks protocol {PROTOCOL_VERSION}",
+                env!("CARGO_PKG_VERSION"),
+                hello.protocol_version
+            ),
+        ));
+    }
+    Ok(hello.agent.chars().take(100).collect())
+}
+
+async fn serve_client(
+    state: Arc<AppState>,
+    tunnel: Arc<Tunnel>,
+    mut ws: ServerWs,
+    remote: SocketAddr,
+) {
+    let agent = match handshake(&state, &mut ws).await {
+        Ok(agent) => agent,
+        Err((reason, message)) => return refuse(&mut ws, reason, message).await,
+    };
+    let cfg = state.mux_config();
+    let welcome = ControlMessage::Welcome(Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        tunnel_id: tunnel.id.clone(),
+        public_url: public_url(&state.base_url, &tunnel.id),
+        initial_window: cfg.initial_window,
+        max_frame_size: cfg.max_frame_size,
+        ping_interval_secs: u32::try_from(cfg.ping_interval.as_secs()).unwrap_or(u32::MAX),
+    });
+    if let Err(e) = send_control(&mut ws, welcome).await {
+        warn!(error = %e, "client left during the handshake");
+        return;
+    }
+    let (mux, mut events) = mux::start(ws, cfg, Role::Server);
+    let (generation, old) = tunnel.attach(mux.clone(), remote);
+    if let Some(old) = old {
+        info!("a new client took over the tunnel; closing the previous one");
+        tokio::spawn(async move {
+            old.mux
+                .close(
+                    GoodbyeReason::Replaced,
+                    "another client connected to this tunnel",
+                )
+                .await
+        });
+    }
+    info!(%agent, "client connected");
+    // The tunnel may have been deleted, or shutdown begun, while we were handshaking.
+    let still_registered = state
+        .registry
+        .get(&tunnel.id)
+        .is_some_and(|t| Arc::ptr_eq(&t, &tunnel));
+    if !still_registered {
+        mux.close(GoodbyeReason::Deleted, "the tunnel was deleted")
+            .await;
+    } else if state.shutdown.is_cancelled() {
+        mux.announce(GoodbyeReason::ServerShutdown, "the server is restarting")
+            .await;
+    }
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Goodbye { reason, message } => {
+                info!(?reason, %message, "client says goodbye");
+            }
+            Event::Request { stream, .. } => {
+                // The mux never produces requests on the server side; refuse if it ever did.
+                stream
+                    .sender
+                    .reset(tunnel_protocol::ResetCode::ProtocolError, "unexpected");
+            }
+        }
+    }
+    tunnel.detach(generation);
+    info!(
+        reason = mux.close_reason().unwrap_or_default(),
+        "client disconnected"
+    );
+}

@@ -1,0 +1,209 @@
+//! Every error a public client or API caller can see, mapped to a status in one place.
+//!
+//! Each carries a stable machine-readable code, sent in the `X-Tunnel-Error` header and in the
+//! body (JSON when the caller accepts JSON, a small HTML page otherwise). Internal detail goes
+//! to the logs, never to the public.
+
+use axum::response::{IntoResponse, Response};
+use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, StatusCode};
+
+/// Header carrying the error code.
+pub const ERROR_HEADER: &str = "x-tunnel-error";
+
+/// An error answered by the server itself rather than by a local service.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TunnelError {
+    /// No tunnel has that id.
+    #[error("no tunnel with this id")]
+    TunnelNotFound,
+    /// The tunnel exists but no client is connected to it.
+    #[error("the tunnel exists but its client is not connected")]
+    TunnelOffline,
+    /// The client connection dropped while the request was in flight.
+    #[error("the tunnel client disconnected during the request")]
+    ClientDisconnected,
+    /// The client could not reach the local service.
+    #[error("the tunnel client could not connect to the local service")]
+    LocalUnreachable,
+    /// The local service failed or answered something unusable.
+    #[error("the local service failed to answer")]
+    LocalError,
+    /// The client sent a response that breaks the protocol.
+    #[error("the tunnel client sent an invalid response")]
+    BadResponse,
+    /// No response head within the request timeout.
+    #[error("the local service did not answer in time")]
+    Timeout,
+    /// Too many requests in flight on the tunnel.
+    #[error("too many concurrent requests on this tunnel")]
+    Overloaded,
+    /// The server is shutting down.
+    #[error("the server is restarting")]
+    ShuttingDown,
+    /// A malformed request.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// Missing or wrong credentials.
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    /// The route exists but not for this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A name conflict.
+    #[error("{0}")]
+    Conflict(String),
+    /// A per-key quota is exhausted.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// Invalid input to the control API.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl TunnelError {
+    /// HTTP status.
+    pub fn status(&self) -> StatusCode {
+        use TunnelError::*;
+        match self {
+            TunnelNotFound => StatusCode::NOT_FOUND,
+            TunnelOffline | ClientDisconnected | LocalUnreachable | LocalError | BadResponse => {
+                StatusCode::BAD_GATEWAY
+            }
+            Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Overloaded | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            BadRequest(_) | Invalid(_) => StatusCode::BAD_REQUEST,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Conflict(_) => StatusCode::CONFLICT,
+            QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        use TunnelError::*;
+        match self {
+            TunnelNotFound => "tunnel_not_found",
+            TunnelOffline => "tunnel_offline",
+            ClientDisconnected => "client_disconnected",
+            LocalUnreachable => "local_service_unreachable",
+            LocalError => "local_service_error",
+            BadResponse => "invalid_client_response",
+            Timeout => "gateway_timeout",
+            Overloaded => "tunnel_overloaded",
+            ShuttingDown => "server_shutting_down",
+            BadRequest(_) => "bad_request",
+            Unauthorized => "unauthorized",
+            MethodNotAllowed => "method_not_allowed",
+            Conflict(_) => "conflict",
+            QuotaExceeded(_) => "quota_exceeded",
+            Invalid(_) => "invalid_request",
+        }
+    }
+
+    /// What a user can do about it.
+    fn hint(&self) -> &'static str {
+        use TunnelError::*;
+        match self {
+            TunnelNotFound => "Check the URL; the tunnel may have expired or been deleted.",
+            TunnelOffline => "Start tunnel-client for this tunnel, or wait for it to reconnect.",
+            ClientDisconnected => "The tunnel client went away; retry once it reconnects.",
+            LocalUnreachable => {
+                "Is the local service running on the port tunnel-client forwards to?"
+            }
+            LocalError => "The local service closed the connection or failed; check its logs.",
+            BadResponse => "Upgrade tunnel-client, or check its logs.",
+            Timeout => "The local service took too long to start answering.",
+            Overloaded => "Retry shortly.",
+            ShuttingDown => "Retry in a few seconds.",
+            Unauthorized => "Send a valid key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.",
+            _ => "",
+        }
+    }
+
+    /// Renders for a caller that sent `headers`: JSON if it accepts JSON, HTML otherwise.
+    pub fn render(&self, request_headers: &HeaderMap) -> Response {
+        let wants_json = request_headers
+            .get(ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("json"))
+            || !request_headers.contains_key(ACCEPT);
+        if wants_json {
+            self.json_response()
+        } else {
+            self.html_response()
+        }
+    }
+
+    /// Renders as JSON: `{"error": {"code", "message", "hint"}}`.
+    pub fn json_response(&self) -> Response {
+        let body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.to_string(), "hint": self.hint() }
+        });
+        self.with_headers(body.to_string(), "application/json")
+    }
+
+    fn html_response(&self) -> Response {
+        let status = self.status();
+        let body = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\
+             <body><h1>{code} {reason}</h1><p>{msg}</p><p>{hint}</p><p><small>{tag}</small></p></body></html>\n",
+            code = status.as_u16(),
+            reason = status.canonical_reason().unwrap_or(""),
+            msg = html_escape(&self.to_string()),
+            hint = html_escape(self.hint()),
+            tag = self.code(),
+        );
+        self.with_headers(body, "text/html; charset=utf-8")
+    }
+
+    fn with_headers(&self, body: String, content_type: &'static str) -> Response {
+        let mut resp = (self.status(), body).into_response();
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
+        if matches!(self, TunnelError::Unauthorized) {
+            h.insert(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tunnel\""),
+            );
+        }
+        resp
+    }
+}
+
+impl IntoResponse for TunnelError {
+    fn into_response(self) -> Response {
+        self.json_response()
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_statuses() {
+        let e = TunnelError::Timeout;
+        let r = e.json_response();
+        assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(r.headers()[ERROR_HEADER], "gateway_timeout");
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, HeaderValue::from_static("text/html"));
+        let r = TunnelError::TunnelOffline.render(&h);
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+        assert!(r.headers()[CONTENT_TYPE]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/html"));
+    }
+}

@@ -1,0 +1,264 @@
+//! Header rules of the reverse proxy: what is stripped, added and rewritten on the way to the
+//! local service and back.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
+/// `Proxy-*` family, which only concerns the hop to a proxy.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers: the fixed list, and every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+}
+
+/// What the proxy knows about the public request, for the forwarding headers.
+pub struct ForwardInfo<'a> {
+    /// The peer address of the public connection.
+    pub client_ip: IpAddr,
+    /// `http` or `https`, as the public reached us.
+    pub proto: &'a str,
+    /// The host the public asked for.
+    pub host: Option<&'a str>,
+    /// `/<tunnel_id>`.
+    pub prefix: &'a str,
+}
+
+/// Prepares public request headers for the local service: strips hop-by-hop headers, then sets
+/// `X-Forwarded-For` (appended to what earlier proxies set), `-Proto`, `-Host`, `-Prefix`.
+///
+/// Stripping runs first, so `Connection: x-forwarded-for` can remove what a client sent but
+/// never what we add.
+pub fn prepare_request_headers(headers: &mut HeaderMap, info: &ForwardInfo<'_>) {
+    strip_hop_by_hop(headers);
+    let prior: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    let ip = info.client_ip.to_string();
+    let xff = if prior.is_empty() {
+        ip
+    } else {
+        format!("{}, {ip}", prior.join(", "))
+    };
+    set(headers, "x-forwarded-for", &xff);
+    set(headers, "x-forwarded-proto", info.proto);
+    if let Some(host) = info.host {
+        set(headers, "x-forwarded-host", host);
+    }
+    set(headers, "x-forwarded-prefix", info.prefix);
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Prepares the local service's response headers for the public client: strips hop-by-hop
+/// headers, roots redirects and cookies under the tunnel prefix, and removes
+/// `Service-Worker-Allowed` (all tunnels share one origin, so a service worker scoped to `/`
+/// could intercept other tunnels' pages).
+pub fn prepare_response_headers(headers: &mut HeaderMap, prefix: &str) {
+    strip_hop_by_hop(headers);
+    headers.remove("service-worker-allowed");
+    if let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+        if let Some(new) = rewrite_location(loc, prefix) {
+            if let Ok(v) = HeaderValue::from_str(&new) {
+                headers.insert(header::LOCATION, v);
+            }
+        }
+    }
+    if headers.contains_key(header::SET_COOKIE) {
+        let cookies: Vec<HeaderValue> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| match v.to_str() {
+                Ok(s) => HeaderValue::from_str(&rewrite_cookie_path(s, prefix))
+                    .unwrap_or_else(|_| v.clone()),
+                Err(_) => v.clone(),
+            })
+            .collect();
+        headers.remove(header::SET_COOKIE);
+        for c in cookies {
+            headers.append(header::SET_COOKIE, c);
+        }
+    }
+}
+
+/// `/x` → `/<id>/x`. Absolute URLs and scheme-relative `//host/x` are left alone (the client
+/// already turned absolute URLs to the local service into root-relative ones).
+pub fn rewrite_location(loc: &str, prefix: &str) -> Option<String> {
+    if loc.starts_with('/') && !loc.starts_with("//") && !loc.starts_with("/\\") {
+        if loc == prefix || loc.starts_with(&format!("{prefix}/")) {
+            return None;
+        }
+        Some(format!("{prefix}{loc}"))
+    } else {
+        None
+    }
+}
+
+/// `Path=/` → `Path=/<id>/`, `Path=/a` → `Path=/<id>/a`; other attributes unchanged.
+pub fn rewrite_cookie_path(cookie: &str, prefix: &str) -> String {
+    let mut out = Vec::new();
+    for (i, part) in cookie.split(';').enumerate() {
+        if i > 0 {
+            let trimmed = part.trim_start();
+            if let Some((k, v)) = trimmed.split_once('=') {
+                if k.trim().eq_ignore_ascii_case("path") {
+                    let v = v.trim();
+                    if v.starts_with('/') && !v.starts_with(&format!("{prefix}/")) && v != prefix {
+                        let new = if v == "/" {
+                            format!("{prefix}/")
+                        } else {
+                            format!("{prefix}{v}")
+                        };
+                        out.push(format!(" {}={new}", k.trim()));
+                        continue;
+                    }
+                }
+            }
+        }
+        out.push(part.to_string());
+    }
+    out.join(";")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_headers_go_but_ours_stay() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("close, x-forwarded-for, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        let info = ForwardInfo {
+            client_ip: "1.2.3.4".parse().expect("ip"),
+            proto: "https",
+            host: Some("t.example.com"),
+            prefix: "/abc",
+        };
+        prepare_request_headers(&mut h, &info);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "t.example.com");
+        assert_eq!(h["x-forwarded-prefix"], "/abc");
+        assert_eq!(h["x-keep"], "yes");
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "te",
+            "proxy-authorization",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        let info = ForwardInfo {
+            client_ip: "::1".parse().expect("ip"),
+            proto: "http",
+            host: None,
+            prefix: "/a",
+        };
+        prepare_request_headers(&mut h, &info);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, ::1");
+    }
+
+    #[test]
+    fn locations_and_cookies_are_rooted_under_the_prefix() {
+        assert_eq!(
+            rewrite_location("/login?x=1", "/t1").as_deref(),
+            Some("/t1/login?x=1")
+        );
+        assert_eq!(rewrite_location("/", "/t1").as_deref(), Some("/t1/"));
+        assert_eq!(rewrite_location("/t1/x", "/t1"), None);
+        assert_eq!(rewrite_location("//evil.com/x", "/t1"), None);
+        assert_eq!(rewrite_location("https://x.com/", "/t1"), None);
+        assert_eq!(rewrite_location("rel/path", "/t1"), None);
+        assert_eq!(
+            rewrite_cookie_path("a=1; Path=/; HttpOnly", "/t1"),
+            "a=1; Path=/t1/; HttpOnly"
+        );
+        assert_eq!(
+            rewrite_cookie_path("a=1; path=/x", "/t1"),
+            "a=1; path=/t1/x"
+        );
+        assert_eq!(rewrite_cookie_path("a=1", "/t1"), "a=1");
+        assert_eq!(
+            rewrite_cookie_path("a=1; Path=/t1/", "/t1"),
+            "a=1; Path=/t1/"
+        );
+    }
+
+    #[test]
+    fn response_headers() {
+        let mut h = HeaderMap::new();
+        h.append("set-cookie", HeaderValue::from_static("a=1; Path=/"));
+        h.append("set-cookie", HeaderValue::from_static("b=2; Path=/"));
+        h.insert("location", HeaderValue::from_static("/next"));
+        h.insert("service-worker-allowed", HeaderValue::from_static("/"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        prepare_response_headers(&mut h, "/t");
+        let cookies: Vec<_> = h.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; Path=/t/", "b=2; Path=/t/"]);
+        assert_eq!(h["location"], "/t/next");
+        assert!(!h.contains_key("service-worker-allowed"));
+        assert!(!h.contains_key("transfer-encoding"));
+    }
+}

@@ -1,0 +1,34 @@
+//! Log output: plain or JSON lines, level from `RUST_LOG`, timestamps in a chosen time zone.
+
+use chrono::Utc;
+use chrono_tz::Tz;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Formats timestamps in a fixed IANA time zone, with the offset, so that lines stay
+/// unambiguous across daylight-saving changes.
+#[derive(Debug, Clone, Copy)]
+pub struct ZonedTimer(pub Tz);
+
+impl FormatTime for ZonedTimer {
+    fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
+        let now = Utc::now().with_timezone(&self.0);
+        write!(w, "{}", now.format("%Y-%m-%dT%H:%M:%S%.3f%:z"))
+    }
+}
+
+/// Installs the global subscriber (once; later calls are ignored, which suits tests).
+pub fn init(format: LogFormat, tz: Tz) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_timer(ZonedTimer(tz))
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,0 +1,115 @@
+//! The accept loop, the expiry reaper, and graceful shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+use tower::Service;
+use tracing::{debug, info, warn};
+use tunnel_protocol::GoodbyeReason;
+
+use crate::api::router;
+use crate::connect::PeerAddr;
+use crate::state::AppState;
+
+/// How long a public client may take to send a request's headers (slowloris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves on `listener` until `state.shutdown` is cancelled, then drains: readiness fails, new
+/// connections are refused, clients are told the server is restarting, in-flight requests get
+/// up to the grace period to finish, and finally every client connection is closed.
+///
+/// The listener is injected so that tests (and embedders) can bind port 0 first.
+pub async fn run(listener: TcpListener, state: Arc<AppState>) {
+    let app = router(state.clone());
+    let connections = TaskTracker::new();
+    let reaper = tokio::spawn(reap_expired(state.clone()));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = state.shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(error = %e, "TCP_NODELAY not set");
+        }
+        let app = app.clone();
+        let shutdown = state.shutdown.clone();
+        connections.spawn(async move {
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                let mut app = app.clone();
+                async move { app.call(req.map(Body::new)).await }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                debug!(%peer, error = %e, "public connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    info!("shutting down: refusing new requests, draining in-flight ones");
+    let tunnels = state.registry.all();
+    for t in &tunnels {
+        if let Some(c) = t.connection() {
+            c.mux
+                .announce(GoodbyeReason::ServerShutdown, "the server is restarting")
+                .await;
+        }
+    }
+    connections.close();
+    let grace = state.settings.shutdown_grace;
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            open = connections.len(),
+            "grace period of {}s over; cutting the remaining connections",
+            grace.as_secs()
+        );
+    }
+    let closes = tunnels
+        .iter()
+        .filter_map(|t| t.connection())
+        .map(|c| async move {
+            c.mux
+                .close(GoodbyeReason::ServerShutdown, "the server is restarting")
+                .await
+        });
+    futures_util::future::join_all(closes).await;
+    reaper.abort();
+    info!("shutdown complete");
+}
+
+async fn reap_expired(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        state.registry.reap_expired();
+    }
+}

@@ -1,0 +1,79 @@
+//! The state every handler shares: settings, the registry, and the shutdown signal.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tunnel_protocol::mux::MuxConfig;
+
+use crate::config::Settings;
+use crate::registry::Registry;
+
+/// Shared by all handlers through `Arc<AppState>` (no globals).
+#[derive(Debug)]
+pub struct AppState {
+    /// Validated settings.
+    pub settings: Settings,
+    /// Public base URL without trailing slash, e.g. `https://tunnels.example.com`.
+    pub base_url: String,
+    /// All tunnels.
+    pub registry: Registry,
+    /// Cancelled when shutdown begins: readiness fails and new requests are refused.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Builds the state for a server listening on `local_addr`.
+    pub fn new(settings: Settings, local_addr: SocketAddr) -> Self {
+        let base_url = settings.public_url.clone().unwrap_or_else(|| {
+            let host = if local_addr.ip().is_unspecified() || local_addr.ip().is_loopback() {
+                "localhost".to_string()
+            } else {
+                match local_addr {
+                    SocketAddr::V4(a) => a.ip().to_string(),
+                    SocketAddr::V6(a) => format!("[{}]", a.ip()),
+                }
+            };
+            format!("http://{host}:{}", local_addr.port())
+        });
+        Self {
+            settings,
+            base_url,
+            registry: Registry::default(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// WebSocket URL a client connects to for tunnel `id`.
+    pub fn websocket_url(&self, id: &str) -> String {
+        let ws_base = if let Some(rest) = self.base_url.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = self.base_url.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            self.base_url.clone()
+        };
+        format!("{ws_base}/api/tunnel/connect/{id}")
+    }
+
+    /// Scheme the public uses to reach us.
+    pub fn public_proto(&self) -> &'static str {
+        if self.base_url.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// Multiplexer settings for client connections.
+    pub fn mux_config(&self) -> MuxConfig {
+        let s = &self.settings;
+        MuxConfig {
+            initial_window: s.window_bytes,
+            max_frame_size: 64 * 1024,
+            max_streams: s.max_streams_per_tunnel,
+            ping_interval: s.ping_interval,
+            dead_after: s.ping_interval * 3 + Duration::from_secs(1),
+        }
+    }
+}
