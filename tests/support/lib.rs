@@ -1,1 +1,248 @@
+//! Test support for the end-to-end tests in `tests/`: a real server, a real client and a local
+//! backend, each on an ephemeral port, with handles that stop them.
+//!
+//! Nothing here sleeps to wait for readiness: the server's listener is bound before it is
+//! handed over, and the client reports `Online` through a watch channel.
 
+#![allow(clippy::unwrap_used)]
+
+pub mod backend;
+pub mod http;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tunnel_client::{ClientArgs, ClientConfig, ClientError, Status};
+use tunnel_server::{AppState, Settings};
+
+/// The API key every test server accepts.
+pub const API_KEY: &str = "test-api-key-0123456789";
+
+/// Deadline for anything a test waits on.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Installs a log subscriber once (set `RUST_LOG` to see logs of a failing test).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A running in-process server.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state (registry, shutdown token…).
+    pub state: Arc<AppState>,
+    handle: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts a server on 127.0.0.1:0 with `extra` arguments.
+    pub async fn start(extra: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), extra).await
+    }
+
+    /// Starts a server on `addr` (used to restart on the same port).
+    pub async fn start_on(addr: SocketAddr, extra: &[&str]) -> Self {
+        init_logs();
+        let mut args = vec!["tunnel-server", "--api-keys", API_KEY];
+        args.extend_from_slice(extra);
+        let settings = Settings::parse_from(args).unwrap();
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(AppState::new(settings, addr));
+        let handle = tokio::spawn(tunnel_server::run(listener, state.clone()));
+        Self {
+            addr,
+            state,
+            handle,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Starts graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.state.shutdown.cancel();
+    }
+
+    /// Shuts down and waits until the server has finished.
+    pub async fn stop(self) {
+        self.state.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.handle)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Waits for the server task to finish (after `begin_shutdown`).
+    pub async fn join(self) {
+        tokio::time::timeout(DEADLINE, self.handle)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Creates a tunnel through the API; returns the JSON answer.
+    pub async fn create_tunnel(&self, body: serde_json::Value) -> serde_json::Value {
+        let resp = reqwest::Client::new()
+            .post(self.url("/api/tunnels/create"))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "create failed");
+        resp.json().await.unwrap()
+    }
+}
+
+/// A running in-process client.
+pub struct TestClient {
+    shutdown: CancellationToken,
+    handle: JoinHandle<Result<(), ClientError>>,
+    /// Its status updates.
+    pub status: watch::Receiver<Status>,
+    /// The tunnel id once online.
+    pub tunnel_id: String,
+    /// The public URL once online.
+    pub public_url: String,
+}
+
+impl TestClient {
+    /// Starts a client for `server` forwarding to 127.0.0.1:`port`, and waits until online.
+    pub async fn start(server: &TestServer, port: u16, extra: &[&str]) -> Self {
+        let server_arg = server.addr.to_string();
+        let port_arg = port.to_string();
+        let mut args = vec![
+            "tunnel-client",
+            "--server",
+            &server_arg,
+            "--api-key",
+            API_KEY,
+            "--port",
+            &port_arg,
+            "--local-host",
+            "127.0.0.1",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        let mut cfg =
+            ClientConfig::from_args(<ClientArgs as clap::Parser>::try_parse_from(args).unwrap())
+                .unwrap();
+        cfg.max_backoff = Duration::from_millis(200);
+        let shutdown = CancellationToken::new();
+        let (tx, rx) = watch::channel(Status::Starting);
+        let handle = tokio::spawn(tunnel_client::run(cfg, shutdown.clone(), tx));
+        let mut client = Self {
+            shutdown,
+            handle,
+            status: rx,
+            tunnel_id: String::new(),
+            public_url: String::new(),
+        };
+        client.wait_online().await;
+        client
+    }
+
+    /// Waits until the client reports `Online`, and records its id and URL.
+    pub async fn wait_online(&mut self) {
+        let status = tokio::time::timeout(
+            DEADLINE,
+            self.status.wait_for(|s| matches!(s, Status::Online { .. })),
+        )
+        .await
+        .expect("client did not come online in time")
+        .expect("client stopped before coming online")
+        .clone();
+        if let Status::Online {
+            tunnel_id,
+            public_url,
+        } = status
+        {
+            self.tunnel_id = tunnel_id;
+            self.public_url = public_url;
+        }
+    }
+
+    /// Waits until the client reports anything but `Online`.
+    pub async fn wait_offline(&mut self) {
+        tokio::time::timeout(
+            DEADLINE,
+            self.status
+                .wait_for(|s| !matches!(s, Status::Online { .. })),
+        )
+        .await
+        .expect("client did not notice the disconnect")
+        .ok();
+    }
+
+    /// Path of the tunnel on the server: `/<id>`.
+    pub fn prefix(&self) -> String {
+        format!("/{}", self.tunnel_id)
+    }
+
+    /// Stops the client gracefully (it deletes its tunnel) and returns how it ended.
+    pub async fn stop(self) -> Result<(), ClientError> {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.handle)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Waits for the client to end on its own.
+    pub async fn join(self) -> Result<(), ClientError> {
+        tokio::time::timeout(DEADLINE, self.handle)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+}
+
+/// Path of a binary of this workspace, built by `cargo test --workspace` (the crates' own
+/// integration tests make cargo build them).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|p| p.parent()).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace` (or `cargo test --workspace`) first",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` until it returns `Some`, or panics after [`DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -112,6 +112,21 @@ impl Frame {
     }
 }
 
+/// WebSocket limits for a client connection: no message larger than a full data frame or the
+/// largest control message, and a bounded write buffer (tungstenite's defaults are 64 MiB
+/// messages and an unbounded write buffer).
+pub fn websocket_config(
+    max_frame_size: u32,
+) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    let max_message = (max_frame_size as usize + DATA_HEADER_LEN).max(MAX_CONTROL_LEN);
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(32 * 1024)
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(64 * 1024 + 2 * max_message)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,19 +196,4 @@ mod tests {
             None
         );
     }
-}
-
-/// WebSocket limits for a client connection: no message larger than a full data frame or the
-/// largest control message, and a bounded write buffer (tungstenite's defaults are 64 MiB
-/// messages and an unbounded write buffer).
-pub fn websocket_config(
-    max_frame_size: u32,
-) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
-    let max_message = (max_frame_size as usize + DATA_HEADER_LEN).max(MAX_CONTROL_LEN);
-    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(32 * 1024)
-        .write_buffer_size(64 * 1024)
-        .max_write_buffer_size(64 * 1024 + 2 * max_message)
-        .max_message_size(Some(max_message))
-        .max_frame_size(Some(max_message))
 }

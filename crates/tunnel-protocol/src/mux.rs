@@ -197,8 +197,34 @@ impl StreamState {
 
 impl Shared {
     fn push_urgent(&self, u: Urgent) {
-        lock(&self.urgent).push_back(u);
+        let len = {
+            let mut q = lock(&self.urgent);
+            q.push_back(u);
+            q.len()
+        };
         self.urgent_notify.notify_one();
+        // Each stream queues at most one credit and one reset; far more means the peer floods
+        // us with streams we refuse while not reading our answers.
+        if len > 4 * self.cfg.max_streams + 1024 {
+            self.shutdown("peer is not reading its control messages".into());
+        }
+    }
+
+    /// Records why the connection ends, unless a reason is already recorded.
+    fn set_reason(&self, reason: String) {
+        let mut r = lock(&self.close_reason);
+        if r.is_none() {
+            debug!(%reason, "client connection closing");
+            *r = Some(reason);
+        }
+    }
+
+    /// Queues a message for the writer, failing at once if the connection ends meanwhile.
+    async fn enqueue(&self, msg: Message) -> Result<(), StreamError> {
+        tokio::select! {
+            r = self.out.send(msg) => r.map_err(|_| StreamError::ConnectionClosed),
+            _ = self.cancel.cancelled() => Err(StreamError::ConnectionClosed),
+        }
     }
 
     fn touch(&self) {
@@ -225,7 +251,10 @@ impl Shared {
             code,
             message,
         }));
-        state.fail(StreamError::Cancelled);
+        state.fail(match code {
+            ResetCode::FlowControl => StreamError::FlowControl,
+            _ => StreamError::Cancelled,
+        });
     }
 
     fn consumed(&self, state: &Arc<StreamState>, n: usize) {
@@ -258,13 +287,9 @@ impl Shared {
 
     /// Tears the connection down: every stream fails with `ConnectionClosed`.
     fn shutdown(&self, reason: String) {
-        {
-            let mut r = lock(&self.close_reason);
-            if r.is_none() {
-                debug!(%reason, "client connection closing");
-                *r = Some(reason);
-            }
-        }
+        self.set_reason(reason);
+        // Cancel before collecting: stream creation checks the token under the streams lock,
+        // so a stream is either collected here or never created.
         self.cancel.cancel();
         let streams: Vec<_> = lock(&self.streams).values().cloned().collect();
         for s in streams {
@@ -364,6 +389,9 @@ impl Shared {
                 let id = head.stream_id;
                 let (state, refused) = {
                     let mut streams = lock(&self.streams);
+                    if self.cancel.is_cancelled() {
+                        return Ok(());
+                    }
                     if id == 0 || streams.contains_key(&id) {
                         return Err(ProtocolError::Unexpected(format!(
                             "request head reuses stream id {id}"
@@ -491,6 +519,7 @@ async fn read_loop<S>(
         if let Err(e) = result {
             warn!(error = %e, "protocol violation, closing the client connection");
             let reason = format!("protocol error: {e}");
+            shared.set_reason(reason.clone());
             // Best effort: tell the peer why before closing.
             let _ = shared
                 .out
@@ -536,7 +565,7 @@ async fn write_loop<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let result: Result<(), String> = async {
+    let work = async {
         loop {
             let mut closing = false;
             tokio::select! {
@@ -571,11 +600,15 @@ async fn write_loop<S>(
                 return Err("closed locally".to_string());
             }
         }
-    }
-    .await;
-    match result {
-        Ok(()) => {}
-        Err(reason) => shared.shutdown(reason),
+    };
+    // Cancellation must win even while a write is blocked on a peer that stopped reading:
+    // dropping the sink (and the reader dropping the stream) releases the socket.
+    let result: Result<(), String> = tokio::select! {
+        r = work => r,
+        _ = shared.cancel.cancelled() => Ok(()),
+    };
+    if let Err(reason) = result {
+        shared.shutdown(reason);
     }
 }
 
@@ -628,7 +661,7 @@ async fn keepalive(shared: Arc<Shared>) {
                 silent_secs = silent.as_secs(),
                 "peer stopped answering pings"
             );
-            shared.shutdown(format!("no pong for {}s", silent.as_secs()));
+            shared.shutdown(format!("no pong for {:.1}s", silent.as_secs_f64()));
             return;
         }
         // A full queue means we are busy writing anyway; the next tick pings again.
@@ -644,9 +677,6 @@ impl Mux {
         &self,
     ) -> Result<(Stream, oneshot::Receiver<Result<ResponseHead, StreamError>>), StreamError> {
         let shared = &self.shared;
-        if shared.cancel.is_cancelled() {
-            return Err(StreamError::ConnectionClosed);
-        }
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         if id == 0 || id == u32::MAX {
             // 4 billion streams on one connection: refuse rather than reuse ids.
@@ -657,6 +687,9 @@ impl Mux {
         *lock(&state.head_tx) = Some(tx);
         {
             let mut streams = lock(&shared.streams);
+            if shared.cancel.is_cancelled() {
+                return Err(StreamError::ConnectionClosed);
+            }
             if streams.len() >= shared.cfg.max_streams {
                 return Err(StreamError::Reset {
                     code: ResetCode::Refused,
@@ -673,27 +706,32 @@ impl Mux {
         let msg = Frame::Control(msg)
             .into_message()
             .map_err(|_| StreamError::Cancelled)?;
-        self.shared
-            .out
-            .send(msg)
-            .await
-            .map_err(|_| StreamError::ConnectionClosed)
+        self.shared.enqueue(msg).await
     }
 
-    /// Sends a goodbye, then a close frame, then ends the connection.
+    /// Sends a goodbye, then a close frame, then ends the connection; takes at most two
+    /// seconds even if the peer stopped reading.
     pub async fn close(&self, reason: GoodbyeReason, message: &str) {
-        let out = &self.shared.out;
-        if out.send(goodbye(reason, message)).await.is_ok() {
-            let _ = out.send(close_message(CloseCode::Normal, message)).await;
-        }
-        // Bounded wait for the writer to flush; after it the connection is torn down anyway.
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.shared.cancel.cancelled()).await;
-        self.shared.shutdown(message.to_string());
+        let shared = &self.shared;
+        shared.set_reason(format!("closed: {message}"));
+        let graceful = async {
+            if shared.enqueue(goodbye(reason, message)).await.is_ok()
+                && shared
+                    .enqueue(close_message(CloseCode::Normal, message))
+                    .await
+                    .is_ok()
+            {
+                // The writer shuts the connection down once the close frame is flushed.
+                shared.cancel.cancelled().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), graceful).await;
+        shared.shutdown(format!("closed: {message}"));
     }
 
     /// Sends a goodbye without closing: in-flight streams may still finish.
     pub async fn announce(&self, reason: GoodbyeReason, message: &str) {
-        let _ = self.shared.out.send(goodbye(reason, message)).await; // closed already: fine
+        let _ = self.shared.enqueue(goodbye(reason, message)).await; // closed already: fine
     }
 
     /// Ends the connection at once, without telling the peer.
@@ -860,10 +898,8 @@ impl BodySender {
         };
         self.core
             .shared
-            .out
-            .send(Message::Binary(frame.encode()))
-            .await
-            .map_err(|_| StreamError::ConnectionClosed)?;
+            .enqueue(Message::Binary(frame.encode()))
+            .await?;
         self.core
             .shared
             .bytes_sent

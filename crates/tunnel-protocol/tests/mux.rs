@@ -4,9 +4,8 @@
 //! both ends: either two muxes talking to each other, or one mux and a hand-driven "raw" peer
 //! that speaks the wire format directly (to misbehave on purpose). Every wait is bounded by a
 //! timeout; the only fixed delays are negative checks ("this has *not* happened after 200 ms").
-//!
-//! Tests marked `#[ignore = "bug: …"]` document defects found in the mux; they fail today and
-//! are meant to pass once the defect is fixed (`cargo test -p tunnel-protocol -- --ignored`).
+//! The tests near the end began as reproductions of defects found in review (writer stuck on a
+//! non-reading peer, unbounded close, lost close reasons); they guard the fixes.
 
 use std::future::Future;
 use std::time::Duration;
@@ -1294,7 +1293,6 @@ async fn server_refuses_streams_past_its_limit() {
 /// "closed locally": the writer task records that reason first (it stops after writing the
 /// close frame the reader queued), and `shutdown` keeps only the first reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: close_reason() is \"closed locally\" instead of the protocol error"]
 async fn close_reason_names_the_protocol_error() {
     let (mux, _events, mut raw) = mux_server_raw_client(config()).await;
     within("a raw send", raw.send(Message::text("{")))
@@ -1310,7 +1308,6 @@ async fn close_reason_names_the_protocol_error() {
 
 /// The same first-reason-wins race loses the message given to `Mux::close`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: close_reason() is \"closed locally\" instead of the message given to close()"]
 async fn close_reason_names_the_local_close_message() {
     let pair = mux_pair(config()).await;
     within(
@@ -1328,7 +1325,6 @@ async fn close_reason_names_the_local_close_message() {
 /// variant is never constructed: `Shared::reset_local` always fails the stream with
 /// `StreamError::Cancelled`, indistinguishable from our own cancellation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: StreamError::FlowControl is never produced; the reader sees Cancelled"]
 async fn window_violation_is_reported_locally_as_flow_control() {
     let (mux, _events, mut raw) = mux_server_raw_client(config()).await;
     let (mut stream, head_rx) = raw_open(&mux, &mut raw).await;
@@ -1352,22 +1348,29 @@ async fn window_violation_is_reported_locally_as_flow_control() {
     );
 }
 
-/// Sets up a server mux whose peer stopped reading: the writer task is blocked writing into a
-/// full transport, and the stream's sender is blocked on the full writer queue. Returns the
-/// mux, the peer's end of the transport (never read), and the stuck upload.
-async fn mux_with_stuck_writer() -> (
-    Mux,
-    DuplexStream,
-    JoinHandle<Result<BodySender, StreamError>>,
-) {
+/// A server mux whose peer stopped reading: the writer task is blocked writing into a full
+/// transport, and a stream's sender is blocked on the full writer queue.
+struct StuckWriter {
+    mux: Mux,
+    /// The peer's end of the transport, never read.
+    peer_end: DuplexStream,
+    /// The blocked upload.
+    upload: JoinHandle<Result<BodySender, StreamError>>,
+    // Kept alive so that nothing but the test ends the connection or the stream.
+    _events: mpsc::Receiver<Event>,
+    _receiver: BodyReceiver,
+    _head: HeadRx,
+}
+
+async fn mux_with_stuck_writer() -> StuckWriter {
     let (mux_end, peer_end) = tokio::io::duplex(16 * 1024);
     let ws = WebSocketStream::from_raw_socket(mux_end, WsRole::Server, None).await;
     let cfg = MuxConfig {
         initial_window: 4 << 20,
         ..config()
     };
-    let (mux, _events) = mux::start(ws, cfg, mux::Role::Server);
-    let (stream, _head) = mux.open_stream().expect("open");
+    let (mux, events) = mux::start(ws, cfg, mux::Role::Server);
+    let (stream, head) = mux.open_stream().expect("open");
     let upload = spawn_upload(stream.sender, pattern(4 << 20, 8));
     // Wait until the sender stops making progress: the writer queue is full and the writer
     // is stuck on the transport. (Polling: there is no event to wait for.)
@@ -1384,7 +1387,15 @@ async fn mux_with_stuck_writer() -> (
     })
     .await;
     assert!(!upload.is_finished());
-    (mux, peer_end, upload)
+    assert!(!mux.is_closed());
+    StuckWriter {
+        mux,
+        peer_end,
+        upload,
+        _events: events,
+        _receiver: stream.receiver,
+        _head: head,
+    }
 }
 
 /// After `abort()` (or keepalive giving up, or any other shutdown) every pending send must
@@ -1393,12 +1404,11 @@ async fn mux_with_stuck_writer() -> (
 /// the connection's cancellation, and the queue never drains because the writer is itself
 /// stuck on the transport (see the next test), so the send hangs forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a send blocked on the full writer queue never fails after shutdown"]
 async fn sends_blocked_on_a_stuck_writer_fail_after_abort() {
-    let (mux, _peer_end, upload) = mux_with_stuck_writer().await;
-    mux.abort("giving up on this peer");
+    let stuck = mux_with_stuck_writer().await;
+    stuck.mux.abort("giving up on this peer");
     assert_eq!(
-        within("the upload to fail", upload)
+        within("the upload to fail", stuck.upload)
             .await
             .expect("task")
             .err(),
@@ -1411,13 +1421,12 @@ async fn sends_blocked_on_a_stuck_writer_fail_after_abort() {
 /// so against a peer that stopped reading it stays blocked forever and keeps the socket (and
 /// its buffers, and the queued messages) alive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a writer blocked on a non-reading peer ignores shutdown and never releases the transport"]
 async fn abort_releases_the_transport_even_if_the_peer_stopped_reading() {
-    let (mux, mut peer_end, _upload) = mux_with_stuck_writer().await;
-    mux.abort("giving up on this peer");
+    let mut stuck = mux_with_stuck_writer().await;
+    stuck.mux.abort("giving up on this peer");
     // Once the mux dropped its end, writing to ours fails with BrokenPipe.
     let released = timeout(Duration::from_secs(2), async {
-        while peer_end.write_all(&[0; 1024]).await.is_ok() {}
+        while stuck.peer_end.write_all(&[0; 1024]).await.is_ok() {}
     })
     .await;
     assert!(
@@ -1430,14 +1439,13 @@ async fn abort_releases_the_transport_even_if_the_peer_stopped_reading() {
 /// writer queue; with the queue full and the writer stuck on a peer that stopped reading, it
 /// never returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: Mux::close() hangs when the writer queue is full and the peer stopped reading"]
 async fn close_returns_even_if_the_peer_stopped_reading() {
-    let (mux, _peer_end, _upload) = mux_with_stuck_writer().await;
+    let stuck = mux_with_stuck_writer().await;
     let closed = timeout(
         Duration::from_secs(5),
-        mux.close(GoodbyeReason::ServerShutdown, "bye"),
+        stuck.mux.close(GoodbyeReason::ServerShutdown, "bye"),
     )
     .await;
     assert!(closed.is_ok(), "close() did not return within 5s");
-    assert!(mux.is_closed());
+    assert!(stuck.mux.is_closed());
 }
