@@ -321,3 +321,23 @@ async fn a_slow_reader_keeps_buffering_bounded() {
     assert_eq!(read, SIZE);
     client.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_answer_before_the_upload_is_read_reaches_the_client_intact() {
+    let (server, _backend, client) = setup().await;
+    let chunks = futures_util::stream::iter(
+        (0..8u64).map(|i| Ok::<_, std::io::Error>(pattern(i << 20, 1 << 20))),
+    );
+    let resp = reqwest::Client::new()
+        .post(server.url(&format!("{}/reject-upload", client.prefix())))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(resp.text().await.unwrap(), "too big for me");
+    // The tunnel is still healthy.
+    let resp = get(server.addr, &format!("{}/ok", client.prefix())).await;
+    assert_eq!(resp.status(), 200);
+    client.stop().await.unwrap();
+}

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -134,6 +135,19 @@ fn router(hooks: Arc<Hooks>, addr: SocketAddr) -> Router {
         .route("/wait", any(wait))
         .route("/stream", get(stream_forever))
         .route("/first-then-wait", get(first_then_wait))
+        .route(
+            "/reject-upload",
+            post(|| async { (StatusCode::PAYLOAD_TOO_LARGE, "too big for me") }),
+        )
+        .route("/ws", get(ws_echo))
+        .route("/ws-close", get(ws_close_after_first))
+        .route("/ws-flood", get(ws_flood))
+        .route(
+            "/ws-refuse",
+            get(|| async { (StatusCode::FORBIDDEN, "nope") }),
+        )
+        .route("/sse", get(sse_two_events))
+        .route("/sse-forever", get(sse_forever))
         .fallback(echo)
         .with_state(hooks)
 }
@@ -275,4 +289,118 @@ async fn first_then_wait(State(hooks): State<Arc<Hooks>>) -> Response {
         }
     });
     Body::from_stream(stream).into_response()
+}
+
+/// WebSocket echo. The first message it sends describes the upgrade request it saw (origin,
+/// subprotocols, extensions) as JSON; then it echoes every message until the peer closes.
+async fn ws_echo(ws: WebSocketUpgrade, headers: HeaderMap) -> Response {
+    let seen = serde_json::json!({
+        "origin": headers.get("origin").and_then(|v| v.to_str().ok()),
+        "protocol": headers.get("sec-websocket-protocol").and_then(|v| v.to_str().ok()),
+        "extensions": headers.get("sec-websocket-extensions").and_then(|v| v.to_str().ok()),
+    });
+    ws.protocols(["chat"]).max_message_size(4 << 20).on_upgrade(
+        move |mut socket: WebSocket| async move {
+            if socket
+                .send(WsMessage::text(seen.to_string()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            while let Some(Ok(msg)) = socket.recv().await {
+                match msg {
+                    WsMessage::Text(_) | WsMessage::Binary(_) => {
+                        if socket.send(msg).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Keep reading: the close answer goes out with the next read, then the
+                    // stream ends.
+                    WsMessage::Close(_) => {}
+                    WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+                }
+            }
+        },
+    )
+}
+
+/// Echoes one message, then closes with code 1000 and reason "bye".
+async fn ws_close_after_first(ws: WebSocketUpgrade) -> Response {
+    ws.protocols(["chat"])
+        .on_upgrade(|mut socket: WebSocket| async move {
+            if let Some(Ok(msg)) = socket.recv().await {
+                let _ = socket.send(msg).await;
+                let _ = socket
+                    .send(WsMessage::Close(Some(axum::extract::ws::CloseFrame {
+                        code: 1000,
+                        reason: "bye".into(),
+                    })))
+                    .await;
+                // Wait for the peer's close answer.
+                while let Some(Ok(_)) = socket.recv().await {}
+            }
+        })
+}
+
+/// Sends 64 KiB binary messages as fast as the connection takes them, counting `produced`.
+async fn ws_flood(State(hooks): State<Arc<Hooks>>, ws: WebSocketUpgrade) -> Response {
+    ws.protocols(["chat"])
+        .on_upgrade(move |mut socket: WebSocket| async move {
+            let chunk = pattern(0, 64 * 1024);
+            for _ in 0..1024 {
+                if socket.send(WsMessage::Binary(chunk.clone())).await.is_err() {
+                    return;
+                }
+                hooks
+                    .produced
+                    .fetch_add(chunk.len() as u64, Ordering::SeqCst);
+            }
+            let _ = socket.send(WsMessage::Close(None)).await;
+        })
+}
+
+fn sse_response(
+    stream: impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+) -> Response {
+    (
+        [
+            ("content-type", "text/event-stream"),
+            ("cache-control", "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Server-sent events: the first event at once, the second only once the test releases it.
+async fn sse_two_events(State(hooks): State<Arc<Hooks>>) -> Response {
+    let stream = futures_util::stream::unfold(0u32, move |n| {
+        let hooks = hooks.clone();
+        async move {
+            match n {
+                0 => Some((Ok(Bytes::from_static(b"data: first\n\n")), 1)),
+                1 => {
+                    hooks.release.notified().await;
+                    Some((Ok(Bytes::from_static(b"data: second\n\n")), 2))
+                }
+                _ => None,
+            }
+        }
+    });
+    sse_response(stream)
+}
+
+/// Server-sent events: one event, then silence forever; signals when the body is dropped.
+async fn sse_forever(State(hooks): State<Arc<Hooks>>) -> Response {
+    let guard = DropSignal(hooks);
+    let stream = futures_util::stream::unfold((0u32, guard), |(n, guard)| async move {
+        if n == 0 {
+            Some((Ok(Bytes::from_static(b"data: hello\n\n")), (1, guard)))
+        } else {
+            std::future::pending::<()>().await;
+            None
+        }
+    });
+    sse_response(stream)
 }

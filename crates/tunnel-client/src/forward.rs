@@ -15,13 +15,13 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tunnel_protocol::headers::WireHeaders;
 use tunnel_protocol::mux::{Mux, Stream};
 use tunnel_protocol::{ControlMessage, RequestHead, ResetCode, ResponseHead, StreamError};
 
 use crate::config::{ClientConfig, HostHeader};
-use crate::display::Printer;
+use crate::display::{format_bytes, Printer};
 
 /// Body type sent to the local service.
 pub type LocalBody = BoxBody<Bytes, StreamError>;
@@ -56,13 +56,28 @@ impl Forwarder {
         let started = Instant::now();
         let method = head.method.clone();
         let path = head.target.split('?').next().unwrap_or("/").to_string();
-        let outcome = self.exchange(&mux, head, stream).await;
+        let websocket = is_websocket(&head);
+        let outcome = self.exchange(&mux, head, stream, websocket).await;
         let (status, bytes, note) = match outcome {
-            Ok((status, bytes)) => (Some(status), bytes, String::new()),
+            Ok(Exchanged::Http { status, bytes }) => (Some(status), bytes, String::new()),
+            Ok(Exchanged::WebSocket { sent, received }) => (
+                Some(101),
+                sent + received,
+                format!(
+                    "websocket closed (in {}, out {})",
+                    format_bytes(received),
+                    format_bytes(sent)
+                ),
+            ),
             Err(Failure { status, note }) => (status, 0, note),
         };
+        let method = if websocket && status == Some(101) {
+            "WS"
+        } else {
+            method.as_str()
+        };
         self.printer
-            .request(&method, &path, status, started.elapsed(), bytes, &note);
+            .request(method, &path, status, started.elapsed(), bytes, &note);
     }
 
     async fn exchange(
@@ -70,13 +85,21 @@ impl Forwarder {
         mux: &Mux,
         head: RequestHead,
         stream: Stream,
-    ) -> Result<(u16, u64), Failure> {
+        websocket: bool,
+    ) -> Result<Exchanged, Failure> {
         let Stream {
             id,
             mut sender,
             receiver,
         } = stream;
-        let request = match self.build_request(&head, receiver) {
+        // For an upgrade the request has no body; the stream's request direction carries the
+        // public client's WebSocket bytes once the local service said 101.
+        let (body_receiver, upgrade_receiver) = if websocket {
+            (None, Some(receiver))
+        } else {
+            (Some(receiver), None)
+        };
+        let request = match self.build_request(&head, body_receiver) {
             Ok(r) => r,
             Err(why) => {
                 sender.reset(ResetCode::ProtocolError, &why);
@@ -111,6 +134,13 @@ impl Forwarder {
                 return Err(Failure::new(Some(status), format!("{note}: {detail}")));
             }
         };
+        if let Some(receiver) = upgrade_receiver {
+            if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                return self
+                    .switch_protocols(mux, id, response, sender, receiver, &head.target)
+                    .await;
+            }
+        }
         let (mut parts, mut body) = response.into_parts();
         self.rewrite_location(&mut parts.headers);
         let status = parts.status.as_u16();
@@ -130,7 +160,7 @@ impl Forwarder {
         }
         if end_stream {
             sender.mark_finished();
-            return Ok((status, 0));
+            return Ok(Exchanged::Http { status, bytes: 0 });
         }
         let mut bytes = 0u64;
         loop {
@@ -145,7 +175,7 @@ impl Forwarder {
                     if sender.finish().await.is_err() {
                         return Err(Failure::new(Some(status), "tunnel connection lost"));
                     }
-                    return Ok((status, bytes));
+                    return Ok(Exchanged::Http { status, bytes });
                 }
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else {
@@ -157,7 +187,7 @@ impl Forwarder {
                     }
                 }
                 Some(Err(e)) => {
-                    sender.reset(ResetCode::LocalError, &e.to_string());
+                    sender.abort(ResetCode::LocalError, &e.to_string()).await;
                     return Err(Failure::new(
                         Some(status),
                         format!("local service broke off: {e}"),
@@ -167,10 +197,57 @@ impl Forwarder {
         }
     }
 
+    /// The local service accepted a WebSocket upgrade: pass its 101 on, then splice the
+    /// upgraded connection to the stream until both sides are done.
+    async fn switch_protocols(
+        &self,
+        mux: &Mux,
+        id: tunnel_protocol::StreamId,
+        mut response: http::Response<hyper::body::Incoming>,
+        sender: tunnel_protocol::mux::BodySender,
+        receiver: tunnel_protocol::mux::BodyReceiver,
+        target: &str,
+    ) -> Result<Exchanged, Failure> {
+        let on_upgrade = hyper::upgrade::on(&mut response);
+        let head = ResponseHead {
+            stream_id: id,
+            status: 101,
+            headers: WireHeaders::from_header_map(response.headers()),
+            end_stream: false,
+        };
+        if mux
+            .send_control(ControlMessage::Response(head))
+            .await
+            .is_err()
+        {
+            return Err(Failure::new(Some(101), "tunnel connection lost"));
+        }
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                sender.reset(ResetCode::LocalError, &e.to_string());
+                return Err(Failure::new(
+                    Some(502),
+                    format!("local upgrade failed: {e}"),
+                ));
+            }
+        };
+        let path = target.split('?').next().unwrap_or("/");
+        self.printer
+            .info(&format!("WS      {path} websocket opened"));
+        match tunnel_protocol::mux::splice(TokioIo::new(upgraded), sender, receiver, None).await {
+            Ok(stats) => Ok(Exchanged::WebSocket {
+                sent: stats.sent,
+                received: stats.received,
+            }),
+            Err(e) => Err(Failure::new(Some(101), format!("websocket ended: {e}"))),
+        }
+    }
+
     fn build_request(
         &self,
         head: &RequestHead,
-        receiver: tunnel_protocol::mux::BodyReceiver,
+        receiver: Option<tunnel_protocol::mux::BodyReceiver>,
     ) -> Result<Request<LocalBody>, String> {
         let method =
             Method::from_bytes(head.method.as_bytes()).map_err(|_| "invalid method".to_string())?;
@@ -194,13 +271,11 @@ impl Forwarder {
                 }
             }
         }
-        let body: LocalBody = if head.end_stream {
-            drop(receiver);
-            Empty::new().map_err(|never| match never {}).boxed()
-        } else {
-            BodyExt::boxed(StreamBody::new(
+        let body: LocalBody = match receiver {
+            Some(receiver) if !head.end_stream => BodyExt::boxed(StreamBody::new(
                 receiver.map(|chunk| chunk.map(Frame::data)),
-            ))
+            )),
+            _ => Empty::new().map_err(|never| match never {}).boxed(),
         };
         let mut req = Request::new(body);
         *req.method_mut() = method;
@@ -235,6 +310,21 @@ impl Forwarder {
             }
         }
     }
+}
+
+/// Whether a request head asks for a WebSocket upgrade (the server forwards no other kind).
+fn is_websocket(head: &RequestHead) -> bool {
+    head.headers.0.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("upgrade") && value.0.eq_ignore_ascii_case(b"websocket")
+    })
+}
+
+/// How an exchange ended well.
+enum Exchanged {
+    /// An HTTP response of `bytes` body bytes.
+    Http { status: u16, bytes: u64 },
+    /// A WebSocket session.
+    WebSocket { sent: u64, received: u64 },
 }
 
 struct Failure {

@@ -242,15 +242,30 @@ impl Shared {
     }
 
     /// Resets a stream from our side: tells the peer, and fails everything local.
-    fn reset_local(&self, state: &StreamState, code: ResetCode, message: String) {
+    ///
+    /// The reset is queued *behind* whatever was already queued (from a task, since this runs
+    /// in synchronous code such as a drop), so that it never overtakes this stream's head or
+    /// last data: a peer must not see "reset" before a response it was already sent.
+    fn reset_local(self: &Arc<Self>, state: &StreamState, code: ResetCode, message: String) {
         if state.reset.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.push_urgent(Urgent::Control(ControlMessage::Reset {
+        let msg = ControlMessage::Reset {
             stream_id: state.id,
             code,
             message,
-        }));
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let shared = self.clone();
+                rt.spawn(async move {
+                    if let Ok(m) = Frame::Control(msg).into_message() {
+                        let _ = shared.enqueue(m).await; // connection gone: nothing to tell
+                    }
+                });
+            }
+            Err(_) => self.push_urgent(Urgent::Control(msg)),
+        }
         state.fail(match code {
             ResetCode::FlowControl => StreamError::FlowControl,
             _ => StreamError::Cancelled,
@@ -297,7 +312,7 @@ impl Shared {
         }
     }
 
-    fn on_data(&self, frame: DataFrame) {
+    fn on_data(self: &Arc<Self>, frame: DataFrame) {
         self.bytes_received
             .fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
         let Some(state) = self.get(frame.stream_id) else {
@@ -359,6 +374,7 @@ impl Shared {
                 message,
             } => {
                 if let Some(state) = self.get(stream_id) {
+                    debug!(stream = stream_id, ?code, %message, "stream reset by peer");
                     state.reset.store(true, Ordering::Release);
                     state.fail(StreamError::Reset { code, message });
                 }
@@ -854,6 +870,26 @@ impl BodySender {
             .reset_local(&self.core.state, code, message.to_string());
     }
 
+    /// Resets the stream *after* everything this side already queued for it (heads, data),
+    /// so that the peer sees, say, a response head and then the failure of its body, never
+    /// the failure first. [`BodySender::reset`] is for synchronous contexts, where order does
+    /// not matter because the stream is being abandoned.
+    pub async fn abort(&self, code: ResetCode, message: &str) {
+        let state = &self.core.state;
+        if state.reset.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let msg = ControlMessage::Reset {
+            stream_id: state.id,
+            code,
+            message: message.to_string(),
+        };
+        if let Ok(m) = Frame::Control(msg).into_message() {
+            let _ = self.core.shared.enqueue(m).await; // connection gone: the peer knows
+        }
+        state.fail(StreamError::Cancelled);
+    }
+
     /// Resolves when the stream is reset (by either side) or its connection ends.
     pub async fn cancelled(&self) {
         self.core.state.cancel.cancelled().await
@@ -953,4 +989,110 @@ impl Drop for BodyReceiver {
             OnAbandon::Discard => self.core.shared.consumed(state, unread),
         }
     }
+}
+
+/// Bytes each way of a [`splice`]d stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpliceStats {
+    /// Bytes read from `io` and sent to the peer.
+    pub sent: u64,
+    /// Bytes received from the peer and written to `io`.
+    pub received: u64,
+}
+
+/// Joins an upgraded connection (a WebSocket after `101 Switching Protocols`) to a stream:
+/// bytes pass unchanged both ways until both directions have ended.
+///
+/// Half-close is kept: end of input on `io` sends the stream's end marker while bytes may still
+/// flow the other way, and the peer's end marker shuts down `io`'s write side only. Any error,
+/// or `idle` without a byte either way, abandons the stream (the peer sees a reset).
+pub async fn splice<IO>(
+    io: IO,
+    mut sender: BodySender,
+    mut receiver: BodyReceiver,
+    idle: Option<Duration>,
+) -> Result<SpliceStats, String>
+where
+    IO: AsyncRead + AsyncWrite + Send,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let activity = AtomicU64::new(0);
+    let started = Instant::now();
+    let touch = || activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let sent = AtomicU64::new(0);
+    let received = AtomicU64::new(0);
+    let result: Result<(), String> = {
+        let up = async {
+            let mut buf = bytes::BytesMut::with_capacity(16 * 1024);
+            loop {
+                buf.reserve(16 * 1024);
+                let n = rd
+                    .read_buf(&mut buf)
+                    .await
+                    .map_err(|e| format!("read: {e}"))?;
+                touch();
+                if n == 0 {
+                    return sender.finish().await.map_err(|e| e.to_string());
+                }
+                sent.fetch_add(n as u64, Ordering::Relaxed);
+                sender
+                    .send(buf.split().freeze())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        };
+        let down = async {
+            while let Some(chunk) = receiver.next().await {
+                let chunk = chunk.map_err(|e| e.to_string())?;
+                touch();
+                received.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                wr.write_all(&chunk)
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+            }
+            wr.shutdown().await.map_err(|e| format!("shutdown: {e}"))
+        };
+        let idle_watch = async {
+            let Some(idle) = idle else {
+                return std::future::pending::<()>().await;
+            };
+            loop {
+                let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+                let deadline = tokio::time::Instant::from_std(started + last + idle);
+                if tokio::time::Instant::now() >= deadline {
+                    return;
+                }
+                tokio::time::sleep_until(deadline).await;
+            }
+        };
+        tokio::pin!(up, down, idle_watch);
+        let (mut up_done, mut down_done) = (false, false);
+        loop {
+            tokio::select! {
+                r = &mut up, if !up_done => match r {
+                    Ok(()) => up_done = true,
+                    Err(e) => break Err(e),
+                },
+                r = &mut down, if !down_done => match r {
+                    Ok(()) => down_done = true,
+                    Err(e) => break Err(e),
+                },
+                _ = &mut idle_watch => break Err("idle timeout".to_string()),
+            }
+            if up_done && down_done {
+                break Ok(());
+            }
+        }
+    };
+    if matches!(&result, Err(e) if e == "idle timeout") {
+        sender.reset(ResetCode::IdleTimeout, "no traffic for the idle timeout");
+    }
+    let stats = SpliceStats {
+        sent: sent.load(Ordering::Relaxed),
+        received: received.load(Ordering::Relaxed),
+    };
+    // On error the halves are dropped unfinished, which resets the stream for the peer.
+    result.map(|()| stats)
 }

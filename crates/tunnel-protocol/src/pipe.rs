@@ -92,13 +92,12 @@ impl Pipe {
     }
 
     /// Ends the pipe with an error, unless it already ended. Queued bytes are dropped: a failed
-    /// stream's partial data must not be mistaken for a complete body.
+    /// stream's partial data must not be mistaken for a complete body. A pipe whose end marker
+    /// already arrived is complete, and a later reset (the peer abandoning the *other*
+    /// direction) leaves its data alone.
     pub(crate) fn fail(&self, err: StreamError) {
         let mut st = self.lock();
-        if matches!(st.done, Some(Ok(()))) && st.chunks.is_empty() {
-            return;
-        }
-        if matches!(st.done, Some(Err(_))) {
+        if st.done.is_some() {
             return;
         }
         st.chunks.clear();
@@ -194,6 +193,15 @@ mod tests {
             Poll::Ready(Some(Err(StreamError::ConnectionClosed)))
         ));
         assert!(p.failed());
+    }
+
+    #[test]
+    fn a_reset_after_the_end_keeps_the_complete_data() {
+        let p = Pipe::new(10);
+        p.push(Bytes::from_static(b"done"), true);
+        p.fail(StreamError::Cancelled);
+        assert!(matches!(poll(&p), Poll::Ready(Some(Ok(b))) if b == "done"));
+        assert!(matches!(poll(&p), Poll::Ready(None)));
     }
 
     #[test]

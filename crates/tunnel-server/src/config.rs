@@ -61,6 +61,16 @@ pub struct ServerArgs {
     )]
     pub request_timeout_secs: u64,
 
+    /// How long an open response body or WebSocket may stay silent (no byte either way), in
+    /// seconds, before it is closed. Bounds streams whose other end vanished without a word.
+    #[arg(
+        long,
+        env = "TUNNEL_IDLE_TIMEOUT_SECS",
+        value_name = "TUNNEL_IDLE_TIMEOUT_SECS",
+        default_value_t = 600
+    )]
+    pub idle_timeout_secs: u64,
+
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     #[arg(
         long,
@@ -176,6 +186,8 @@ pub struct Settings {
     pub max_ttl: Duration,
     /// Wait for a response head.
     pub request_timeout: Duration,
+    /// Silence allowed on an open stream.
+    pub idle_timeout: Duration,
     /// Drain time on shutdown.
     pub shutdown_grace: Duration,
     /// Ping interval to clients.
@@ -323,6 +335,12 @@ impl Settings {
                 args.request_timeout_secs,
                 1,
                 86_400,
+            )?,
+            idle_timeout: secs(
+                "TUNNEL_IDLE_TIMEOUT_SECS",
+                args.idle_timeout_secs,
+                1,
+                7 * 86_400,
             )?,
             shutdown_grace: secs(
                 "TUNNEL_SHUTDOWN_GRACE_SECS",

@@ -8,6 +8,7 @@
 //!
 //! Bodies stream both ways as chunks under the mux's flow control; nothing is buffered whole.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -40,9 +41,39 @@ pub fn split_target(path_and_query: &str) -> Option<(&str, &str)> {
     Some((&after[..end], &after[end..]))
 }
 
+/// What kind of protocol switch a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upgrade {
+    None,
+    /// `Upgrade: websocket` with `Connection: upgrade`: passed through.
+    WebSocket,
+    /// Any other protocol (`h2c`…): refused by forwarding the request as plain HTTP/1.1
+    /// without its upgrade headers, which RFC 9110 §7.8 allows (so `curl --http2` still works).
+    Other,
+}
+
+fn requested_upgrade(headers: &http::HeaderMap) -> Upgrade {
+    let connection_upgrade = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    match headers
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(p) if connection_upgrade && p.trim().eq_ignore_ascii_case("websocket") => {
+            Upgrade::WebSocket
+        }
+        Some(_) => Upgrade::Other,
+        None => Upgrade::None,
+    }
+}
+
 /// Handles every request no other route took.
 pub async fn proxy(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let headers = &parts.headers;
     if state.shutdown.is_cancelled() {
         return TunnelError::ShuttingDown.render(headers);
@@ -82,7 +113,18 @@ pub async fn proxy(State(state): State<Arc<AppState>>, req: Request) -> Response
         outcome: Outcome::Pending,
     };
     let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
-    match forward(
+    let on_upgrade = match requested_upgrade(&parts.headers) {
+        Upgrade::WebSocket => match parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
+            Some(u) => Some(u),
+            None => {
+                return TunnelError::BadRequest("this connection cannot be upgraded")
+                    .render(&parts.headers)
+            }
+        },
+        Upgrade::None | Upgrade::Other => None,
+    };
+    let websocket = on_upgrade.is_some();
+    let forwarded = forward(
         &state,
         &tunnel,
         parts.method.clone(),
@@ -90,10 +132,25 @@ pub async fn proxy(State(state): State<Arc<AppState>>, req: Request) -> Response
         &parts.headers,
         peer,
         body,
+        websocket,
     )
-    .await
-    {
-        Ok((head, receiver)) => respond(head, receiver, log, &tunnel),
+    .await;
+    match forwarded {
+        Ok((head, receiver, Some(sender))) => match on_upgrade {
+            Some(on_upgrade) if head.status == 101 => {
+                switch_protocols(&state, head, sender, receiver, on_upgrade, log, &tunnel)
+            }
+            _ => {
+                // The local service refused the upgrade: an ordinary response, and the
+                // request direction (which would have carried WebSocket bytes) ends empty.
+                tokio::spawn(async move {
+                    let mut sender = sender;
+                    let _ = sender.finish().await; // stream may be gone already: nothing to end
+                });
+                respond(&state, head, receiver, log, &tunnel)
+            }
+        },
+        Ok((head, receiver, None)) => respond(&state, head, receiver, log, &tunnel),
         Err(e) => {
             let mut log = log;
             log.status = e.status().as_u16();
@@ -104,7 +161,10 @@ pub async fn proxy(State(state): State<Arc<AppState>>, req: Request) -> Response
     }
 }
 
-/// Sends the request through the tunnel and waits for the response head.
+/// Sends the request through the tunnel and waits for the response head. For a WebSocket
+/// upgrade the request direction stays open (it will carry the public client's bytes after a
+/// `101`), and its sender is returned.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     state: &AppState,
     tunnel: &Arc<Tunnel>,
@@ -113,7 +173,8 @@ async fn forward(
     public_headers: &http::HeaderMap,
     peer: Option<std::net::IpAddr>,
     body: Body,
-) -> Result<(ResponseHead, BodyReceiver), TunnelError> {
+    websocket: bool,
+) -> Result<(ResponseHead, BodyReceiver, Option<BodySender>), TunnelError> {
     let conn = tunnel.connection().ok_or(TunnelError::TunnelOffline)?;
     let mut headers = public_headers.clone();
     let prefix = format!("/{}", tunnel.id);
@@ -127,12 +188,19 @@ async fn forward(
             prefix: &prefix,
         },
     );
+    if websocket {
+        headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+    }
     if !headers.contains_key("x-request-id") {
         if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string()) {
             headers.insert("x-request-id", v);
         }
     }
-    let has_body = !http_body::Body::is_end_stream(&body);
+    let has_body = !http_body::Body::is_end_stream(&body) && !websocket;
     let (stream, head_rx) = conn.mux.open_stream().map_err(|e| match e {
         StreamError::Reset {
             code: ResetCode::Refused,
@@ -145,26 +213,30 @@ async fn forward(
         method: method.as_str().to_string(),
         target: target.to_string(),
         headers: WireHeaders::from_header_map(&headers),
-        end_stream: !has_body,
+        end_stream: !has_body && !websocket,
     };
     conn.mux
         .send_control(ControlMessage::Request(head))
         .await
         .map_err(|_| TunnelError::ClientDisconnected)?;
     let mut sender = stream.sender;
-    if has_body {
+    let kept = if websocket {
+        Some(sender)
+    } else if has_body {
         let tunnel = tunnel.clone();
         tokio::spawn(pump_request_body(body, sender, tunnel).in_current_span());
+        None
     } else {
         sender.mark_finished();
-    }
+        None
+    };
     let head = match tokio::time::timeout(state.settings.request_timeout, head_rx).await {
         Err(_) => return Err(TunnelError::Timeout),
         Ok(Err(_)) => return Err(TunnelError::ClientDisconnected),
         Ok(Ok(Err(e))) => return Err(stream_error(&e)),
         Ok(Ok(Ok(head))) => head,
     };
-    Ok((head, stream.receiver))
+    Ok((head, stream.receiver, kept))
 }
 
 /// Maps why a stream ended before its response head to what the public client sees.
@@ -221,8 +293,84 @@ async fn pump_request_body(body: Body, mut sender: BodySender, tunnel: Arc<Tunne
     }
 }
 
+/// Completes a WebSocket upgrade: answers `101` to the public client, then splices its
+/// connection to the stream until both sides are done (or the stream is idle too long).
+fn switch_protocols(
+    state: &AppState,
+    head: ResponseHead,
+    sender: BodySender,
+    receiver: BodyReceiver,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    mut log: RequestLog,
+    tunnel: &Arc<Tunnel>,
+) -> Response {
+    tunnel.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let headers = head.headers.to_header_map().ok().filter(|h| {
+        h.get(http::header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+    });
+    let Some(mut headers) = headers else {
+        warn!("client answered 101 without a valid websocket upgrade");
+        log.status = 502;
+        log.outcome = Outcome::Error(TunnelError::BadResponse.code());
+        return TunnelError::BadResponse.json_response();
+    };
+    prepare_response_headers(&mut headers, &format!("/{}", tunnel.id));
+    headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("upgrade"),
+    );
+    log.status = 101;
+    let idle = state.settings.idle_timeout;
+    let tunnel = tunnel.clone();
+    tokio::spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let io = hyper_util::rt::TokioIo::new(upgraded);
+                    match tunnel_protocol::mux::splice(io, sender, receiver, Some(idle)).await {
+                        Ok(stats) => {
+                            log.bytes = stats.sent + stats.received;
+                            log.outcome = Outcome::Done;
+                            tunnel
+                                .stats
+                                .bytes_in
+                                .fetch_add(stats.sent, Ordering::Relaxed);
+                            tunnel
+                                .stats
+                                .bytes_out
+                                .fetch_add(stats.received, Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "websocket session ended abnormally");
+                            log.outcome = Outcome::Error(if e == "idle timeout" {
+                                "idle_timeout"
+                            } else {
+                                "websocket_aborted"
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "public client upgrade failed");
+                    log.outcome = Outcome::Error("upgrade_failed");
+                }
+            }
+            drop(log); // writes the session's log line
+        }
+        .in_current_span(),
+    );
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *resp.headers_mut() = headers;
+    resp
+}
+
 /// Builds the public response from the local service's head and body stream.
 fn respond(
+    state: &AppState,
     head: ResponseHead,
     receiver: BodyReceiver,
     mut log: RequestLog,
@@ -255,7 +403,13 @@ fn respond(
         log.outcome = Outcome::Done;
         Body::empty()
     } else {
-        Body::from_stream(ResponseBody { receiver, log })
+        let idle = state.settings.idle_timeout;
+        Body::from_stream(ResponseBody {
+            receiver,
+            log,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        })
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
@@ -310,6 +464,9 @@ impl Drop for RequestLog {
 struct ResponseBody {
     receiver: BodyReceiver,
     log: RequestLog,
+    /// Silence allowed before the body is cut.
+    idle: std::time::Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Stream for ResponseBody {
@@ -321,6 +478,8 @@ impl Stream for ResponseBody {
         match &poll {
             Poll::Ready(Some(Ok(chunk))) => {
                 let n = chunk.len() as u64;
+                let deadline = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(deadline);
                 this.log.bytes += n;
                 this.log
                     .tunnel
@@ -332,7 +491,16 @@ impl Stream for ResponseBody {
             Poll::Ready(Some(Err(e))) => {
                 this.log.outcome = Outcome::Error(stream_error(e).code());
             }
-            Poll::Pending => {}
+            Poll::Pending => {
+                if this.timer.as_mut().poll(cx).is_ready() {
+                    warn!(tunnel = %this.log.tunnel.id, "response body idle too long, closing it");
+                    this.log.outcome = Outcome::Error("idle_timeout");
+                    return Poll::Ready(Some(Err(StreamError::Reset {
+                        code: ResetCode::IdleTimeout,
+                        message: "no data for the idle timeout".into(),
+                    })));
+                }
+            }
         }
         poll
     }
