@@ -67,6 +67,34 @@ pub struct ClientArgs {
     )]
     pub host_header: String,
 
+    /// Require HTTP basic auth on the public URL: `user:password` (password 8+ characters).
+    #[arg(
+        long,
+        env = "TUNNEL_BASIC_AUTH",
+        value_name = "TUNNEL_BASIC_AUTH",
+        hide_env_values = true
+    )]
+    pub basic_auth: Option<String>,
+
+    /// Only these networks (CIDR or address, IPv4 or IPv6) may use the public URL; repeat or
+    /// comma-separate.
+    #[arg(
+        long = "allow-ip",
+        env = "TUNNEL_ALLOW_IPS",
+        value_name = "TUNNEL_ALLOW_IPS",
+        value_delimiter = ','
+    )]
+    pub allow_ips: Vec<String>,
+
+    /// These networks may never use the public URL (checked before --allow-ip).
+    #[arg(
+        long = "deny-ip",
+        env = "TUNNEL_DENY_IPS",
+        value_name = "TUNNEL_DENY_IPS",
+        value_delimiter = ','
+    )]
+    pub deny_ips: Vec<String>,
+
     /// No per-request log lines.
     #[arg(long, short, env = "TUNNEL_QUIET")]
     pub quiet: bool,
@@ -165,6 +193,19 @@ pub struct ClientConfig {
     pub log_requests: bool,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// Access control asked for on create.
+    pub access: AccessRequest,
+}
+
+/// Access control the client asks the server to enforce on its tunnel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessRequest {
+    /// `user:password`.
+    pub basic_auth: Option<String>,
+    /// Allowed networks.
+    pub ip_allow: Vec<String>,
+    /// Denied networks.
+    pub ip_deny: Vec<String>,
 }
 
 impl ClientConfig {
@@ -196,6 +237,11 @@ impl ClientConfig {
             host_header,
             log_requests: !args.quiet,
             max_backoff: Duration::from_secs(30),
+            access: AccessRequest {
+                basic_auth: args.basic_auth.filter(|b| !b.is_empty()),
+                ip_allow: clean(args.allow_ips),
+                ip_deny: clean(args.deny_ips),
+            },
         })
     }
 
@@ -207,6 +253,13 @@ impl ClientConfig {
             format!("{}:{}", self.local_host, self.local_port)
         }
     }
+}
+
+fn clean(list: Vec<String>) -> Vec<String> {
+    list.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

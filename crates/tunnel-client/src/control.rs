@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ServerUrl;
+use crate::config::{AccessRequest, ServerUrl};
 
 /// A created tunnel.
 #[derive(Debug, Clone, Deserialize)]
@@ -112,8 +112,15 @@ impl ControlClient {
         &self,
         name: Option<&str>,
         ttl_secs: Option<u64>,
+        access: &AccessRequest,
     ) -> Result<Created, ApiError> {
-        let body = serde_json::json!({ "name": name, "ttl_secs": ttl_secs });
+        let body = serde_json::json!({
+            "name": name,
+            "ttl_secs": ttl_secs,
+            "basic_auth": access.basic_auth,
+            "ip_allow": access.ip_allow,
+            "ip_deny": access.ip_deny,
+        });
         let resp = self
             .send(
                 self.http

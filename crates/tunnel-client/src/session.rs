@@ -260,14 +260,14 @@ async fn create_with_retry(
     shutdown: &CancellationToken,
 ) -> Result<Option<Created>, ClientError> {
     loop {
-        let result = match api.create(name, cfg.ttl_secs).await {
+        let result = match api.create(name, cfg.ttl_secs, &cfg.access).await {
             Err(ApiError::Conflict(msg)) => match name {
                 Some(n) if api.exists(n).await.unwrap_or(false) => {
                     printer.info(&format!(
                         "tunnel {n} is held by an earlier session of this key; taking it over"
                     ));
                     api.delete(n).await?;
-                    api.create(name, cfg.ttl_secs).await
+                    api.create(name, cfg.ttl_secs, &cfg.access).await
                 }
                 _ => Err(ApiError::Conflict(msg)),
             },

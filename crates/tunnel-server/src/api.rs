@@ -15,6 +15,7 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tunnel_protocol::GoodbyeReason;
 
+use crate::access::AccessPolicy;
 use crate::auth::{presented_credential, KeyId};
 use crate::error::TunnelError;
 use crate::registry::{public_url, CreateError, TunnelInfo};
@@ -22,17 +23,30 @@ use crate::state::AppState;
 use crate::{connect, proxy};
 
 /// Builds the whole application: control API, client endpoint, and the proxy as fallback.
+///
+/// The control API and the client endpoint are rate limited per client address; health and
+/// readiness are not (probes must never be refused); public traffic is limited per tunnel in
+/// the proxy.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
+    let mut control = Router::new()
         .route("/api", get(api_info))
         .route("/api/tunnels", post(create).get(list))
         .route("/api/tunnels/create", post(create))
         .route("/api/tunnels/list", get(list))
         .route("/api/tunnels/{id}", get(status).delete(delete_tunnel))
-        .route("/api/tunnels/{id}/status", get(status))
-        .route("/api/tunnel/connect/{id}", get(connect::connect))
+        .route("/api/tunnels/{id}/status", get(status));
+    if let Some(layer) = state.limits.api_layer() {
+        control = control.route_layer(layer);
+    }
+    let mut clients = Router::new().route("/api/tunnel/connect/{id}", get(connect::connect));
+    if let Some(layer) = state.limits.connect_layer() {
+        clients = clients.route_layer(layer);
+    }
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .merge(control)
+        .merge(clients)
         .fallback(proxy::proxy)
         .with_state(state)
 }
@@ -97,6 +111,12 @@ pub struct CreateRequest {
     pub name: Option<String>,
     /// Requested lifetime in seconds.
     pub ttl_secs: Option<u64>,
+    /// `user:password` the public must present (HTTP basic auth); stored hashed.
+    pub basic_auth: Option<String>,
+    /// Networks (CIDR or address, IPv4 or IPv6) allowed to use the public URL; empty: all.
+    pub ip_allow: Option<Vec<String>>,
+    /// Networks refused (checked before `ip_allow`).
+    pub ip_deny: Option<Vec<String>>,
 }
 
 /// Answer to a create request.
@@ -142,6 +162,12 @@ async fn create(
         }
         Some(s) => Duration::from_secs(s),
     };
+    let access = AccessPolicy::new(
+        req.basic_auth.as_deref(),
+        req.ip_allow.as_deref().unwrap_or_default(),
+        req.ip_deny.as_deref().unwrap_or_default(),
+    )
+    .map_err(TunnelError::Invalid)?;
     let (tunnel, token) = state
         .registry
         .create(
@@ -149,6 +175,7 @@ async fn create(
             req.name.as_deref(),
             ttl,
             settings.max_tunnels_per_key,
+            access,
         )
         .map_err(|e| match e {
             CreateError::InvalidName(m) => TunnelError::Invalid(format!("invalid name: {m}")),

@@ -123,6 +123,99 @@ pub struct ServerArgs {
     #[arg(long, env = "TUNNEL_WINDOW_BYTES", value_name = "TUNNEL_WINDOW_BYTES", default_value_t = 1024 * 1024)]
     pub window_bytes: u32,
 
+    /// Comma-separated CIDRs of proxies in front of the server (e.g. Traefik's pod network).
+    /// Only from these peers is `X-Forwarded-For` believed when finding a client's address;
+    /// from anyone else the socket address is used.
+    #[arg(
+        long,
+        env = "TUNNEL_TRUSTED_PROXIES",
+        value_name = "TUNNEL_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
+
+    /// Control API requests allowed per client address and minute (0: no limit).
+    #[arg(
+        long,
+        env = "TUNNEL_API_RATE_PER_MIN",
+        value_name = "TUNNEL_API_RATE_PER_MIN",
+        default_value_t = 120
+    )]
+    pub api_rate_per_min: u32,
+
+    /// Tunnel client connection attempts allowed per client address and minute (0: no limit).
+    #[arg(
+        long,
+        env = "TUNNEL_CONNECT_RATE_PER_MIN",
+        value_name = "TUNNEL_CONNECT_RATE_PER_MIN",
+        default_value_t = 30
+    )]
+    pub connect_rate_per_min: u32,
+
+    /// Public requests allowed per tunnel and second, with a burst of as many (0: no limit).
+    /// Each tunnel has its own budget, so one noisy tunnel never slows another.
+    #[arg(
+        long,
+        env = "TUNNEL_PUBLIC_RATE_PER_SEC",
+        value_name = "TUNNEL_PUBLIC_RATE_PER_SEC",
+        default_value_t = 1000
+    )]
+    pub public_rate_per_sec: u32,
+
+    /// Largest request head (request line and headers), in bytes (431 past it).
+    #[arg(long, env = "TUNNEL_MAX_HEADER_BYTES", value_name = "TUNNEL_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Most request headers (431 past it).
+    #[arg(
+        long,
+        env = "TUNNEL_MAX_HEADERS",
+        value_name = "TUNNEL_MAX_HEADERS",
+        default_value_t = 100
+    )]
+    pub max_headers: usize,
+
+    /// Longest request target (path and query), in bytes (414 past it).
+    #[arg(long, env = "TUNNEL_MAX_URI_BYTES", value_name = "TUNNEL_MAX_URI_BYTES", default_value_t = 8 * 1024)]
+    pub max_uri_bytes: usize,
+
+    /// Largest public request body, in bytes (413 past it; 0: no limit). Bodies are streamed,
+    /// so this bounds what reaches local services, not the server's memory.
+    #[arg(
+        long,
+        env = "TUNNEL_MAX_BODY_BYTES",
+        value_name = "TUNNEL_MAX_BODY_BYTES",
+        default_value_t = 0
+    )]
+    pub max_body_bytes: u64,
+
+    /// Time a public client has to send a complete request head, in seconds (slowloris guard).
+    #[arg(
+        long,
+        env = "TUNNEL_HEADER_READ_TIMEOUT_SECS",
+        value_name = "TUNNEL_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub header_read_timeout_secs: u64,
+
+    /// Most concurrent public TCP connections; further ones wait in the listen backlog.
+    #[arg(
+        long,
+        env = "TUNNEL_MAX_CONNECTIONS",
+        value_name = "TUNNEL_MAX_CONNECTIONS",
+        default_value_t = 10_000
+    )]
+    pub max_connections: usize,
+
+    /// Most tunnel clients between WebSocket upgrade and hello at once (503 past it).
+    #[arg(
+        long,
+        env = "TUNNEL_MAX_PENDING_HANDSHAKES",
+        value_name = "TUNNEL_MAX_PENDING_HANDSHAKES",
+        default_value_t = 256
+    )]
+    pub max_pending_handshakes: usize,
+
     /// Log format: `plain` or `json`.
     #[arg(
         long,
@@ -200,6 +293,28 @@ pub struct Settings {
     pub max_tunnels_per_key: usize,
     /// Flow-control window.
     pub window_bytes: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Control API requests per address and minute (0: off).
+    pub api_rate_per_min: u32,
+    /// Connect attempts per address and minute (0: off).
+    pub connect_rate_per_min: u32,
+    /// Public requests per tunnel and second (0: off).
+    pub public_rate_per_sec: u32,
+    /// Request head limit.
+    pub max_header_bytes: usize,
+    /// Header count limit.
+    pub max_headers: usize,
+    /// Request target limit.
+    pub max_uri_bytes: usize,
+    /// Body limit (0: none).
+    pub max_body_bytes: u64,
+    /// Request head deadline.
+    pub header_read_timeout: Duration,
+    /// Concurrent public connections.
+    pub max_connections: usize,
+    /// Concurrent client handshakes.
+    pub max_pending_handshakes: usize,
     /// Log format.
     pub log_format: LogFormat,
     /// Log time zone.
@@ -314,6 +429,32 @@ impl Settings {
                 "must be between 16384 and 67108864",
             ));
         }
+        let trusted_proxies = args
+            .trusted_proxies
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(crate::client_ip::parse_cidr)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("TUNNEL_TRUSTED_PROXIES", e))?;
+        if args.max_header_bytes < 8192 {
+            return Err(invalid("TUNNEL_MAX_HEADER_BYTES", "must be at least 8192"));
+        }
+        if args.max_headers == 0 {
+            return Err(invalid("TUNNEL_MAX_HEADERS", "must be at least 1"));
+        }
+        if args.max_uri_bytes < 16 {
+            return Err(invalid("TUNNEL_MAX_URI_BYTES", "must be at least 16"));
+        }
+        if args.max_connections == 0 {
+            return Err(invalid("TUNNEL_MAX_CONNECTIONS", "must be at least 1"));
+        }
+        if args.max_pending_handshakes == 0 {
+            return Err(invalid(
+                "TUNNEL_MAX_PENDING_HANDSHAKES",
+                "must be at least 1",
+            ));
+        }
         if args.max_streams_per_tunnel == 0 {
             return Err(invalid(
                 "TUNNEL_MAX_STREAMS_PER_TUNNEL",
@@ -363,6 +504,22 @@ impl Settings {
             max_streams_per_tunnel: args.max_streams_per_tunnel,
             max_tunnels_per_key: args.max_tunnels_per_key,
             window_bytes: args.window_bytes,
+            trusted_proxies,
+            api_rate_per_min: args.api_rate_per_min,
+            connect_rate_per_min: args.connect_rate_per_min,
+            public_rate_per_sec: args.public_rate_per_sec,
+            max_header_bytes: args.max_header_bytes,
+            max_headers: args.max_headers,
+            max_uri_bytes: args.max_uri_bytes,
+            max_body_bytes: args.max_body_bytes,
+            header_read_timeout: secs(
+                "TUNNEL_HEADER_READ_TIMEOUT_SECS",
+                args.header_read_timeout_secs,
+                1,
+                600,
+            )?,
+            max_connections: args.max_connections,
+            max_pending_handshakes: args.max_pending_handshakes,
             log_format,
             log_timezone,
         })
@@ -427,6 +584,11 @@ mod tests {
                 vec!["--ttl-secs", "100", "--max-ttl-secs", "10"],
                 "TUNNEL_TTL_SECS",
             ),
+            (
+                vec!["--trusted-proxies", "10.0.0.0/33"],
+                "TUNNEL_TRUSTED_PROXIES",
+            ),
+            (vec!["--max-header-bytes", "100"], "TUNNEL_MAX_HEADER_BYTES"),
         ] {
             let e = parse(&args).expect_err("invalid");
             assert_eq!(e.setting, setting, "{args:?}");

@@ -74,6 +74,11 @@ pub async fn connect(
         )
             .into_response();
     };
+    // Bound the clients that are between upgrade and hello: each holds a socket and buffers.
+    let Ok(permit) = state.handshakes.clone().try_acquire_owned() else {
+        warn!("too many tunnel clients handshaking at once");
+        return TunnelError::HandshakesFull.json_response();
+    };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return TunnelError::BadRequest("connection cannot be upgraded").json_response();
     };
@@ -93,7 +98,7 @@ pub async fn connect(
                         Some(websocket_config(state.mux_config().max_frame_size)),
                     )
                     .await;
-                    serve_client(state, tunnel, ws, remote).await;
+                    serve_client(state, tunnel, ws, remote, permit).await;
                 }
                 Err(e) => warn!(error = %e, "websocket upgrade failed"),
             }
@@ -185,11 +190,13 @@ async fn serve_client(
     tunnel: Arc<Tunnel>,
     mut ws: ServerWs,
     remote: SocketAddr,
+    handshake_permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let agent = match handshake(&state, &mut ws).await {
         Ok(agent) => agent,
         Err((reason, message)) => return refuse(&mut ws, reason, message).await,
     };
+    drop(handshake_permit);
     let cfg = state.mux_config();
     let welcome = ControlMessage::Welcome(Welcome {
         protocol_version: PROTOCOL_VERSION,

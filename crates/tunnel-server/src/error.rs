@@ -59,6 +59,31 @@ pub enum TunnelError {
     /// Invalid input to the control API.
     #[error("{0}")]
     Invalid(String),
+    /// Too many requests from this address (or to this tunnel).
+    #[error("too many requests; retry in {retry_after_secs}s")]
+    RateLimited {
+        /// Seconds until a request would be accepted.
+        retry_after_secs: u64,
+    },
+    /// The client's address is not allowed on this tunnel.
+    #[error("your address may not use this tunnel")]
+    IpForbidden,
+    /// The tunnel requires HTTP basic auth.
+    #[error("this tunnel requires a user name and password")]
+    BasicAuthRequired,
+    /// The request body is larger than allowed.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// The request target is longer than allowed.
+    #[error("request target too long")]
+    UriTooLong,
+    /// A request whose body framing is ambiguous (smuggling attempt or broken client). The
+    /// connection is closed after the answer.
+    #[error("ambiguous request framing: {0}")]
+    BadFraming(&'static str),
+    /// Too many tunnel clients are handshaking at once.
+    #[error("too many tunnel clients connecting at once")]
+    HandshakesFull,
 }
 
 impl TunnelError {
@@ -71,9 +96,13 @@ impl TunnelError {
                 StatusCode::BAD_GATEWAY
             }
             Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Overloaded | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            BadRequest(_) | Invalid(_) => StatusCode::BAD_REQUEST,
-            Unauthorized => StatusCode::UNAUTHORIZED,
+            Overloaded | ShuttingDown | HandshakesFull => StatusCode::SERVICE_UNAVAILABLE,
+            BadRequest(_) | Invalid(_) | BadFraming(_) => StatusCode::BAD_REQUEST,
+            Unauthorized | BasicAuthRequired => StatusCode::UNAUTHORIZED,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            IpForbidden => StatusCode::FORBIDDEN,
+            BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UriTooLong => StatusCode::URI_TOO_LONG,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Conflict(_) => StatusCode::CONFLICT,
             QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -99,6 +128,13 @@ impl TunnelError {
             Conflict(_) => "conflict",
             QuotaExceeded(_) => "quota_exceeded",
             Invalid(_) => "invalid_request",
+            RateLimited { .. } => "rate_limited",
+            IpForbidden => "ip_forbidden",
+            BasicAuthRequired => "basic_auth_required",
+            BodyTooLarge => "body_too_large",
+            UriTooLong => "uri_too_long",
+            BadFraming(_) => "bad_framing",
+            HandshakesFull => "too_many_handshakes",
         }
     }
 
@@ -115,9 +151,15 @@ impl TunnelError {
             LocalError => "The local service closed the connection or failed; check its logs.",
             BadResponse => "Upgrade tunnel-client, or check its logs.",
             Timeout => "The local service took too long to start answering.",
-            Overloaded => "Retry shortly.",
             ShuttingDown => "Retry in a few seconds.",
             Unauthorized => "Send a valid key as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'.",
+            RateLimited { .. } => "Slow down; the Retry-After header says when to try again.",
+            IpForbidden => "The tunnel's owner limited which addresses may use it.",
+            BasicAuthRequired => "Ask the tunnel's owner for the user name and password.",
+            BodyTooLarge => "The server limits request bodies (TUNNEL_MAX_BODY_BYTES).",
+            UriTooLong => "Shorten the URL (TUNNEL_MAX_URI_BYTES).",
+            BadFraming(_) => "Send either Content-Length or Transfer-Encoding: chunked, once.",
+            HandshakesFull | Overloaded => "Retry shortly.",
             _ => "",
         }
     }
@@ -164,11 +206,30 @@ impl TunnelError {
         h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
-        if matches!(self, TunnelError::Unauthorized) {
-            h.insert(
-                http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"tunnel\""),
-            );
+        match self {
+            TunnelError::Unauthorized => {
+                h.insert(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tunnel\""),
+                );
+            }
+            TunnelError::BasicAuthRequired => {
+                h.insert(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"tunnel\", charset=\"UTF-8\""),
+                );
+            }
+            TunnelError::RateLimited { retry_after_secs } => {
+                h.insert(
+                    http::header::RETRY_AFTER,
+                    HeaderValue::from(*retry_after_secs),
+                );
+            }
+            TunnelError::BadFraming(_) | TunnelError::BodyTooLarge => {
+                // The rest of the request cannot be trusted (or is not wanted): close.
+                h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         resp
     }

@@ -5,6 +5,9 @@
 //! - [`state`]: [`state::AppState`], shared by every handler.
 //! - [`registry`]: the tunnels (a `DashMap`), their tokens, live connections and counters.
 //! - [`auth`]: API keys and tokens, hashed and compared in constant time.
+//! - [`access`]: per-tunnel basic auth and IP allow/deny lists.
+//! - [`client_ip`]: the real client address (`X-Forwarded-For` from trusted proxies only).
+//! - [`limits`]: rate limiters and request framing checks.
 //! - [`api`]: the control API, health/readiness, and the router that ties all routes together.
 //! - [`connect`]: the WebSocket endpoint tunnel clients connect to.
 //! - [`proxy`]: the path-prefix reverse proxy for public requests.
@@ -16,12 +19,15 @@
 //! The request flow: public client → [`proxy`] → the tunnel's [`tunnel_protocol::mux`] stream
 //! → client connection → `tunnel-client` → local service, and the response back the same way.
 
+pub mod access;
 pub mod api;
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod connect;
 pub mod error;
 pub mod forwarding;
+pub mod limits;
 pub mod logging;
 pub mod proxy;
 pub mod registry;

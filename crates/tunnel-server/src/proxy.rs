@@ -27,6 +27,7 @@ use tunnel_protocol::headers::WireHeaders;
 use tunnel_protocol::mux::{BodyReceiver, BodySender};
 use tunnel_protocol::{ControlMessage, RequestHead, ResetCode, ResponseHead, StreamError};
 
+use crate::client_ip::ClientIp;
 use crate::connect::PeerAddr;
 use crate::error::TunnelError;
 use crate::forwarding::{prepare_request_headers, prepare_response_headers, ForwardInfo};
@@ -99,9 +100,19 @@ pub async fn proxy(State(state): State<Arc<AppState>>, req: Request) -> Response
         }
         return resp;
     }
+    if pq.len() > state.settings.max_uri_bytes {
+        return TunnelError::UriTooLong.render(headers);
+    }
     let Some(tunnel) = state.registry.get(id) else {
         return TunnelError::TunnelNotFound.render(headers);
     };
+    if let Err(e) = admit(&state, &tunnel, &parts) {
+        return e.render(&parts.headers);
+    }
+    // A credential meant for the tunnel is not the local service's business.
+    if tunnel.access.basic_auth.is_some() {
+        parts.headers.remove(http::header::AUTHORIZATION);
+    }
     let path = rest.split('?').next().unwrap_or("/").to_string();
     let log = RequestLog {
         tunnel: tunnel.clone(),
@@ -159,6 +170,44 @@ pub async fn proxy(State(state): State<Arc<AppState>>, req: Request) -> Response
             e.render(&parts.headers)
         }
     }
+}
+
+/// Access control and limits for a public request, in the order a user would want to learn
+/// about them: address, rate, credentials, size. Nothing is read from the body, so a client
+/// sending `Expect: 100-continue` gets the refusal instead of a `100 Continue`.
+fn admit(
+    state: &AppState,
+    tunnel: &Tunnel,
+    parts: &http::request::Parts,
+) -> Result<(), TunnelError> {
+    let ip = parts
+        .extensions
+        .get::<ClientIp>()
+        .map(|c| c.0)
+        .or_else(|| parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()));
+    if let Some(ip) = ip {
+        if !tunnel.access.allows_ip(ip) {
+            return Err(TunnelError::IpForbidden);
+        }
+    }
+    state.limits.check_public(&tunnel.id)?;
+    if let Some(auth) = &tunnel.access.basic_auth {
+        if !auth.accepts(&parts.headers) {
+            return Err(TunnelError::BasicAuthRequired);
+        }
+    }
+    let max = state.settings.max_body_bytes;
+    if max > 0 {
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(TunnelError::BodyTooLarge);
+        }
+    }
+    Ok(())
 }
 
 /// Sends the request through the tunnel and waits for the response head. For a WebSocket
@@ -220,11 +269,16 @@ async fn forward(
         .await
         .map_err(|_| TunnelError::ClientDisconnected)?;
     let mut sender = stream.sender;
+    let too_large = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let kept = if websocket {
         Some(sender)
     } else if has_body {
         let tunnel = tunnel.clone();
-        tokio::spawn(pump_request_body(body, sender, tunnel).in_current_span());
+        let limit = BodyLimit {
+            max: state.settings.max_body_bytes,
+            exceeded: too_large.clone(),
+        };
+        tokio::spawn(pump_request_body(body, sender, tunnel, limit).in_current_span());
         None
     } else {
         sender.mark_finished();
@@ -233,6 +287,9 @@ async fn forward(
     let head = match tokio::time::timeout(state.settings.request_timeout, head_rx).await {
         Err(_) => return Err(TunnelError::Timeout),
         Ok(Err(_)) => return Err(TunnelError::ClientDisconnected),
+        Ok(Ok(Err(_))) if too_large.load(Ordering::Acquire) => {
+            return Err(TunnelError::BodyTooLarge)
+        }
         Ok(Ok(Err(e))) => return Err(stream_error(&e)),
         Ok(Ok(Ok(head))) => head,
     };
@@ -257,9 +314,23 @@ fn stream_error(e: &StreamError) -> TunnelError {
     }
 }
 
-/// Streams the public request body into the tunnel, chunk by chunk, under flow control.
-async fn pump_request_body(body: Body, mut sender: BodySender, tunnel: Arc<Tunnel>) {
+/// The body size limit for one request, and whether it was hit.
+struct BodyLimit {
+    max: u64,
+    exceeded: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Streams the public request body into the tunnel, chunk by chunk, under flow control. A
+/// chunked body that grows past the limit is cut and the stream reset (`Content-Length`
+/// bodies were refused before anything was sent).
+async fn pump_request_body(
+    body: Body,
+    mut sender: BodySender,
+    tunnel: Arc<Tunnel>,
+    limit: BodyLimit,
+) {
     let mut body = body;
+    let mut total = 0u64;
     loop {
         let frame = tokio::select! {
             f = body.frame() => f,
@@ -273,9 +344,16 @@ async fn pump_request_body(body: Body, mut sender: BodySender, tunnel: Arc<Tunne
                 return;
             }
             Some(Ok(frame)) => {
+                // Trailers are not forwarded.
                 let Ok(data) = frame.into_data() else {
                     continue;
-                }; // trailers are not forwarded
+                };
+                total += data.len() as u64;
+                if limit.max > 0 && total > limit.max {
+                    limit.exceeded.store(true, Ordering::Release);
+                    sender.reset(ResetCode::Refused, "request body too large");
+                    return;
+                }
                 tunnel
                     .stats
                     .bytes_in

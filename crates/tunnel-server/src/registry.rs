@@ -16,6 +16,7 @@ use serde::Serialize;
 use tunnel_protocol::mux::Mux;
 use tunnel_protocol::GoodbyeReason;
 
+use crate::access::AccessPolicy;
 use crate::auth::{KeyId, SecretHash};
 
 /// Names a tunnel may not take: they are paths the server itself serves.
@@ -113,6 +114,8 @@ pub struct Tunnel {
     generations: AtomicU64,
     /// Counters.
     pub stats: TunnelStats,
+    /// Who may use the public URL.
+    pub access: AccessPolicy,
 }
 
 impl Tunnel {
@@ -176,6 +179,9 @@ impl Tunnel {
             connected_since: conn.as_ref().map(|c| c.since),
             client_addr: conn.as_ref().map(|c| c.remote.ip().to_string()),
             open_streams: conn.as_ref().map_or(0, |c| c.mux.open_streams()),
+            basic_auth: self.access.basic_auth.is_some(),
+            ip_allow: self.access.allow.iter().map(|n| n.to_string()).collect(),
+            ip_deny: self.access.deny.iter().map(|n| n.to_string()).collect(),
             requests_served: self.stats.requests.load(Ordering::Relaxed),
             bytes_in: self.stats.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.stats.bytes_out.load(Ordering::Relaxed),
@@ -207,6 +213,12 @@ pub struct TunnelInfo {
     pub client_addr: Option<String>,
     /// Requests in flight.
     pub open_streams: usize,
+    /// Whether the public URL requires basic auth.
+    pub basic_auth: bool,
+    /// Networks allowed (empty: all).
+    pub ip_allow: Vec<String>,
+    /// Networks denied.
+    pub ip_deny: Vec<String>,
     /// Public requests answered so far.
     pub requests_served: u64,
     /// Request body bytes forwarded.
@@ -229,6 +241,7 @@ impl Registry {
         name: Option<&str>,
         ttl: std::time::Duration,
         max_per_key: usize,
+        access: AccessPolicy,
     ) -> Result<(Arc<Tunnel>, String), CreateError> {
         if let Some(name) = name {
             validate_name(name)?;
@@ -258,6 +271,7 @@ impl Registry {
                         connection: Mutex::new(None),
                         generations: AtomicU64::new(0),
                         stats: TunnelStats::default(),
+                        access: access.clone(),
                     });
                     slot.insert(tunnel.clone());
                     return Ok((tunnel, token));
@@ -354,10 +368,22 @@ mod tests {
     fn generated_ids_are_valid_and_distinct() {
         let r = Registry::default();
         let (a, ta) = r
-            .create(0, None, Duration::from_secs(60), 10)
+            .create(
+                0,
+                None,
+                Duration::from_secs(60),
+                10,
+                AccessPolicy::default(),
+            )
             .expect("created");
         let (b, tb) = r
-            .create(0, None, Duration::from_secs(60), 10)
+            .create(
+                0,
+                None,
+                Duration::from_secs(60),
+                10,
+                AccessPolicy::default(),
+            )
             .expect("created");
         assert_ne!(a.id, b.id);
         assert!(looks_like_id(&a.id));
@@ -367,16 +393,30 @@ mod tests {
     #[test]
     fn taken_names_and_limits() {
         let r = Registry::default();
-        r.create(0, Some("demo"), Duration::from_secs(60), 2)
-            .expect("created");
+        r.create(
+            0,
+            Some("demo"),
+            Duration::from_secs(60),
+            2,
+            AccessPolicy::default(),
+        )
+        .expect("created");
         assert_eq!(
-            r.create(1, Some("demo"), Duration::from_secs(60), 2).err(),
+            r.create(
+                1,
+                Some("demo"),
+                Duration::from_secs(60),
+                2,
+                AccessPolicy::default()
+            )
+            .err(),
             Some(CreateError::Taken("demo".into()))
         );
-        r.create(0, None, Duration::from_secs(60), 2)
+        r.create(0, None, Duration::from_secs(60), 2, AccessPolicy::default())
             .expect("created");
         assert_eq!(
-            r.create(0, None, Duration::from_secs(60), 2).err(),
+            r.create(0, None, Duration::from_secs(60), 2, AccessPolicy::default())
+                .err(),
             Some(CreateError::TooMany(2))
         );
         assert_eq!(r.list(0).len(), 2);

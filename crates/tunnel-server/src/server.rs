@@ -13,11 +13,11 @@ use tracing::{debug, info, warn};
 use tunnel_protocol::GoodbyeReason;
 
 use crate::api::router;
+use crate::client_ip::{client_ip, ClientIp};
 use crate::connect::PeerAddr;
+use crate::error::TunnelError;
+use crate::limits::check_framing;
 use crate::state::AppState;
-
-/// How long a public client may take to send a request's headers (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves on `listener` until `state.shutdown` is cancelled, then drains: readiness fails, new
 /// connections are refused, clients are told the server is restarting, in-flight requests get
@@ -29,6 +29,15 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
     let connections = TaskTracker::new();
     let reaper = tokio::spawn(reap_expired(state.clone()));
     loop {
+        // At the connection cap, stop accepting: further clients wait in the kernel's backlog
+        // instead of costing us memory.
+        let permit = tokio::select! {
+            _ = state.shutdown.cancelled() => break,
+            p = state.connections.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let (tcp, peer) = tokio::select! {
             _ = state.shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -45,16 +54,33 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
             debug!(error = %e, "TCP_NODELAY not set");
         }
         let app = app.clone();
+        let conn_state = state.clone();
         let shutdown = state.shutdown.clone();
         connections.spawn(async move {
+            let _permit = permit;
+            let settings = &conn_state.settings;
+            let trusted = settings.trusted_proxies.clone();
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                let client = client_ip(peer.ip(), req.headers(), &trusted);
                 req.extensions_mut().insert(PeerAddr(peer));
+                req.extensions_mut().insert(ClientIp(client));
+                let framing = check_framing(req.version(), req.headers());
                 let mut app = app.clone();
-                async move { app.call(req.map(Body::new)).await }
+                async move {
+                    if let Err(why) = framing {
+                        warn!(%client, why, "refused a request with ambiguous framing");
+                        return Ok(TunnelError::BadFraming(why).json_response());
+                    }
+                    app.call(req.map(Body::new)).await
+                }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(settings.header_read_timeout)
+                .max_buf_size(settings.max_header_bytes)
+                .max_headers(settings.max_headers);
+            let conn = builder
                 .serve_connection(TokioIo::new(tcp), svc)
                 .with_upgrades();
             tokio::pin!(conn);
@@ -105,11 +131,15 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
     info!("shutdown complete");
 }
 
+/// Removes expired tunnels every second, and trims the rate limiters' memory every minute.
 async fn reap_expired(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for n in 0u64.. {
         tick.tick().await;
         state.registry.reap_expired();
+        if n % 60 == 59 {
+            state.limits.retain_recent();
+        }
     }
 }

@@ -1,12 +1,16 @@
 //! The state every handler shares: settings, the registry, and the shutdown signal.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use tokio_util::sync::CancellationToken;
 use tunnel_protocol::mux::MuxConfig;
 
 use crate::config::Settings;
+use crate::limits::RateLimits;
 use crate::registry::Registry;
 
 /// Shared by all handlers through `Arc<AppState>` (no globals).
@@ -20,6 +24,12 @@ pub struct AppState {
     pub registry: Registry,
     /// Cancelled when shutdown begins: readiness fails and new requests are refused.
     pub shutdown: CancellationToken,
+    /// Rate limiters.
+    pub limits: RateLimits,
+    /// Permits for tunnel clients between upgrade and hello.
+    pub handshakes: Arc<Semaphore>,
+    /// Permits for concurrent public connections.
+    pub connections: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -37,6 +47,13 @@ impl AppState {
             format!("http://{host}:{}", local_addr.port())
         });
         Self {
+            limits: RateLimits::new(
+                settings.api_rate_per_min,
+                settings.connect_rate_per_min,
+                settings.public_rate_per_sec,
+            ),
+            handshakes: Arc::new(Semaphore::new(settings.max_pending_handshakes)),
+            connections: Arc::new(Semaphore::new(settings.max_connections)),
             settings,
             base_url,
             registry: Registry::default(),

@@ -27,7 +27,7 @@ use tunnel_server::{AppState, Settings};
 const EXTRA_SERVER_VARS: &[&str] = &["RUST_LOG"];
 
 /// ConfigMap values that deliberately differ from the server's default.
-const OVERRIDDEN_DEFAULTS: &[&str] = &["LOG_FORMAT"];
+const OVERRIDDEN_DEFAULTS: &[&str] = &["LOG_FORMAT", "TUNNEL_TRUSTED_PROXIES"];
 
 /// The only setting that belongs in the Secret.
 const SECRET_VARS: &[&str] = &["TUNNEL_API_KEYS"];
