@@ -60,6 +60,8 @@ pub struct Hooks {
     pub release: Notify,
     /// Paths of requests as they arrive at `/wait` or `/hang`.
     pub arrived: tokio::sync::Mutex<Option<mpsc::Sender<String>>>,
+    /// Every request that reached the service.
+    pub requests: AtomicU64,
 }
 
 /// A running backend.
@@ -102,6 +104,11 @@ impl Backend {
         }
     }
 
+    /// Requests that reached the service.
+    pub fn requests(&self) -> u64 {
+        self.hooks.requests.load(Ordering::SeqCst)
+    }
+
     /// Bytes produced by streaming routes.
     pub fn produced(&self) -> u64 {
         self.hooks.produced.load(Ordering::SeqCst)
@@ -109,6 +116,14 @@ impl Backend {
 }
 
 fn router(hooks: Arc<Hooks>, addr: SocketAddr) -> Router {
+    let counter = hooks.clone();
+    let count = axum::middleware::from_fn(move |req: Request, next: axum::middleware::Next| {
+        let counter = counter.clone();
+        async move {
+            counter.requests.fetch_add(1, Ordering::SeqCst);
+            next.run(req).await
+        }
+    });
     Router::new()
         .route("/bytes/{n}", get(bytes_route))
         .route("/upload", post(upload))
@@ -149,6 +164,7 @@ fn router(hooks: Arc<Hooks>, addr: SocketAddr) -> Router {
         .route("/sse", get(sse_two_events))
         .route("/sse-forever", get(sse_forever))
         .fallback(echo)
+        .layer(count)
         .with_state(hooks)
 }
 

@@ -225,7 +225,7 @@ impl TunnelError {
                     HeaderValue::from(*retry_after_secs),
                 );
             }
-            TunnelError::BadFraming(_) | TunnelError::BodyTooLarge => {
+            TunnelError::BadFraming(_) | TunnelError::BodyTooLarge | TunnelError::BadRequest(_) => {
                 // The rest of the request cannot be trusted (or is not wanted): close.
                 h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }

@@ -8,6 +8,7 @@
 //! - [`access`]: per-tunnel basic auth and IP allow/deny lists.
 //! - [`client_ip`]: the real client address (`X-Forwarded-For` from trusted proxies only).
 //! - [`limits`]: rate limiters and request framing checks.
+//! - [`framing`]: a guard that sees request heads as raw bytes, before hyper.
 //! - [`api`]: the control API, health/readiness, and the router that ties all routes together.
 //! - [`connect`]: the WebSocket endpoint tunnel clients connect to.
 //! - [`proxy`]: the path-prefix reverse proxy for public requests.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod connect;
 pub mod error;
 pub mod forwarding;
+pub mod framing;
 pub mod limits;
 pub mod logging;
 pub mod proxy;

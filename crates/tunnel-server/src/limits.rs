@@ -136,6 +136,11 @@ fn rate_limited(e: GovernorError) -> Response<Body> {
 /// variants and duplicates), or `Transfer-Encoding` on HTTP/1.0. Front proxies disagree on such
 /// requests; forwarding one is how smuggling starts.
 pub fn check_framing(version: Version, headers: &HeaderMap) -> Result<(), &'static str> {
+    if headers.contains_key(crate::framing::MARKER) {
+        // Set by the framing guard: hyper dropped or merged Content-Length before we could
+        // see it.
+        return Err("Content-Length with Transfer-Encoding, several Content-Length, or a Transfer-Encoding other than chunked");
+    }
     let cls: Vec<&[u8]> = headers
         .get_all(http::header::CONTENT_LENGTH)
         .iter()

@@ -16,6 +16,7 @@ use crate::api::router;
 use crate::client_ip::{client_ip, ClientIp};
 use crate::connect::PeerAddr;
 use crate::error::TunnelError;
+use crate::framing::FramingGuard;
 use crate::limits::check_framing;
 use crate::state::AppState;
 
@@ -81,7 +82,10 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
                 .max_buf_size(settings.max_header_bytes)
                 .max_headers(settings.max_headers);
             let conn = builder
-                .serve_connection(TokioIo::new(tcp), svc)
+                .serve_connection(
+                    TokioIo::new(FramingGuard::new(tcp, settings.max_header_bytes)),
+                    svc,
+                )
                 .with_upgrades();
             tokio::pin!(conn);
             let result = tokio::select! {
