@@ -1,0 +1,220 @@
+//! Property-based fuzzing of everything that decodes peer input: the frame codec, control
+//! messages, header lists, and the multiplexer fed random frame sequences. Bounded case counts
+//! keep it in the normal test run; `PROPTEST_CASES=100000 cargo test -p tunnel-protocol --test
+//! fuzz --release` runs it longer. The seed corpus in `tests/corpus/` (files named `ok_*` or
+//! `err_*`) is replayed every time; proptest writes regressions it finds to
+//! `proptest-regressions/`, which is committed as part of the corpus.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use proptest::prelude::*;
+use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tunnel_protocol::frame::{DataFrame, Frame};
+use tunnel_protocol::headers::{WireHeaders, WireValue};
+use tunnel_protocol::mux::{self, MuxConfig, Role};
+use tunnel_protocol::ControlMessage;
+
+const MAX_PAYLOAD: usize = 64 * 1024;
+
+#[test]
+fn seed_corpus_decodes_as_labelled() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        let msg = if name.ends_with(".json") {
+            Message::text(String::from_utf8_lossy(&bytes).into_owned())
+        } else {
+            Message::Binary(Bytes::from(bytes))
+        };
+        let result = Frame::decode(msg, MAX_PAYLOAD);
+        if name.starts_with("ok_") {
+            assert!(matches!(result, Ok(Some(_))), "{name}: {result:?}");
+        } else {
+            assert!(result.is_err(), "{name} decoded: {result:?}");
+        }
+        seen += 1;
+    }
+    assert!(seen >= 10, "corpus missing");
+}
+
+fn header_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z][a-z0-9-]{0,20}",
+        any::<String>(),
+        Just("content-length".to_string()),
+    ]
+}
+
+fn wire_headers() -> impl Strategy<Value = WireHeaders> {
+    prop::collection::vec(
+        (header_name(), prop::collection::vec(any::<u8>(), 0..40)),
+        0..8,
+    )
+    .prop_map(|v| WireHeaders(v.into_iter().map(|(k, b)| (k, WireValue(b))).collect()))
+}
+
+fn control_message() -> impl Strategy<Value = ControlMessage> {
+    prop_oneof![
+        (any::<u32>(), any::<u32>()).prop_map(|(stream_id, increment)| ControlMessage::Window {
+            stream_id,
+            increment
+        }),
+        (any::<u32>(), ".{0,20}", wire_headers(), any::<bool>()).prop_map(
+            |(stream_id, target, headers, end_stream)| {
+                ControlMessage::Request(tunnel_protocol::RequestHead {
+                    stream_id,
+                    method: "GET".into(),
+                    target,
+                    headers,
+                    end_stream,
+                })
+            }
+        ),
+        (any::<u32>(), any::<u16>(), wire_headers(), any::<bool>()).prop_map(
+            |(stream_id, status, headers, end_stream)| {
+                ControlMessage::Response(tunnel_protocol::ResponseHead {
+                    stream_id,
+                    status,
+                    headers,
+                    end_stream,
+                })
+            }
+        ),
+        (any::<u32>(), ".{0,30}").prop_map(|(stream_id, message)| ControlMessage::Reset {
+            stream_id,
+            code: tunnel_protocol::ResetCode::Cancelled,
+            message
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn binary_frames_never_panic_and_round_trip(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        if let Ok(Some(Frame::Data(d))) = Frame::decode(Message::Binary(Bytes::from(bytes.clone())), MAX_PAYLOAD) {
+            let encoded = d.encode();
+            prop_assert_eq!(encoded.as_ref(), bytes.as_slice());
+        }
+    }
+
+    #[test]
+    fn text_frames_never_panic(text in any::<String>()) {
+        let _ = Frame::decode(Message::text(text), MAX_PAYLOAD);
+    }
+
+    #[test]
+    fn json_shaped_text_never_panics(
+        ty in prop_oneof![
+            Just("hello".to_string()), Just("welcome".to_string()), Just("request".to_string()),
+            Just("response".to_string()), Just("window".to_string()), Just("reset".to_string()),
+            Just("goodbye".to_string()), "[a-z]{0,8}",
+        ],
+        fields in prop::collection::vec((".{0,10}", prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            ".{0,10}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+            Just("null".to_string()), Just("[]".to_string()), Just("{}".to_string()),
+            Just("[[\"a\",{\"b64\":\"!!\"}]]".to_string()),
+        ]), 0..6),
+    ) {
+        let body: Vec<String> = fields.iter().map(|(k, v)| format!("{}:{v}", serde_json::to_string(k).unwrap())).collect();
+        let json = format!("{{\"type\":\"{ty}\"{}{}}}", if body.is_empty() { "" } else { "," }, body.join(","));
+        let _ = Frame::decode(Message::text(json), MAX_PAYLOAD);
+    }
+
+    #[test]
+    fn control_messages_round_trip(msg in control_message()) {
+        let encoded = Frame::Control(msg.clone()).into_message().unwrap();
+        prop_assert_eq!(Frame::decode(encoded, MAX_PAYLOAD).unwrap(), Some(Frame::Control(msg)));
+    }
+
+    #[test]
+    fn header_conversion_never_panics_and_keeps_valid_headers(
+        pairs in prop::collection::vec((header_name(), prop::collection::vec(any::<u8>(), 0..30)), 0..10)
+    ) {
+        let wire = WireHeaders(pairs.into_iter().map(|(k, v)| (k, WireValue(v))).collect());
+        if let Ok(map) = wire.to_header_map() {
+            let back = WireHeaders::from_header_map(&map);
+            prop_assert_eq!(back.len(), wire.len());
+            for ((k1, v1), (k2, v2)) in back.0.iter().zip(wire.0.iter()) {
+                prop_assert_eq!(k1, &k2.to_ascii_lowercase());
+                prop_assert_eq!(v1, v2);
+                prop_assert!(!v1.0.iter().any(|b| *b == b'\r' || *b == b'\n' || *b == 0));
+            }
+        }
+    }
+}
+
+/// Raw frames a hostile peer might send.
+fn hostile_message() -> impl Strategy<Value = Message> {
+    prop_oneof![
+        control_message().prop_map(|m| Frame::Control(m).into_message().unwrap()),
+        (
+            0u32..8,
+            any::<bool>(),
+            prop::collection::vec(any::<u8>(), 0..2000)
+        )
+            .prop_map(|(stream_id, end, payload)| Message::Binary(
+                DataFrame {
+                    stream_id,
+                    end,
+                    payload: payload.into()
+                }
+                .encode()
+            )),
+        prop::collection::vec(any::<u8>(), 0..20).prop_map(|b| Message::Binary(b.into())),
+        ".{0,30}".prop_map(Message::text),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Whatever a peer sends, the mux neither panics nor hangs: it either keeps serving or
+    /// closes the connection, and a stream it opened ends one way or the other.
+    #[test]
+    fn the_mux_survives_random_frame_sequences(
+        server_side in any::<bool>(),
+        frames in prop::collection::vec(hostile_message(), 1..24),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let (a, b) = tokio::io::duplex(1 << 20);
+            let ws = WebSocketStream::from_raw_socket(a, WsRole::Server, None).await;
+            let raw = WebSocketStream::from_raw_socket(b, WsRole::Client, None).await;
+            let (mut raw_sink, mut raw_stream) = raw.split();
+            let drain = tokio::spawn(async move { while let Some(Ok(_)) = raw_stream.next().await {} });
+            let cfg = MuxConfig { initial_window: 4096, max_streams: 4, ..MuxConfig::default() };
+            let role = if server_side { Role::Server } else { Role::Client };
+            let (mux, mut events) = mux::start(ws, cfg, role);
+            let opened = if server_side { mux.open_stream().ok() } else { None };
+            let consume = tokio::spawn(async move { while events.recv().await.is_some() {} });
+            for frame in frames {
+                if raw_sink.send(frame).await.is_err() {
+                    break; // the mux closed the connection: a legitimate outcome
+                }
+            }
+            // However it went, closing is bounded and every opened stream ends.
+            tokio::time::timeout(Duration::from_secs(5), mux.close(tunnel_protocol::GoodbyeReason::Other, "done"))
+                .await
+                .expect("close hung");
+            if let Some((stream, head_rx)) = opened {
+                let head = tokio::time::timeout(Duration::from_secs(5), head_rx).await;
+                assert!(head.is_ok(), "an opened stream never ended");
+                drop(stream);
+            }
+            tokio::time::timeout(Duration::from_secs(5), consume).await.expect("events never ended").unwrap();
+            drain.abort();
+        });
+    }
+}
