@@ -23,7 +23,10 @@ async fn main() -> anyhow::Result<()> {
     let bind: SocketAddr = std::env::var("TUNNEL_BIND")
         .unwrap_or_else(|_| "127.0.0.1:8989".into())
         .parse()?;
-    anyhow::ensure!(bind.ip().is_loopback(), "the demo only binds loopback addresses");
+    anyhow::ensure!(
+        bind.ip().is_loopback(),
+        "the demo only binds loopback addresses"
+    );
     let settings = Settings::parse_from(["tunnel-server", "--bind", &bind.to_string()])?;
     let key = settings.generated_key.clone().unwrap_or_default();
     let listener = TcpListener::bind(bind).await?;

@@ -4,14 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 use tunnel_client::{ClientError, Status};
 use tunnel_e2e::backend::Backend;
 use tunnel_e2e::http::{get, request, send, send_streaming};
-use tunnel_e2e::{eventually, workspace_bin, TestClient, TestServer, API_KEY, DEADLINE};
+use tunnel_e2e::{
+    eventually, raw_tunnel_client, workspace_bin, RawWs, TestClient, TestServer, API_KEY, DEADLINE,
+};
 use tunnel_protocol::{ControlMessage, GoodbyeReason};
 
 fn err_code(resp: &http::Response<bytes::Bytes>) -> String {
@@ -269,35 +270,14 @@ async fn wrong_key_and_wrong_token_are_401_without_revealing_tunnels() {
     assert_eq!(err.exit_code(), 77);
 }
 
-/// Connects to a tunnel with its token, speaking the protocol by hand.
-async fn raw_client(
-    server: &TestServer,
-    id: &str,
-    token: &str,
-    version: u32,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut req = format!("ws://{}/api/tunnel/connect/{id}", server.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let hello = serde_json::json!({ "type": "hello", "protocol_version": version, "agent": "raw" });
-    ws.send(Message::text(hello.to_string())).await.unwrap();
-    ws
+async fn raw_client(server: &TestServer, id: &str, token: &str, version: u32) -> RawWs {
+    raw_tunnel_client(server, id, token, version).await
 }
 
-async fn next_control<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> ControlMessage
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        match tokio::time::timeout(DEADLINE, ws.next()).await.unwrap() {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(t.as_str()).unwrap(),
-            Some(Ok(_)) => continue,
-            other => panic!("connection ended: {other:?}"),
-        }
-    }
+async fn next_control(ws: &mut RawWs) -> ControlMessage {
+    tunnel_e2e::next_control(ws)
+        .await
+        .expect("connection ended")
 }
 
 #[tokio::test]

@@ -8,9 +8,8 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tunnel_e2e::backend::Backend;
 use tunnel_e2e::http::{get, raw, request, send};
@@ -353,9 +352,7 @@ async fn rate_limits_answer_429_and_one_tunnel_does_not_slow_another() {
 
 /// A tunnel client that speaks the protocol by hand, to misbehave.
 struct EvilClient {
-    ws: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    ws: tunnel_e2e::RawWs,
 }
 
 impl EvilClient {
@@ -363,23 +360,8 @@ impl EvilClient {
         let created = server
             .create_tunnel(serde_json::json!({ "name": name }))
             .await;
-        let mut req = format!("ws://{}/api/tunnel/connect/{name}", server.addr)
-            .into_client_request()
-            .unwrap();
-        req.headers_mut().insert(
-            "authorization",
-            format!("Bearer {}", created["token"].as_str().unwrap())
-                .parse()
-                .unwrap(),
-        );
-        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(None)
-            .max_frame_size(None);
-        let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
-            .await
-            .unwrap();
-        let hello = serde_json::json!({ "type": "hello", "protocol_version": 1, "agent": "evil" });
-        ws.send(Message::text(hello.to_string())).await.unwrap();
+        let token = created["token"].as_str().unwrap();
+        let ws = tunnel_e2e::raw_tunnel_client(server, name, token, 1).await;
         let mut me = Self { ws };
         assert!(matches!(
             me.control().await,
@@ -390,18 +372,7 @@ impl EvilClient {
 
     /// The next control message, or `None` once the server closed the connection.
     async fn control(&mut self) -> Option<ControlMessage> {
-        loop {
-            match tokio::time::timeout(DEADLINE, self.ws.next())
-                .await
-                .unwrap()
-            {
-                Some(Ok(Message::Text(t))) => {
-                    return Some(serde_json::from_str(t.as_str()).unwrap())
-                }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
-                Some(Ok(_)) => continue,
-            }
-        }
+        tunnel_e2e::next_control(&mut self.ws).await
     }
 
     async fn next_request(&mut self) -> u32 {

@@ -214,6 +214,49 @@ impl TestClient {
     }
 }
 
+/// A WebSocket to the server, as a tunnel client holds it.
+pub type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects to tunnel `id` with `token` and sends a hello announcing `version`, speaking the
+/// protocol by hand (to test what a non-conforming client can do). No size limits on our side,
+/// so a test can send anything.
+pub async fn raw_tunnel_client(server: &TestServer, id: &str, token: &str, version: u32) -> RawWs {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/api/tunnel/connect/{id}", server.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(None)
+        .max_frame_size(None);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true)
+        .await
+        .unwrap();
+    let hello = serde_json::json!({ "type": "hello", "protocol_version": version, "agent": "raw" });
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        hello.to_string(),
+    ))
+    .await
+    .unwrap();
+    ws
+}
+
+/// The next control message on a raw client connection, or `None` once the server closed it.
+pub async fn next_control(ws: &mut RawWs) -> Option<tunnel_protocol::ControlMessage> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(DEADLINE, ws.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(t.as_str()).unwrap()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
 /// Path of a binary of this workspace, built by `cargo test --workspace` (the crates' own
 /// integration tests make cargo build them).
 pub fn workspace_bin(name: &str) -> PathBuf {
