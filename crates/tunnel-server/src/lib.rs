@@ -11,7 +11,8 @@
 //! - [`forwarding`]: header rules of the proxy (hop-by-hop, `X-Forwarded-*`, rewrites).
 //! - [`error`]: every error a caller can see, mapped to a status and code in one place.
 //! - [`server`]: the accept loop, expiry, and graceful shutdown.
-//! - [`logging`]: log format and time zone.
+//! - [`logging`]: log format and time zone; [`request_id`]: the id that ties one request's log
+//!   lines together, on the server and in `tunnel-client`.
 //!
 //! The request flow: public client → [`proxy`] → the tunnel's [`tunnel_protocol::mux`] stream
 //! → client connection → `tunnel-client` → local service, and the response back the same way.
@@ -25,6 +26,7 @@ pub mod forwarding;
 pub mod logging;
 pub mod proxy;
 pub mod registry;
+pub mod request_id;
 pub mod server;
 pub mod state;
 

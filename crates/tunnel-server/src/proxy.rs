@@ -22,7 +22,7 @@ use futures_util::Stream;
 use http::header::{HeaderValue, HOST, LOCATION};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use tracing::{info, warn, Instrument};
+use tracing::{info, info_span, warn, Instrument, Span};
 use tunnel_protocol::headers::WireHeaders;
 use tunnel_protocol::mux::{BodyReceiver, BodySender};
 use tunnel_protocol::{ControlMessage, RequestHead, ResetCode, ResponseHead, StreamError};
@@ -71,8 +71,16 @@ fn requested_upgrade(headers: &http::HeaderMap) -> Upgrade {
     }
 }
 
-/// Handles every request no other route took.
-pub async fn proxy(State(state): State<Arc<AppState>>, req: Request) -> Response {
+/// Handles every request no other route took, inside a `request` span that carries the
+/// request id (see [`crate::request_id`]) and, once known, the tunnel: every log line of the
+/// request has both.
+pub async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) -> Response {
+    let request_id = crate::request_id::ensure(req.headers_mut());
+    let span = info_span!("request", request_id = %request_id, tunnel = tracing::field::Empty);
+    proxy_request(state, req).instrument(span).await
+}
+
+async fn proxy_request(state: Arc<AppState>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
     let headers = &parts.headers;
     if state.shutdown.is_cancelled() {
@@ -102,8 +110,10 @@ pub async fn proxy(State(state): State<Arc<AppState>>, req: Request) -> Response
     let Some(tunnel) = state.registry.get(id) else {
         return TunnelError::TunnelNotFound.render(headers);
     };
+    Span::current().record("tunnel", id);
     let path = rest.split('?').next().unwrap_or("/").to_string();
     let log = RequestLog {
+        span: Span::current(),
         tunnel: tunnel.clone(),
         method: parts.method.clone(),
         path,
@@ -194,11 +204,6 @@ async fn forward(
             http::header::CONNECTION,
             HeaderValue::from_static("upgrade"),
         );
-    }
-    if !headers.contains_key("x-request-id") {
-        if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string()) {
-            headers.insert("x-request-id", v);
-        }
     }
     let has_body = !http_body::Body::is_end_stream(&body) && !websocket;
     let (stream, head_rx) = conn.mux.open_stream().map_err(|e| match e {
@@ -429,8 +434,11 @@ enum Outcome {
     Error(&'static str),
 }
 
-/// One log line per proxied request, written when the response ends (or fails).
+/// One log line per proxied request, written when the response ends (or fails). It may be
+/// dropped outside the request's task (by hyper, with the response body), so it keeps the
+/// request's span to log inside it.
 struct RequestLog {
+    span: Span,
     tunnel: Arc<Tunnel>,
     method: Method,
     path: String,
@@ -447,13 +455,14 @@ impl Drop for RequestLog {
             Outcome::Pending => "aborted",
             Outcome::Error(code) => code,
         };
+        let _in_span = self.span.enter();
+        let elapsed = self.started.elapsed();
         info!(
-            tunnel = %self.tunnel.id,
             method = %self.method,
             path = %self.path.chars().take(200).collect::<String>(),
             status = self.status,
             bytes = self.bytes,
-            ms = self.started.elapsed().as_millis() as u64,
+            ms = elapsed.as_millis() as u64,
             outcome,
             "request"
         );
@@ -493,7 +502,8 @@ impl Stream for ResponseBody {
             }
             Poll::Pending => {
                 if this.timer.as_mut().poll(cx).is_ready() {
-                    warn!(tunnel = %this.log.tunnel.id, "response body idle too long, closing it");
+                    let _in_span = this.log.span.enter();
+                    warn!("response body idle too long, closing it");
                     this.log.outcome = Outcome::Error("idle_timeout");
                     return Poll::Ready(Some(Err(StreamError::Reset {
                         code: ResetCode::IdleTimeout,
