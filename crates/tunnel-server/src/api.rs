@@ -19,7 +19,7 @@ use crate::auth::{presented_credential, KeyId};
 use crate::error::TunnelError;
 use crate::registry::{public_url, CreateError, TunnelInfo};
 use crate::state::AppState;
-use crate::{connect, proxy};
+use crate::{connect, metrics, proxy};
 
 /// Builds the whole application: control API, client endpoint, and the proxy as fallback.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -34,6 +34,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/tunnels/{id}/status", get(status))
         .route("/api/tunnel/connect/{id}", get(connect::connect))
         .fallback(proxy::proxy)
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            metrics::count_rejections,
+        ))
         .with_state(state)
 }
 

@@ -217,6 +217,7 @@ async fn serve_client(
         });
     }
     info!(%agent, "client connected");
+    state.metrics.client_connected();
     // The tunnel may have been deleted, or shutdown begun, while we were handshaking.
     let still_registered = state
         .registry
@@ -243,6 +244,7 @@ async fn serve_client(
         }
     }
     tunnel.detach(generation);
+    state.metrics.client_disconnected();
     info!(
         reason = mux.close_reason().unwrap_or_default(),
         "client disconnected"

@@ -170,6 +170,8 @@ impl TunnelError {
                 HeaderValue::from_static("Bearer realm=\"tunnel\""),
             );
         }
+        // For the middleware that counts rejections (crate::metrics::count_rejections).
+        resp.extensions_mut().insert(self.clone());
         resp
     }
 }

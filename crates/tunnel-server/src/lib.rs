@@ -13,6 +13,7 @@
 //! - [`server`]: the accept loop, expiry, and graceful shutdown.
 //! - [`logging`]: log format and time zone; [`request_id`]: the id that ties one request's log
 //!   lines together, on the server and in `tunnel-client`.
+//! - [`metrics`]: Prometheus metrics and their own listener.
 //!
 //! The request flow: public client → [`proxy`] → the tunnel's [`tunnel_protocol::mux`] stream
 //! → client connection → `tunnel-client` → local service, and the response back the same way.
@@ -24,6 +25,7 @@ pub mod connect;
 pub mod error;
 pub mod forwarding;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod registry;
 pub mod request_id;
@@ -31,5 +33,6 @@ pub mod server;
 pub mod state;
 
 pub use config::Settings;
+pub use metrics::run_with_metrics;
 pub use server::run;
 pub use state::AppState;

@@ -30,6 +30,7 @@ use tunnel_protocol::{ControlMessage, RequestHead, ResetCode, ResponseHead, Stre
 use crate::connect::PeerAddr;
 use crate::error::TunnelError;
 use crate::forwarding::{prepare_request_headers, prepare_response_headers, ForwardInfo};
+use crate::metrics::{Metrics, Rejection};
 use crate::registry::{looks_like_id, Tunnel};
 use crate::state::AppState;
 
@@ -114,6 +115,7 @@ async fn proxy_request(state: Arc<AppState>, req: Request) -> Response {
     let path = rest.split('?').next().unwrap_or("/").to_string();
     let log = RequestLog {
         span: Span::current(),
+        metrics: state.metrics.clone(),
         tunnel: tunnel.clone(),
         method: parts.method.clone(),
         path,
@@ -229,7 +231,8 @@ async fn forward(
         Some(sender)
     } else if has_body {
         let tunnel = tunnel.clone();
-        tokio::spawn(pump_request_body(body, sender, tunnel).in_current_span());
+        let metrics = state.metrics.clone();
+        tokio::spawn(pump_request_body(body, sender, tunnel, metrics).in_current_span());
         None
     } else {
         sender.mark_finished();
@@ -263,7 +266,12 @@ fn stream_error(e: &StreamError) -> TunnelError {
 }
 
 /// Streams the public request body into the tunnel, chunk by chunk, under flow control.
-async fn pump_request_body(body: Body, mut sender: BodySender, tunnel: Arc<Tunnel>) {
+async fn pump_request_body(
+    body: Body,
+    mut sender: BodySender,
+    tunnel: Arc<Tunnel>,
+    metrics: Arc<Metrics>,
+) {
     let mut body = body;
     loop {
         let frame = tokio::select! {
@@ -285,6 +293,7 @@ async fn pump_request_body(body: Body, mut sender: BodySender, tunnel: Arc<Tunne
                     .stats
                     .bytes_in
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
+                metrics.bytes_in(data.len() as u64);
                 if sender.send(data).await.is_err() {
                     return;
                 }
@@ -330,10 +339,12 @@ fn switch_protocols(
     log.status = 101;
     let idle = state.settings.idle_timeout;
     let tunnel = tunnel.clone();
+    let metrics = state.metrics.clone();
     tokio::spawn(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
+                    let _open = metrics.websocket_opened();
                     let io = hyper_util::rt::TokioIo::new(upgraded);
                     match tunnel_protocol::mux::splice(io, sender, receiver, Some(idle)).await {
                         Ok(stats) => {
@@ -347,6 +358,8 @@ fn switch_protocols(
                                 .stats
                                 .bytes_out
                                 .fetch_add(stats.received, Ordering::Relaxed);
+                            metrics.bytes_in(stats.sent);
+                            metrics.bytes_out(stats.received);
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "websocket session ended abnormally");
@@ -434,11 +447,12 @@ enum Outcome {
     Error(&'static str),
 }
 
-/// One log line per proxied request, written when the response ends (or fails). It may be
-/// dropped outside the request's task (by hyper, with the response body), so it keeps the
-/// request's span to log inside it.
+/// One log line per proxied request, written when the response ends (or fails), and the
+/// request's metrics. It may be dropped outside the request's task (by hyper, with the
+/// response body), so it keeps the request's span to log inside it.
 struct RequestLog {
     span: Span,
+    metrics: Arc<Metrics>,
     tunnel: Arc<Tunnel>,
     method: Method,
     path: String,
@@ -466,6 +480,11 @@ impl Drop for RequestLog {
             outcome,
             "request"
         );
+        self.metrics
+            .request_finished(&self.tunnel.id, self.status, elapsed, self.status == 101);
+        if outcome == "idle_timeout" {
+            self.metrics.rejected(Rejection::IdleTimeout);
+        }
     }
 }
 
@@ -495,6 +514,7 @@ impl Stream for ResponseBody {
                     .stats
                     .bytes_out
                     .fetch_add(n, Ordering::Relaxed);
+                this.log.metrics.bytes_out(n);
             }
             Poll::Ready(None) => this.log.outcome = Outcome::Done,
             Poll::Ready(Some(Err(e))) => {

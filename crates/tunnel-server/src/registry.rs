@@ -17,6 +17,7 @@ use tunnel_protocol::mux::Mux;
 use tunnel_protocol::GoodbyeReason;
 
 use crate::auth::{KeyId, SecretHash};
+use crate::metrics::Metrics;
 
 /// Names a tunnel may not take: they are paths the server itself serves.
 const RESERVED: &[&str] = &[
@@ -219,9 +220,19 @@ pub struct TunnelInfo {
 #[derive(Debug, Default)]
 pub struct Registry {
     tunnels: DashMap<String, Arc<Tunnel>>,
+    /// Told of every tunnel that comes and goes, to keep per-tunnel series bounded.
+    metrics: Arc<Metrics>,
 }
 
 impl Registry {
+    /// An empty registry that reports to `metrics`.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> Self {
+        Self {
+            tunnels: DashMap::new(),
+            metrics,
+        }
+    }
+
     /// Registers a tunnel; returns it and its token (the only time the token exists in clear).
     pub fn create(
         &self,
@@ -249,6 +260,8 @@ impl Registry {
                 Entry::Occupied(_) if name.is_some() => return Err(CreateError::Taken(id)),
                 Entry::Occupied(_) => continue,
                 Entry::Vacant(slot) => {
+                    // Before the insert: a removal can only follow it, never precede it.
+                    self.metrics.tunnel_registered(&id);
                     let tunnel = Arc::new(Tunnel {
                         id,
                         owner,
@@ -276,6 +289,7 @@ impl Registry {
     /// Removes a tunnel and closes its client with `reason`.
     pub fn remove(&self, id: &str, reason: GoodbyeReason, message: &str) -> Option<Arc<Tunnel>> {
         let (_, tunnel) = self.tunnels.remove(id)?;
+        self.metrics.tunnel_removed(id);
         tunnel.disconnect(reason, message);
         Some(tunnel)
     }

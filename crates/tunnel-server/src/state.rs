@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tunnel_protocol::mux::MuxConfig;
 
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 /// Shared by all handlers through `Arc<AppState>` (no globals).
@@ -20,6 +21,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Cancelled when shutdown begins: readiness fails and new requests are refused.
     pub shutdown: CancellationToken,
+    /// Prometheus metrics (served by [`crate::metrics::run_with_metrics`]).
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 impl AppState {
@@ -36,11 +39,13 @@ impl AppState {
             };
             format!("http://{host}:{}", local_addr.port())
         });
+        let metrics = std::sync::Arc::new(Metrics::new());
         Self {
             settings,
             base_url,
-            registry: Registry::default(),
+            registry: Registry::with_metrics(metrics.clone()),
             shutdown: CancellationToken::new(),
+            metrics,
         }
     }
 
