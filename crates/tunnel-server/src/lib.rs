@@ -14,6 +14,7 @@
 //! - [`logging`]: log format and time zone; [`request_id`]: the id that ties one request's log
 //!   lines together, on the server and in `tunnel-client`.
 //! - [`metrics`]: Prometheus metrics and their own listener.
+//! - [`openapi`]: the OpenAPI document of the control API, generated from the handlers.
 //!
 //! The request flow: public client → [`proxy`] → the tunnel's [`tunnel_protocol::mux`] stream
 //! → client connection → `tunnel-client` → local service, and the response back the same way.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod forwarding;
 pub mod logging;
 pub mod metrics;
+pub mod openapi;
 pub mod proxy;
 pub mod registry;
 pub mod request_id;

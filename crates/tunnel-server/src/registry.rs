@@ -190,7 +190,7 @@ pub fn public_url(base_url: &str, id: &str) -> String {
 }
 
 /// What the API shows of a tunnel.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TunnelInfo {
     /// Id.
     pub tunnel_id: String,
