@@ -54,11 +54,13 @@ COPY --from=builder /usr/local/bin/tunnel-server /usr/local/bin/tunnel-client /u
 # non-loopback address without TUNNEL_API_KEYS, so an image run without keys fails loudly
 # instead of serving an open control API.
 ENV TUNNEL_BIND=0.0.0.0:8989
+# Prometheus metrics on a port of their own (publish it only to the monitoring network).
+ENV TUNNEL_METRICS_BIND=0.0.0.0:9090
 
 # 65532 is the conventional "nonroot" uid/gid; kubernetes-config.yaml runs the pod as the same.
 # The binaries write nothing to disk (logs go to stderr), so a read-only root filesystem works.
 USER 65532:65532
 
-EXPOSE 8989
+EXPOSE 8989 9090
 
 ENTRYPOINT ["/usr/local/bin/tunnel-server"]

@@ -152,6 +152,20 @@ for probe, want in (("livenessProbe", "/health"), ("readinessProbe", "/ready")):
 target = svc_port["targetPort"]
 check(port_names.get(target, target) == bind_port, "Service targetPort is not the server port")
 
+# Metrics: scraped from the pod on a port of their own, never through the Service/ingress.
+metrics_port = int(cm["data"]["TUNNEL_METRICS_BIND"].rsplit(":", 1)[1])
+check(port_names.get("metrics") == metrics_port,
+      f"containerPort 'metrics' must be TUNNEL_METRICS_BIND's port {metrics_port}")
+check(metrics_port != bind_port, "metrics need a port of their own")
+for p in svc["spec"]["ports"]:
+    t = p.get("targetPort", p["port"])
+    check(port_names.get(t, t) != metrics_port, "the Service must not expose the metrics port")
+annotations = spec["template"]["metadata"].get("annotations", {})
+check(annotations.get("prometheus.io/scrape") == "true", "pod lacks prometheus.io/scrape")
+check(annotations.get("prometheus.io/port") == str(metrics_port),
+      "prometheus.io/port is not the metrics port")
+check(annotations.get("prometheus.io/path") == "/metrics", "prometheus.io/path is not /metrics")
+
 sc = container["securityContext"]
 check(sc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem must be true")
 check(sc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation must be false")

@@ -42,6 +42,8 @@ pub fn init_logs() {
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it serves `GET /metrics` (a listener of its own, as in production).
+    pub metrics_addr: SocketAddr,
     /// Its state (registry, shutdown token…).
     pub state: Arc<AppState>,
     handle: JoinHandle<()>,
@@ -61,10 +63,17 @@ impl TestServer {
         let settings = Settings::parse_from(args).unwrap();
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = metrics_listener.local_addr().unwrap();
         let state = Arc::new(AppState::new(settings, addr));
-        let handle = tokio::spawn(tunnel_server::run(listener, state.clone()));
+        let handle = tokio::spawn(tunnel_server::run_with_metrics(
+            listener,
+            metrics_listener,
+            state.clone(),
+        ));
         Self {
             addr,
+            metrics_addr,
             state,
             handle,
         }
@@ -73,6 +82,15 @@ impl TestServer {
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        let resp = reqwest::get(format!("http://{}/metrics", self.metrics_addr))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "GET /metrics");
+        resp.text().await.unwrap()
     }
 
     /// Starts graceful shutdown without waiting for it.

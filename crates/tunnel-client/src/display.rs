@@ -70,7 +70,9 @@ impl Printer {
         ));
     }
 
-    /// One finished request.
+    /// One finished request; `request_id` is the server's id for it (the `X-Request-Id` its
+    /// log lines and the local service see), shown so that the three logs can be joined.
+    #[allow(clippy::too_many_arguments)]
     pub fn request(
         &self,
         method: &str,
@@ -78,6 +80,7 @@ impl Printer {
         status: Option<u16>,
         took: Duration,
         bytes: u64,
+        request_id: Option<&str>,
         note: &str,
     ) {
         if !self.requests {
@@ -92,13 +95,14 @@ impl Printer {
         };
         let path: String = path.chars().take(120).collect();
         self.line(&format!(
-            "{} {:<7} {:<40} {} {:>8} {:>10}{}",
+            "{} {:<7} {:<40} {} {:>8} {:>10}{}{}",
             self.paint(DIM, &now()),
             method,
             path,
             self.paint(colour, &status_text),
             format_duration(took),
             format_bytes(bytes),
+            request_id.map_or_else(String::new, |id| format!("  {}", self.paint(DIM, id))),
             if note.is_empty() {
                 String::new()
             } else {

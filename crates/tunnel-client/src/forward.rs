@@ -16,6 +16,7 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tracing::Instrument;
 use tunnel_protocol::headers::WireHeaders;
 use tunnel_protocol::mux::{Mux, Stream};
 use tunnel_protocol::{ControlMessage, RequestHead, ResetCode, ResponseHead, StreamError};
@@ -51,13 +52,24 @@ impl Forwarder {
         }
     }
 
-    /// Serves one stream to completion.
+    /// Serves one stream to completion, inside a `request` span carrying the request id the
+    /// server assigned (its `X-Request-Id`), which the per-request line shows too: the same id
+    /// is on the server's log lines of this request and reaches the local service.
     pub async fn forward(self: Arc<Self>, mux: Mux, head: RequestHead, stream: Stream) {
         let started = Instant::now();
         let method = head.method.clone();
         let path = head.target.split('?').next().unwrap_or("/").to_string();
         let websocket = is_websocket(&head);
-        let outcome = self.exchange(&mux, head, stream, websocket).await;
+        let request_id = request_id(&head);
+        let span = tracing::info_span!(
+            "request",
+            request_id = request_id.as_deref().unwrap_or("-"),
+            stream = head.stream_id,
+        );
+        let outcome = self
+            .exchange(&mux, head, stream, websocket)
+            .instrument(span.clone())
+            .await;
         let (status, bytes, note) = match outcome {
             Ok(Exchanged::Http { status, bytes }) => (Some(status), bytes, String::new()),
             Ok(Exchanged::WebSocket { sent, received }) => (
@@ -76,8 +88,26 @@ impl Forwarder {
         } else {
             method.as_str()
         };
-        self.printer
-            .request(method, &path, status, started.elapsed(), bytes, &note);
+        span.in_scope(|| {
+            tracing::debug!(
+                method,
+                path = %path,
+                status,
+                bytes,
+                ms = started.elapsed().as_millis() as u64,
+                note = %note,
+                "request"
+            )
+        });
+        self.printer.request(
+            method,
+            &path,
+            status,
+            started.elapsed(),
+            bytes,
+            request_id.as_deref(),
+            &note,
+        );
     }
 
     async fn exchange(
@@ -310,6 +340,24 @@ impl Forwarder {
             }
         }
     }
+}
+
+/// The request id the server put in the head (`X-Request-Id`), if it is printable as is. The
+/// server only sends short ids of letters, digits and `-_.:+/=@`; anything else (another server)
+/// is not echoed into the terminal or the logs.
+pub fn request_id(head: &RequestHead) -> Option<String> {
+    let (_, value) = head
+        .headers
+        .0
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("x-request-id"))?;
+    let ok = !value.0.is_empty()
+        && value.0.len() <= 128
+        && value
+            .0
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(b));
+    ok.then(|| String::from_utf8_lossy(&value.0).into_owned())
 }
 
 /// Whether a request head asks for a WebSocket upgrade (the server forwards no other kind).

@@ -14,13 +14,15 @@ use chrono::{DateTime, Utc};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tunnel_protocol::GoodbyeReason;
+use utoipa::ToSchema;
 
 use crate::access::AccessPolicy;
 use crate::auth::{presented_credential, KeyId};
 use crate::error::TunnelError;
+use crate::openapi::ErrorBody;
 use crate::registry::{public_url, CreateError, TunnelInfo};
 use crate::state::AppState;
-use crate::{connect, proxy};
+use crate::{connect, metrics, openapi, proxy};
 
 /// Builds the whole application: control API, client endpoint, and the proxy as fallback.
 ///
@@ -34,7 +36,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/tunnels/create", post(create))
         .route("/api/tunnels/list", get(list))
         .route("/api/tunnels/{id}", get(status).delete(delete_tunnel))
-        .route("/api/tunnels/{id}/status", get(status));
+        .route("/api/tunnels/{id}/status", get(status))
+        .route("/api/openapi.json", get(openapi::openapi_json));
     if let Some(layer) = state.limits.api_layer() {
         control = control.route_layer(layer);
     }
@@ -48,6 +51,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(control)
         .merge(clients)
         .fallback(proxy::proxy)
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            metrics::count_rejections,
+        ))
         .with_state(state)
 }
 
@@ -68,24 +75,54 @@ impl FromRequestParts<Arc<AppState>> for ApiKey {
     }
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// Answer of `/health` and `/ready`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthResponse {
+    /// `ok` (health), `ready` or `shutting_down` (readiness).
+    pub status: String,
+    /// Tunnels registered (readiness only, while ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnels: Option<usize>,
 }
 
-async fn ready(State(state): State<Arc<AppState>>) -> Response {
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health", tag = "server",
+    responses((status = 200, description = "Alive", body = HealthResponse)))]
+pub(crate) async fn health() -> Json<HealthResponse> {
+    Json(HealthResponse {
+        status: "ok".into(),
+        tunnels: None,
+    })
+}
+
+/// Readiness: fails (503) once shutdown has begun, so no new traffic is routed here.
+#[utoipa::path(get, path = "/ready", tag = "server", responses(
+    (status = 200, description = "Ready", body = HealthResponse),
+    (status = 503, description = "Shutting down", body = HealthResponse)))]
+pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.shutdown.is_cancelled() {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "shutting_down" })),
+            Json(HealthResponse {
+                status: "shutting_down".into(),
+                tunnels: None,
+            }),
         )
             .into_response()
     } else {
-        Json(serde_json::json!({ "status": "ready", "tunnels": state.registry.len() }))
-            .into_response()
+        Json(HealthResponse {
+            status: "ready".into(),
+            tunnels: Some(state.registry.len()),
+        })
+        .into_response()
     }
 }
 
-async fn api_info() -> Json<serde_json::Value> {
+/// Name, version, protocol version and a list of the endpoints.
+#[utoipa::path(get, path = "/api", tag = "server",
+    responses((status = 200, description = "Server information", body = serde_json::Value)))]
+pub(crate) async fn api_info() -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "name": "tunnel-server",
         "version": env!("CARGO_PKG_VERSION"),
@@ -97,6 +134,7 @@ async fn api_info() -> Json<serde_json::Value> {
             "delete": "DELETE /api/tunnels/{id}",
             "connect": "GET /api/tunnel/connect/{id} (WebSocket, Authorization: Bearer TOKEN)",
             "health": "GET /health",
+            "openapi": "GET /api/openapi.json",
             "ready": "GET /ready",
             "proxy": "ANY /{id}/{path}"
         }
@@ -104,12 +142,15 @@ async fn api_info() -> Json<serde_json::Value> {
 }
 
 /// Body of a create request; every field optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
-    /// Requested id (lowercase DNS label).
+    /// Requested id (lowercase DNS label); the server picks one when absent.
+    #[schema(example = "my-app")]
     pub name: Option<String>,
-    /// Requested lifetime in seconds.
+    /// Requested lifetime in seconds (default `TUNNEL_TTL_SECS`, at most
+    /// `TUNNEL_MAX_TTL_SECS`).
+    #[schema(minimum = 1, example = 3600)]
     pub ttl_secs: Option<u64>,
     /// `user:password` the public must present (HTTP basic auth); stored hashed.
     pub basic_auth: Option<String>,
@@ -120,7 +161,7 @@ pub struct CreateRequest {
 }
 
 /// Answer to a create request.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreateResponse {
     /// The tunnel id.
     pub tunnel_id: String,
@@ -136,7 +177,18 @@ pub struct CreateResponse {
     pub expires_at: DateTime<Utc>,
 }
 
-async fn create(
+/// Creates a tunnel. Also `POST /api/tunnels`.
+#[utoipa::path(post, path = "/api/tunnels/create", tag = "tunnels",
+    request_body(content = Option<CreateRequest>, description = "Optional; an empty body takes every default"),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Created; the token is shown only here", body = CreateResponse),
+        (status = 400, description = "Invalid JSON, name or ttl_secs", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 429, description = "This key holds TUNNEL_MAX_TUNNELS_PER_KEY tunnels", body = ErrorBody),
+        (status = 503, description = "The server is shutting down", body = ErrorBody)))]
+pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     ApiKey(owner): ApiKey,
     body: Bytes,
@@ -195,13 +247,25 @@ async fn create(
     }))
 }
 
-#[derive(Serialize)]
-struct ListResponse {
-    tunnels: Vec<TunnelInfo>,
-    count: usize,
+/// The tunnels of the calling key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListResponse {
+    /// Oldest first.
+    pub tunnels: Vec<TunnelInfo>,
+    /// How many.
+    pub count: usize,
 }
 
-async fn list(State(state): State<Arc<AppState>>, ApiKey(owner): ApiKey) -> Json<ListResponse> {
+/// Lists the tunnels of the calling key. Also `GET /api/tunnels`.
+#[utoipa::path(get, path = "/api/tunnels/list", tag = "tunnels",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The tunnels", body = ListResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody)))]
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    ApiKey(owner): ApiKey,
+) -> Json<ListResponse> {
     let tunnels: Vec<_> = state
         .registry
         .list(owner)
@@ -214,7 +278,15 @@ async fn list(State(state): State<Arc<AppState>>, ApiKey(owner): ApiKey) -> Json
     })
 }
 
-async fn status(
+/// Status of one tunnel of the calling key. Also `GET /api/tunnels/{id}`.
+#[utoipa::path(get, path = "/api/tunnels/{id}/status", tag = "tunnels",
+    params(("id" = String, Path, description = "Tunnel id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The tunnel", body = TunnelInfo),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such tunnel for this key", body = ErrorBody)))]
+pub(crate) async fn status(
     State(state): State<Arc<AppState>>,
     ApiKey(owner): ApiKey,
     Path(id): Path<String>,
@@ -225,20 +297,39 @@ async fn status(
     }
 }
 
-async fn delete_tunnel(
+/// Answer to a delete request.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteResponse {
+    /// Always true.
+    pub deleted: bool,
+    /// The deleted tunnel.
+    pub tunnel_id: String,
+}
+
+/// Deletes a tunnel of the calling key and disconnects its client.
+#[utoipa::path(delete, path = "/api/tunnels/{id}", tag = "tunnels",
+    params(("id" = String, Path, description = "Tunnel id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Deleted", body = DeleteResponse),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such tunnel for this key", body = ErrorBody)))]
+pub(crate) async fn delete_tunnel(
     State(state): State<Arc<AppState>>,
     ApiKey(owner): ApiKey,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, TunnelError> {
+) -> Result<Json<DeleteResponse>, TunnelError> {
     match state.registry.get(&id) {
         Some(t) if t.owner == owner => {
             state
                 .registry
                 .remove(&id, GoodbyeReason::Deleted, "the tunnel was deleted");
             tracing::info!(tunnel = %id, "tunnel deleted");
-            Ok(Json(
-                serde_json::json!({ "deleted": true, "tunnel_id": id }),
-            ))
+            Ok(Json(DeleteResponse {
+                deleted: true,
+                tunnel_id: id,
+            }))
         }
         _ => Err(TunnelError::TunnelNotFound),
     }

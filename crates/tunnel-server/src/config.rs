@@ -215,6 +215,15 @@ pub struct ServerArgs {
         default_value_t = 256
     )]
     pub max_pending_handshakes: usize,
+    /// Listen address of the Prometheus metrics (`GET /metrics`), or `off`. A listener of its
+    /// own, so that the public ingress never exposes the metrics (they name every tunnel).
+    #[arg(
+        long,
+        env = "TUNNEL_METRICS_BIND",
+        value_name = "TUNNEL_METRICS_BIND",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub metrics_bind: String,
 
     /// Log format: `plain` or `json`.
     #[arg(
@@ -315,6 +324,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// Concurrent client handshakes.
     pub max_pending_handshakes: usize,
+    /// Where to serve metrics; `None`: nowhere.
+    pub metrics_bind: Option<SocketAddr>,
     /// Log format.
     pub log_format: LogFormat,
     /// Log time zone.
@@ -461,6 +472,29 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        let metrics_bind = match args.metrics_bind.trim() {
+            "off" | "" => None,
+            addr => {
+                let addr: SocketAddr = addr.parse().map_err(|_| {
+                    invalid(
+                        "TUNNEL_METRICS_BIND",
+                        format!("{addr:?} is neither an address like 127.0.0.1:9090 nor off"),
+                    )
+                })?;
+                let same_ip = addr.ip() == bind.ip()
+                    || addr.ip().is_unspecified()
+                    || bind.ip().is_unspecified();
+                if addr.port() != 0 && addr.port() == bind.port() && same_ip {
+                    return Err(invalid(
+                        "TUNNEL_METRICS_BIND",
+                        format!(
+                            "{addr} is also TUNNEL_BIND's port; metrics need a port of their own"
+                        ),
+                    ));
+                }
+                Some(addr)
+            }
+        };
         if args.max_tunnels_per_key == 0 {
             return Err(invalid("TUNNEL_MAX_TUNNELS_PER_KEY", "must be at least 1"));
         }
@@ -520,6 +554,7 @@ impl Settings {
             )?,
             max_connections: args.max_connections,
             max_pending_handshakes: args.max_pending_handshakes,
+            metrics_bind,
             log_format,
             log_timezone,
         })
@@ -572,6 +607,17 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listen_on_loopback_by_default_and_can_be_turned_off() {
+        let s = parse(&[]).expect("valid");
+        assert_eq!(
+            s.metrics_bind,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9090)))
+        );
+        let s = parse(&["--metrics-bind", "off"]).expect("valid");
+        assert_eq!(s.metrics_bind, None);
+    }
+
+    #[test]
     fn bad_values_name_their_setting() {
         for (args, setting) in [
             (vec!["--api-keys", "short"], "TUNNEL_API_KEYS"),
@@ -580,6 +626,11 @@ mod tests {
             (vec!["--log-format", "xml"], "LOG_FORMAT"),
             (vec!["--log-timezone", "Mars/Base"], "LOG_TIMEZONE"),
             (vec!["--window-bytes", "10"], "TUNNEL_WINDOW_BYTES"),
+            (vec!["--metrics-bind", "9090"], "TUNNEL_METRICS_BIND"),
+            (
+                vec!["--metrics-bind", "127.0.0.1:8989"],
+                "TUNNEL_METRICS_BIND",
+            ),
             (
                 vec!["--ttl-secs", "100", "--max-ttl-secs", "10"],
                 "TUNNEL_TTL_SECS",

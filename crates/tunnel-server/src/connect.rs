@@ -33,6 +33,16 @@ use crate::state::AppState;
 pub struct PeerAddr(pub SocketAddr);
 
 /// Handles the upgrade request.
+#[utoipa::path(get, path = "/api/tunnel/connect/{id}", tag = "client",
+    description = "The WebSocket a tunnel-client serves its tunnel on (tunnel protocol inside). \
+                   The tunnel's token goes in `Authorization: Bearer`, never in the URL.",
+    params(("id" = String, Path, description = "Tunnel id")),
+    security(("tunnel_token" = [])),
+    responses(
+        (status = 101, description = "Switched to WebSocket"),
+        (status = 401, description = "Wrong token or unknown tunnel (deliberately the same answer)", body = crate::openapi::ErrorBody),
+        (status = 426, description = "Not a WebSocket (version 13) upgrade request"),
+        (status = 503, description = "The server is shutting down", body = crate::openapi::ErrorBody)))]
 pub async fn connect(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -224,6 +234,7 @@ async fn serve_client(
         });
     }
     info!(%agent, "client connected");
+    state.metrics.client_connected();
     // The tunnel may have been deleted, or shutdown begun, while we were handshaking.
     let still_registered = state
         .registry
@@ -250,6 +261,7 @@ async fn serve_client(
         }
     }
     tunnel.detach(generation);
+    state.metrics.client_disconnected();
     info!(
         reason = mux.close_reason().unwrap_or_default(),
         "client disconnected"

@@ -231,6 +231,8 @@ impl TunnelError {
             }
             _ => {}
         }
+        // For the middleware that counts rejections (crate::metrics::count_rejections).
+        resp.extensions_mut().insert(self.clone());
         resp
     }
 }

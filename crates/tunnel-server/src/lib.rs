@@ -15,7 +15,10 @@
 //! - [`forwarding`]: header rules of the proxy (hop-by-hop, `X-Forwarded-*`, rewrites).
 //! - [`error`]: every error a caller can see, mapped to a status and code in one place.
 //! - [`server`]: the accept loop, expiry, and graceful shutdown.
-//! - [`logging`]: log format and time zone.
+//! - [`logging`]: log format and time zone; [`request_id`]: the id that ties one request's log
+//!   lines together, on the server and in `tunnel-client`.
+//! - [`metrics`]: Prometheus metrics and their own listener.
+//! - [`openapi`]: the OpenAPI document of the control API, generated from the handlers.
 //!
 //! The request flow: public client → [`proxy`] → the tunnel's [`tunnel_protocol::mux`] stream
 //! → client connection → `tunnel-client` → local service, and the response back the same way.
@@ -31,11 +34,15 @@ pub mod forwarding;
 pub mod framing;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
+pub mod openapi;
 pub mod proxy;
 pub mod registry;
+pub mod request_id;
 pub mod server;
 pub mod state;
 
 pub use config::Settings;
+pub use metrics::run_with_metrics;
 pub use server::run;
 pub use state::AppState;

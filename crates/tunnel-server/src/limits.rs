@@ -32,10 +32,14 @@ impl KeyExtractor for ClientIpKey {
     type Key = IpAddr;
 
     fn extract<T>(&self, req: &Request<T>) -> Result<IpAddr, GovernorError> {
-        req.extensions()
+        // The accept loop always sets `ClientIp`; a router driven without it (tests, an
+        // embedding) shares one bucket rather than failing.
+        let ext = req.extensions();
+        Ok(ext
             .get::<ClientIp>()
             .map(|c| c.0)
-            .ok_or(GovernorError::UnableToExtractKey)
+            .or_else(|| ext.get::<crate::connect::PeerAddr>().map(|p| p.0.ip()))
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)))
     }
 }
 

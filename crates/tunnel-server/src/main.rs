@@ -57,6 +57,14 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {bind} (TUNNEL_BIND)"))?;
     let local = listener.local_addr().context("listener has no address")?;
+    let metrics_listener = match settings.metrics_bind {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (TUNNEL_METRICS_BIND)"))?,
+        ),
+        None => None,
+    };
     let generated = settings.generated_key.clone();
     let state = Arc::new(AppState::new(settings, local));
     tracing::info!(listen = %local, public_url = %state.base_url, "tunnel-server {} ready", env!("CARGO_PKG_VERSION"));
@@ -84,7 +92,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("second signal, exiting now");
         std::process::exit(130);
     });
-    tunnel_server::run(listener, state).await;
+    match metrics_listener {
+        Some(metrics) => tunnel_server::run_with_metrics(listener, metrics, state).await,
+        None => tunnel_server::run(listener, state).await,
+    }
     Ok(())
 }
 

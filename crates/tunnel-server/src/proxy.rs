@@ -22,7 +22,7 @@ use futures_util::Stream;
 use http::header::{HeaderValue, HOST, LOCATION};
 use http::{Method, StatusCode};
 use http_body_util::BodyExt;
-use tracing::{info, warn, Instrument};
+use tracing::{info, info_span, warn, Instrument, Span};
 use tunnel_protocol::headers::WireHeaders;
 use tunnel_protocol::mux::{BodyReceiver, BodySender};
 use tunnel_protocol::{ControlMessage, RequestHead, ResetCode, ResponseHead, StreamError};
@@ -31,6 +31,7 @@ use crate::client_ip::ClientIp;
 use crate::connect::PeerAddr;
 use crate::error::TunnelError;
 use crate::forwarding::{prepare_request_headers, prepare_response_headers, ForwardInfo};
+use crate::metrics::{Metrics, Rejection};
 use crate::registry::{looks_like_id, Tunnel};
 use crate::state::AppState;
 
@@ -72,8 +73,16 @@ fn requested_upgrade(headers: &http::HeaderMap) -> Upgrade {
     }
 }
 
-/// Handles every request no other route took.
-pub async fn proxy(State(state): State<Arc<AppState>>, req: Request) -> Response {
+/// Handles every request no other route took, inside a `request` span that carries the
+/// request id (see [`crate::request_id`]) and, once known, the tunnel: every log line of the
+/// request has both.
+pub async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) -> Response {
+    let request_id = crate::request_id::ensure(req.headers_mut());
+    let span = info_span!("request", request_id = %request_id, tunnel = tracing::field::Empty);
+    proxy_request(state, req).instrument(span).await
+}
+
+async fn proxy_request(state: Arc<AppState>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
     let headers = &parts.headers;
     if state.shutdown.is_cancelled() {
@@ -106,6 +115,7 @@ pub async fn proxy(State(state): State<Arc<AppState>>, req: Request) -> Response
     let Some(tunnel) = state.registry.get(id) else {
         return TunnelError::TunnelNotFound.render(headers);
     };
+    Span::current().record("tunnel", id);
     if let Err(e) = admit(&state, &tunnel, &parts) {
         return e.render(&parts.headers);
     }
@@ -115,6 +125,8 @@ pub async fn proxy(State(state): State<Arc<AppState>>, req: Request) -> Response
     }
     let path = rest.split('?').next().unwrap_or("/").to_string();
     let log = RequestLog {
+        span: Span::current(),
+        metrics: state.metrics.clone(),
         tunnel: tunnel.clone(),
         method: parts.method.clone(),
         path,
@@ -244,11 +256,6 @@ async fn forward(
             HeaderValue::from_static("upgrade"),
         );
     }
-    if !headers.contains_key("x-request-id") {
-        if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string()) {
-            headers.insert("x-request-id", v);
-        }
-    }
     let has_body = !http_body::Body::is_end_stream(&body) && !websocket;
     let (stream, head_rx) = conn.mux.open_stream().map_err(|e| match e {
         StreamError::Reset {
@@ -278,7 +285,8 @@ async fn forward(
             max: state.settings.max_body_bytes,
             exceeded: too_large.clone(),
         };
-        tokio::spawn(pump_request_body(body, sender, tunnel, limit).in_current_span());
+        let metrics = state.metrics.clone();
+        tokio::spawn(pump_request_body(body, sender, tunnel, limit, metrics).in_current_span());
         None
     } else {
         sender.mark_finished();
@@ -328,6 +336,7 @@ async fn pump_request_body(
     mut sender: BodySender,
     tunnel: Arc<Tunnel>,
     limit: BodyLimit,
+    metrics: Arc<Metrics>,
 ) {
     let mut body = body;
     let mut total = 0u64;
@@ -358,6 +367,7 @@ async fn pump_request_body(
                     .stats
                     .bytes_in
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
+                metrics.bytes_in(data.len() as u64);
                 if sender.send(data).await.is_err() {
                     return;
                 }
@@ -403,10 +413,12 @@ fn switch_protocols(
     log.status = 101;
     let idle = state.settings.idle_timeout;
     let tunnel = tunnel.clone();
+    let metrics = state.metrics.clone();
     tokio::spawn(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
+                    let _open = metrics.websocket_opened();
                     let io = hyper_util::rt::TokioIo::new(upgraded);
                     match tunnel_protocol::mux::splice(io, sender, receiver, Some(idle)).await {
                         Ok(stats) => {
@@ -420,6 +432,8 @@ fn switch_protocols(
                                 .stats
                                 .bytes_out
                                 .fetch_add(stats.received, Ordering::Relaxed);
+                            metrics.bytes_in(stats.sent);
+                            metrics.bytes_out(stats.received);
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "websocket session ended abnormally");
@@ -507,8 +521,12 @@ enum Outcome {
     Error(&'static str),
 }
 
-/// One log line per proxied request, written when the response ends (or fails).
+/// One log line per proxied request, written when the response ends (or fails), and the
+/// request's metrics. It may be dropped outside the request's task (by hyper, with the
+/// response body), so it keeps the request's span to log inside it.
 struct RequestLog {
+    span: Span,
+    metrics: Arc<Metrics>,
     tunnel: Arc<Tunnel>,
     method: Method,
     path: String,
@@ -525,16 +543,22 @@ impl Drop for RequestLog {
             Outcome::Pending => "aborted",
             Outcome::Error(code) => code,
         };
+        let _in_span = self.span.enter();
+        let elapsed = self.started.elapsed();
         info!(
-            tunnel = %self.tunnel.id,
             method = %self.method,
             path = %self.path.chars().take(200).collect::<String>(),
             status = self.status,
             bytes = self.bytes,
-            ms = self.started.elapsed().as_millis() as u64,
+            ms = elapsed.as_millis() as u64,
             outcome,
             "request"
         );
+        self.metrics
+            .request_finished(&self.tunnel.id, self.status, elapsed, self.status == 101);
+        if outcome == "idle_timeout" {
+            self.metrics.rejected(Rejection::IdleTimeout);
+        }
     }
 }
 
@@ -564,6 +588,7 @@ impl Stream for ResponseBody {
                     .stats
                     .bytes_out
                     .fetch_add(n, Ordering::Relaxed);
+                this.log.metrics.bytes_out(n);
             }
             Poll::Ready(None) => this.log.outcome = Outcome::Done,
             Poll::Ready(Some(Err(e))) => {
@@ -571,7 +596,8 @@ impl Stream for ResponseBody {
             }
             Poll::Pending => {
                 if this.timer.as_mut().poll(cx).is_ready() {
-                    warn!(tunnel = %this.log.tunnel.id, "response body idle too long, closing it");
+                    let _in_span = this.log.span.enter();
+                    warn!("response body idle too long, closing it");
                     this.log.outcome = Outcome::Error("idle_timeout");
                     return Poll::Ready(Some(Err(StreamError::Reset {
                         code: ResetCode::IdleTimeout,

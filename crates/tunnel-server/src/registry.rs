@@ -18,6 +18,7 @@ use tunnel_protocol::GoodbyeReason;
 
 use crate::access::AccessPolicy;
 use crate::auth::{KeyId, SecretHash};
+use crate::metrics::Metrics;
 
 /// Names a tunnel may not take: they are paths the server itself serves.
 const RESERVED: &[&str] = &[
@@ -195,7 +196,7 @@ pub fn public_url(base_url: &str, id: &str) -> String {
 }
 
 /// What the API shows of a tunnel.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TunnelInfo {
     /// Id.
     pub tunnel_id: String,
@@ -231,9 +232,19 @@ pub struct TunnelInfo {
 #[derive(Debug, Default)]
 pub struct Registry {
     tunnels: DashMap<String, Arc<Tunnel>>,
+    /// Told of every tunnel that comes and goes, to keep per-tunnel series bounded.
+    metrics: Arc<Metrics>,
 }
 
 impl Registry {
+    /// An empty registry that reports to `metrics`.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> Self {
+        Self {
+            tunnels: DashMap::new(),
+            metrics,
+        }
+    }
+
     /// Registers a tunnel; returns it and its token (the only time the token exists in clear).
     pub fn create(
         &self,
@@ -262,6 +273,8 @@ impl Registry {
                 Entry::Occupied(_) if name.is_some() => return Err(CreateError::Taken(id)),
                 Entry::Occupied(_) => continue,
                 Entry::Vacant(slot) => {
+                    // Before the insert: a removal can only follow it, never precede it.
+                    self.metrics.tunnel_registered(&id);
                     let tunnel = Arc::new(Tunnel {
                         id,
                         owner,
@@ -290,6 +303,7 @@ impl Registry {
     /// Removes a tunnel and closes its client with `reason`.
     pub fn remove(&self, id: &str, reason: GoodbyeReason, message: &str) -> Option<Arc<Tunnel>> {
         let (_, tunnel) = self.tunnels.remove(id)?;
+        self.metrics.tunnel_removed(id);
         tunnel.disconnect(reason, message);
         Some(tunnel)
     }

@@ -11,6 +11,7 @@ use tunnel_protocol::mux::MuxConfig;
 
 use crate::config::Settings;
 use crate::limits::RateLimits;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 /// Shared by all handlers through `Arc<AppState>` (no globals).
@@ -30,6 +31,8 @@ pub struct AppState {
     pub handshakes: Arc<Semaphore>,
     /// Permits for concurrent public connections.
     pub connections: Arc<Semaphore>,
+    /// Prometheus metrics (served by [`crate::metrics::run_with_metrics`]).
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ impl AppState {
             };
             format!("http://{host}:{}", local_addr.port())
         });
+        let metrics = std::sync::Arc::new(Metrics::new());
         Self {
             limits: RateLimits::new(
                 settings.api_rate_per_min,
@@ -56,8 +60,9 @@ impl AppState {
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             settings,
             base_url,
-            registry: Registry::default(),
+            registry: Registry::with_metrics(metrics.clone()),
             shutdown: CancellationToken::new(),
+            metrics,
         }
     }
 

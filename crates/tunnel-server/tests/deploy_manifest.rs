@@ -26,8 +26,14 @@ use tunnel_server::{AppState, Settings};
 /// Variables the server reads that are not clap settings.
 const EXTRA_SERVER_VARS: &[&str] = &["RUST_LOG"];
 
-/// ConfigMap values that deliberately differ from the server's default.
-const OVERRIDDEN_DEFAULTS: &[&str] = &["LOG_FORMAT", "TUNNEL_TRUSTED_PROXIES"];
+/// ConfigMap values that deliberately differ from the server's default (JSON logs for the log
+/// collector; metrics on all interfaces so that Prometheus can reach the pod; the
+/// trusted proxies of a cluster).
+const OVERRIDDEN_DEFAULTS: &[&str] = &[
+    "LOG_FORMAT",
+    "TUNNEL_METRICS_BIND",
+    "TUNNEL_TRUSTED_PROXIES",
+];
 
 /// The only setting that belongs in the Secret.
 const SECRET_VARS: &[&str] = &["TUNNEL_API_KEYS"];
@@ -375,19 +381,27 @@ async fn probe_paths_are_answered_by_the_router() {
     assert_eq!(status, StatusCode::OK, "GET {liveness} while shutting down");
 }
 
+/// The container's ports as (name, number), in order.
+fn container_ports(deployment: &Doc) -> Vec<(String, u16)> {
+    let names = deployment.values(&format!("{CONTAINER}.ports.name"));
+    let numbers = deployment.values(&format!("{CONTAINER}.ports.containerPort"));
+    assert_eq!(names.len(), numbers.len(), "every container port is named");
+    names
+        .into_iter()
+        .zip(numbers)
+        .map(|(n, p)| (n.to_string(), p.parse().expect("a port number")))
+        .collect()
+}
+
 #[test]
 fn container_port_is_the_default_port() {
     let docs = manifest();
     let deployment = one(&docs, "Deployment");
-    let ports: Vec<u16> = deployment
-        .values(&format!("{CONTAINER}.ports.containerPort"))
-        .into_iter()
-        .map(|p| p.parse().expect("a port number"))
-        .collect();
-    assert_eq!(ports, [DEFAULT_PORT], "containerPort");
-    let port_name = deployment
-        .value(&format!("{CONTAINER}.ports.name"))
-        .unwrap_or_default();
+    let ports = container_ports(deployment);
+    let (port_name, _) = ports
+        .iter()
+        .find(|(_, p)| *p == DEFAULT_PORT)
+        .expect("a containerPort for the server port");
     let resolves = |port: &str| port == DEFAULT_PORT.to_string() || port == port_name;
 
     let (config, _) = manifest_env(&docs);
@@ -403,4 +417,57 @@ fn container_port_is_the_default_port() {
         .value("spec.ports.targetPort")
         .expect("Service targetPort");
     assert!(resolves(target), "Service targetPort {target}");
+}
+
+#[test]
+fn metrics_are_scraped_from_the_pod_and_never_routed_publicly() {
+    let docs = manifest();
+    let (config, _) = manifest_env(&docs);
+    let metrics: SocketAddr = config["TUNNEL_METRICS_BIND"]
+        .parse()
+        .expect("TUNNEL_METRICS_BIND is an address");
+    assert!(
+        metrics.ip().is_unspecified(),
+        "Prometheus must reach the metrics from outside the pod"
+    );
+    assert_ne!(metrics.port(), DEFAULT_PORT);
+    let deployment = one(&docs, "Deployment");
+    let ports = container_ports(deployment);
+    assert!(
+        ports.contains(&("metrics".to_string(), metrics.port())),
+        "containerPort \"metrics\" must be TUNNEL_METRICS_BIND's port: {ports:?}"
+    );
+    let annotation = |key: &str| {
+        deployment
+            .value(&format!(
+                "spec.template.metadata.annotations.prometheus.io/{key}"
+            ))
+            .unwrap_or_else(|| panic!("no prometheus.io/{key} annotation"))
+            .to_string()
+    };
+    assert_eq!(annotation("scrape"), "true");
+    assert_eq!(annotation("port"), metrics.port().to_string());
+    assert_eq!(annotation("path"), "/metrics");
+
+    // The Service (the only thing the IngressRoute targets) exposes the server port only.
+    let service = one(&docs, "Service");
+    let metrics_refs = ["metrics".to_string(), metrics.port().to_string()];
+    for key in [
+        "spec.ports.targetPort",
+        "spec.ports.port",
+        "spec.ports.name",
+    ] {
+        for value in service.values(key) {
+            assert!(
+                !metrics_refs.iter().any(|m| m == value),
+                "the Service exposes the metrics port ({key}: {value})"
+            );
+        }
+    }
+    for value in one(&docs, "IngressRoute").values("spec.routes.services.port") {
+        assert!(
+            !metrics_refs.iter().any(|m| m == value),
+            "the IngressRoute targets the metrics port"
+        );
+    }
 }

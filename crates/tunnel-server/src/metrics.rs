@@ -1,0 +1,557 @@
+//! Prometheus metrics, served as text on `GET /metrics` by a listener of their own
+//! (`TUNNEL_METRICS_BIND`, default `127.0.0.1:9090`).
+//!
+//! A separate listener, not a route of the public router, so that the public ingress can never
+//! expose them: the metrics name every live tunnel id, and tunnel ids are the only thing that
+//! keeps a tunnel private.
+//!
+//! # Families (all prefixed `tunnel_`)
+//! | name | type | labels |
+//! |---|---|---|
+//! | `tunnel_tunnels_registered` | gauge | |
+//! | `tunnel_tunnels_connected` | gauge | |
+//! | `tunnel_client_connects_total` | counter | |
+//! | `tunnel_client_disconnects_total` | counter | |
+//! | `tunnel_requests_total` | counter | `tunnel`, `status_class` |
+//! | `tunnel_request_duration_seconds` | histogram | |
+//! | `tunnel_body_bytes_total` | counter | `direction` (`in`: public → local, `out`: local → public) |
+//! | `tunnel_open_streams` | gauge | |
+//! | `tunnel_websocket_sessions` | gauge | |
+//! | `tunnel_rejections_total` | counter | `reason` |
+//! | `tunnel_build_info` | info | `version` |
+//!
+//! Gauges that describe the registry (tunnels, connections, open streams) are sampled from it
+//! at scrape time, so they cannot drift from the truth. Counters are bumped where the events
+//! happen: the proxy ([`crate::proxy`]), the client endpoint ([`crate::connect`]) and, for
+//! rejections, one middleware on the router that reads the [`TunnelError`] every error
+//! response carries.
+//!
+//! # Bounded per-tunnel labels
+//! Tunnels come and go, so `tunnel_requests_total{tunnel=…}` must not keep a series per tunnel
+//! ever seen. A tunnel gets its own label value when it is registered, and its series are
+//! removed when it is deleted or expires ([`crate::registry::Registry::remove`]). At most
+//! [`MAX_TUNNEL_LABELS`] tunnels have their own label at once; requests of any other tunnel
+//! (and of a tunnel already removed while its last request finishes) count under
+//! [`OTHER_TUNNEL`], which no tunnel id can equal.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::StatusCode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry as PromRegistry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::error::TunnelError;
+use crate::registry::Registry;
+use crate::state::AppState;
+
+/// Most tunnels with a `tunnel` label value of their own at once; the rest count under
+/// [`OTHER_TUNNEL`]. With the default limits (100 tunnels per key) only a server with more than
+/// ten busy keys reaches it.
+pub const MAX_TUNNEL_LABELS: usize = 1000;
+
+/// The `tunnel` label value of requests whose tunnel has no label of its own. The underscore
+/// makes it impossible as a tunnel id, so it never mixes with a real tunnel.
+pub const OTHER_TUNNEL: &str = "_other";
+
+/// `status_class` label values. `none`: the request ended before any status was chosen (the
+/// public client left while waiting for the response head).
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// Upper bounds of the request duration buckets, in seconds: from a fast local answer to a
+/// long download or server-sent event stream.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// Why the server itself refused or cut a request (the `reason` label of
+/// `tunnel_rejections_total`).
+///
+/// To add one (a rate limit, a size limit…): add a variant, its label in [`Rejection::as_str`]
+/// and in [`Rejection::ALL`], and map the [`TunnelError`] that answers it in
+/// [`Rejection::of`]; rejections that are not an error response (like the idle timeout, which
+/// cuts a body already under way) call [`Metrics::rejected`] where they happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// Missing or wrong API key or tunnel token.
+    Unauthorized,
+    /// No tunnel with the requested id.
+    TunnelNotFound,
+    /// The tunnel exists but has no client connected.
+    TunnelOffline,
+    /// `TUNNEL_MAX_STREAMS_PER_TUNNEL` requests already in flight.
+    Overloaded,
+    /// No response head within `TUNNEL_REQUEST_TIMEOUT_SECS`.
+    GatewayTimeout,
+    /// A response body or WebSocket silent for `TUNNEL_IDLE_TIMEOUT_SECS`.
+    IdleTimeout,
+    /// The server is draining.
+    ShuttingDown,
+}
+
+impl Rejection {
+    /// Every reason, so that each has a series (at 0) from the start: `rate()` and alerts
+    /// work before the first occurrence.
+    pub const ALL: [Rejection; 7] = [
+        Rejection::Unauthorized,
+        Rejection::TunnelNotFound,
+        Rejection::TunnelOffline,
+        Rejection::Overloaded,
+        Rejection::GatewayTimeout,
+        Rejection::IdleTimeout,
+        Rejection::ShuttingDown,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Unauthorized => "unauthorized",
+            Rejection::TunnelNotFound => "tunnel_not_found",
+            Rejection::TunnelOffline => "tunnel_offline",
+            Rejection::Overloaded => "overloaded",
+            Rejection::GatewayTimeout => "gateway_timeout",
+            Rejection::IdleTimeout => "idle_timeout",
+            Rejection::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// The rejection an error response stands for, if it is one. Failures of the client or
+    /// the local service (502s) are not rejections: they show in `tunnel_requests_total`.
+    pub fn of(error: &TunnelError) -> Option<Self> {
+        match error {
+            TunnelError::Unauthorized => Some(Rejection::Unauthorized),
+            TunnelError::TunnelNotFound => Some(Rejection::TunnelNotFound),
+            TunnelError::TunnelOffline => Some(Rejection::TunnelOffline),
+            TunnelError::Overloaded => Some(Rejection::Overloaded),
+            TunnelError::Timeout => Some(Rejection::GatewayTimeout),
+            TunnelError::ShuttingDown => Some(Rejection::ShuttingDown),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    tunnel: String,
+    status_class: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Every metric of the server. One per [`AppState`], shared with its [`Registry`] (no global
+/// registry: tests run many servers in one process).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: PromRegistry,
+    tunnels_registered: Gauge,
+    tunnels_connected: Gauge,
+    client_connects: Counter,
+    client_disconnects: Counter,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Histogram,
+    body_bytes: Family<DirectionLabels, Counter>,
+    open_streams: Gauge,
+    websocket_sessions: Gauge,
+    rejections: Family<ReasonLabels, Counter>,
+    /// Tunnels with a `tunnel` label of their own. Requests are counted under its read lock and
+    /// series removed under its write lock, so a request finishing while its tunnel is removed
+    /// can never re-create a series after the removal.
+    labelled: RwLock<HashSet<String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Self {
+        let mut registry = PromRegistry::with_prefix("tunnel");
+        let m = Self {
+            tunnels_registered: Gauge::default(),
+            tunnels_connected: Gauge::default(),
+            client_connects: Counter::default(),
+            client_disconnects: Counter::default(),
+            requests: Family::default(),
+            request_duration: Histogram::new(DURATION_BUCKETS),
+            body_bytes: Family::default(),
+            open_streams: Gauge::default(),
+            websocket_sessions: Gauge::default(),
+            rejections: Family::default(),
+            labelled: RwLock::new(HashSet::new()),
+            registry: PromRegistry::default(),
+        };
+        registry.register(
+            "tunnels_registered",
+            "Tunnels in the registry (created, not yet deleted or expired)",
+            m.tunnels_registered.clone(),
+        );
+        registry.register(
+            "tunnels_connected",
+            "Tunnels with a tunnel-client connected",
+            m.tunnels_connected.clone(),
+        );
+        registry.register(
+            "client_connects",
+            "Tunnel clients that authenticated and completed the handshake",
+            m.client_connects.clone(),
+        );
+        registry.register(
+            "client_disconnects",
+            "Tunnel client connections that ended, for any reason",
+            m.client_disconnects.clone(),
+        );
+        registry.register(
+            "requests",
+            "Public requests that reached a tunnel, by tunnel and status class",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Public request duration, from arrival to the end of the response body (WebSocket sessions excluded)",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "body_bytes",
+            "Body bytes through tunnels: in = public client to local service, out = back",
+            m.body_bytes.clone(),
+        );
+        registry.register(
+            "open_streams",
+            "Streams (public requests and WebSocket sessions) open on client connections",
+            m.open_streams.clone(),
+        );
+        registry.register(
+            "websocket_sessions",
+            "Public WebSocket sessions currently open",
+            m.websocket_sessions.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Requests the server refused or cut itself, by reason",
+            m.rejections.clone(),
+        );
+        registry.register(
+            "build",
+            "Version of this tunnel-server",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        for reason in Rejection::ALL {
+            let _ = m.rejections.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            });
+        }
+        for direction in ["in", "out"] {
+            let _ = m.body_bytes.get_or_create(&DirectionLabels { direction });
+        }
+        Self { registry, ..m }
+    }
+
+    fn labelled(&self) -> RwLockReadGuard<'_, HashSet<String>> {
+        // No code under the lock can panic; recover from poison anyway.
+        self.labelled.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn labelled_mut(&self) -> RwLockWriteGuard<'_, HashSet<String>> {
+        self.labelled.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A tunnel was registered: it gets a label of its own if there is room.
+    pub fn tunnel_registered(&self, id: &str) {
+        let mut labelled = self.labelled_mut();
+        if labelled.len() < MAX_TUNNEL_LABELS {
+            labelled.insert(id.to_string());
+        }
+    }
+
+    /// A tunnel was removed (deleted or expired): its series go.
+    pub fn tunnel_removed(&self, id: &str) {
+        let mut labelled = self.labelled_mut();
+        if labelled.remove(id) {
+            for status_class in STATUS_CLASSES {
+                self.requests.remove(&RequestLabels {
+                    tunnel: id.to_string(),
+                    status_class,
+                });
+            }
+        }
+    }
+
+    /// A public request through tunnel `id` ended with `status` (0: none was chosen) after
+    /// `elapsed`. `websocket`: a WebSocket session, kept out of the duration histogram where
+    /// its length would drown the request latencies.
+    pub fn request_finished(&self, id: &str, status: u16, elapsed: Duration, websocket: bool) {
+        let status_class = status_class(status);
+        {
+            let labelled = self.labelled();
+            let tunnel = if labelled.contains(id) {
+                id.to_string()
+            } else {
+                OTHER_TUNNEL.to_string()
+            };
+            self.requests
+                .get_or_create(&RequestLabels {
+                    tunnel,
+                    status_class,
+                })
+                .inc();
+        }
+        if !websocket {
+            self.request_duration.observe(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Body bytes from a public client towards the local service.
+    pub fn bytes_in(&self, n: u64) {
+        self.body_bytes
+            .get_or_create(&DirectionLabels { direction: "in" })
+            .inc_by(n);
+    }
+
+    /// Body bytes from the local service towards a public client.
+    pub fn bytes_out(&self, n: u64) {
+        self.body_bytes
+            .get_or_create(&DirectionLabels { direction: "out" })
+            .inc_by(n);
+    }
+
+    /// A tunnel client completed its handshake.
+    pub fn client_connected(&self) {
+        self.client_connects.inc();
+    }
+
+    /// A tunnel client connection ended.
+    pub fn client_disconnected(&self) {
+        self.client_disconnects.inc();
+    }
+
+    /// The server refused or cut a request.
+    pub fn rejected(&self, reason: Rejection) {
+        self.rejections
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// A public WebSocket session opened; it counts as open until the guard is dropped.
+    pub fn websocket_opened(self: &Arc<Self>) -> WebSocketGuard {
+        self.websocket_sessions.inc();
+        WebSocketGuard(self.clone())
+    }
+
+    /// The text exposition, after sampling the gauges that describe `tunnels`.
+    pub fn render(&self, tunnels: &Registry) -> Result<String, fmt::Error> {
+        let all = tunnels.all();
+        let connections: Vec<_> = all.iter().filter_map(|t| t.connection()).collect();
+        let streams: usize = connections.iter().map(|c| c.mux.open_streams()).sum();
+        self.tunnels_registered.set(gauge_value(all.len()));
+        self.tunnels_connected.set(gauge_value(connections.len()));
+        self.open_streams.set(gauge_value(streams));
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// `2xx` for 204 and so on; `none` for 0 (or anything outside 100..=599).
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}
+
+/// Keeps `tunnel_websocket_sessions` up while a session lives.
+#[derive(Debug)]
+pub struct WebSocketGuard(Arc<Metrics>);
+
+impl Drop for WebSocketGuard {
+    fn drop(&mut self) {
+        self.0.websocket_sessions.dec();
+    }
+}
+
+/// Middleware of the public router: counts every error response the server answered itself
+/// (they carry their [`TunnelError`] as an extension, see [`TunnelError::json_response`]).
+pub async fn count_rejections(State(state): State<Arc<AppState>>, response: Response) -> Response {
+    if let Some(reason) = response
+        .extensions()
+        .get::<TunnelError>()
+        .and_then(Rejection::of)
+    {
+        state.metrics.rejected(reason);
+    }
+    response
+}
+
+/// The router of the metrics listener: `GET /metrics` and nothing else.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(state)
+}
+
+async fn scrape(State(state): State<Arc<AppState>>) -> Response {
+    match state.metrics.render(&state.registry) {
+        Ok(text) => (
+            [(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                ),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            warn!(error = %e, "cannot encode the metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `stop` is cancelled.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, stop: CancellationToken) {
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_string(), |a: SocketAddr| a.to_string());
+    info!("metrics on http://{addr}/metrics");
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
+    if let Err(e) = served {
+        warn!(error = %e, "metrics listener failed");
+    }
+}
+
+/// [`crate::run`] plus the metrics endpoint on `metrics_listener`, which keeps answering while
+/// the server drains (so a scrape can watch the drain) and stops when the server has stopped.
+/// Both listeners are injected, so tests bind port 0 for each.
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    metrics_listener: TcpListener,
+    state: Arc<AppState>,
+) {
+    let stop = CancellationToken::new();
+    let metrics = tokio::spawn(serve(metrics_listener, state.clone(), stop.clone()));
+    crate::server::run(listener, state).await;
+    stop.cancel();
+    if let Err(e) = metrics.await {
+        warn!(error = %e, "metrics task failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(m: &Metrics) -> String {
+        m.render(&Registry::default()).unwrap_or_default()
+    }
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(status_class(101), "1xx");
+        assert_eq!(status_class(204), "2xx");
+        assert_eq!(status_class(308), "3xx");
+        assert_eq!(status_class(404), "4xx");
+        assert_eq!(status_class(504), "5xx");
+        assert_eq!(status_class(0), "none");
+    }
+
+    #[test]
+    fn removed_tunnels_lose_their_series() {
+        let m = Metrics::new();
+        m.tunnel_registered("abc");
+        m.request_finished("abc", 200, Duration::from_millis(3), false);
+        m.request_finished("abc", 502, Duration::from_millis(3), false);
+        let t = text(&m);
+        assert!(
+            t.contains(r#"tunnel_requests_total{tunnel="abc",status_class="2xx"} 1"#),
+            "{t}"
+        );
+        m.tunnel_removed("abc");
+        // A request that finishes after its tunnel was removed folds into `_other`.
+        m.request_finished("abc", 200, Duration::from_millis(3), false);
+        let t = text(&m);
+        assert!(!t.contains(r#"tunnel="abc""#), "{t}");
+        assert!(
+            t.contains(r#"tunnel_requests_total{tunnel="_other",status_class="2xx"} 1"#),
+            "{t}"
+        );
+        assert!(t.contains("tunnel_request_duration_seconds_count 3"), "{t}");
+    }
+
+    #[test]
+    fn the_label_set_is_capped() {
+        let m = Metrics::new();
+        for i in 0..MAX_TUNNEL_LABELS + 10 {
+            let id = format!("t{i}");
+            m.tunnel_registered(&id);
+            m.request_finished(&id, 200, Duration::ZERO, false);
+        }
+        let t = text(&m);
+        let series = t
+            .lines()
+            .filter(|l| l.starts_with("tunnel_requests_total{"))
+            .count();
+        assert_eq!(series, MAX_TUNNEL_LABELS + 1, "own labels plus _other");
+        assert!(t.contains(r#"tunnel_requests_total{tunnel="_other",status_class="2xx"} 10"#));
+    }
+
+    #[test]
+    fn every_reason_is_exposed_from_the_start() {
+        let t = text(&Metrics::new());
+        for reason in Rejection::ALL {
+            let line = format!(
+                r#"tunnel_rejections_total{{reason="{}"}} 0"#,
+                reason.as_str()
+            );
+            assert!(t.contains(&line), "{line} missing in\n{t}");
+        }
+        assert!(t.contains("tunnel_tunnels_registered 0"), "{t}");
+        assert!(t.contains(r#"tunnel_build_info{version=""#), "{t}");
+    }
+}
