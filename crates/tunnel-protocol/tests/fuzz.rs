@@ -22,6 +22,14 @@ use tunnel_protocol::ControlMessage;
 
 const MAX_PAYLOAD: usize = 64 * 1024;
 
+/// Case count: `default` in the normal test run, `PROPTEST_CASES` when set (longer runs).
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 #[test]
 fn seed_corpus_decodes_as_labelled() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
@@ -98,7 +106,7 @@ fn control_message() -> impl Strategy<Value = ControlMessage> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(cases(512)))]
 
     #[test]
     fn binary_frames_never_panic_and_round_trip(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
@@ -178,7 +186,7 @@ fn hostile_message() -> impl Strategy<Value = Message> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(cases(48)))]
 
     /// Whatever a peer sends, the mux neither panics nor hangs: it either keeps serving or
     /// closes the connection, and a stream it opened ends one way or the other.
