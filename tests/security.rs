@@ -553,3 +553,106 @@ async fn an_oversized_message_closes_only_that_client() {
     );
     good.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_full_tunnel_answers_503_and_recovers() {
+    let (server, mut backend, client) = setup(&["--max-streams-per-tunnel", "2"], &[]).await;
+    let addr = server.addr;
+    let hang = format!("{}/hang", client.prefix());
+    let first = {
+        let hang = hang.clone();
+        tokio::spawn(async move { get(addr, &hang).await })
+    };
+    let second = {
+        let hang = hang.clone();
+        tokio::spawn(async move { get(addr, &hang).await })
+    };
+    backend.arrivals.recv().await.unwrap();
+    backend.arrivals.recv().await.unwrap();
+    let resp = get(server.addr, &format!("{}/x", client.prefix())).await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-tunnel-error"], "tunnel_overloaded");
+    first.abort();
+    second.abort();
+    // Once the public clients are gone their streams close, and the tunnel serves again.
+    eventually("the tunnel to accept requests again", || async {
+        (get(addr, &format!("{}/x", client.prefix())).await.status() == 200).then_some(())
+    })
+    .await;
+    client.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn client_handshakes_are_bounded_in_number_and_time() {
+    let server = TestServer::start(&[
+        "--max-pending-handshakes",
+        "1",
+        "--handshake-timeout-secs",
+        "1",
+    ])
+    .await;
+    let created = server
+        .create_tunnel(serde_json::json!({ "name": "slow" }))
+        .await;
+    let token = created["token"].as_str().unwrap();
+    // Upgrade but never say hello: holds the only handshake slot until the timeout.
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/api/tunnel/connect/slow", server.addr),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut silent, _) = tokio_tungstenite::connect_async(req.clone()).await.unwrap();
+    match tokio_tungstenite::connect_async(req.clone()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 503),
+        other => panic!("a second pending handshake was accepted: {other:?}"),
+    }
+    // The silent one is told why and dropped after the handshake timeout.
+    let mut goodbye = None;
+    while let Some(Ok(msg)) =
+        tokio::time::timeout(DEADLINE, futures_util::StreamExt::next(&mut silent))
+            .await
+            .unwrap()
+    {
+        if let Message::Text(t) = msg {
+            goodbye = Some(t.to_string());
+        }
+    }
+    assert!(goodbye.is_some_and(|g| g.contains("no hello within 1s")));
+    // Then the slot is free again.
+    let mut ws = tunnel_e2e::raw_tunnel_client(&server, "slow", token, 1).await;
+    assert!(matches!(
+        tunnel_e2e::next_control(&mut ws).await,
+        Some(ControlMessage::Welcome(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_connection_cap_holds_new_connections_back() {
+    // A short head timeout, so that the client's pooled API connection (which holds the only
+    // slot while the client connects) is closed quickly.
+    let (server, _backend, client) = setup(
+        &["--max-connections", "1", "--header-read-timeout-secs", "1"],
+        &[],
+    )
+    .await;
+    // Upgraded connections (the tunnel client's) no longer count; an idle public connection
+    // now holds the only slot.
+    let idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let addr = server.addr;
+    let target = format!("{}/x", client.prefix());
+    let mut waiting = tokio::spawn(async move { get(addr, &target).await });
+    // Negative check: held back while the slot is taken.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut waiting)
+            .await
+            .is_err()
+    );
+    drop(idle);
+    let resp = tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    client.stop().await.unwrap();
+}
