@@ -128,7 +128,11 @@ async fn forward(
         },
     );
     if !headers.contains_key("x-request-id") {
-        if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string()) {
+        // A v4 UUID from the thread-local RNG: `Uuid::new_v4()` asks the kernel for 16 random
+        // bytes on every call (one getrandom syscall per proxied request).
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let mut buf = uuid::Uuid::encode_buffer();
+        if let Ok(v) = HeaderValue::from_str(id.simple().encode_lower(&mut buf)) {
             headers.insert("x-request-id", v);
         }
     }
