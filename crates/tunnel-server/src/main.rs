@@ -57,6 +57,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {bind} (TUNNEL_BIND)"))?;
     let local = listener.local_addr().context("listener has no address")?;
+    // Register the handlers before announcing anything: a SIGTERM sent as soon as the address
+    // or the banner appears must start a graceful shutdown, not kill the process.
+    let mut signals = Signals::register().context("cannot install signal handlers")?;
     let metrics_listener = match settings.metrics_bind {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -85,10 +88,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let shutdown = state.shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.next().await;
         tracing::info!("signal received, shutting down gracefully (again to exit at once)");
         shutdown.cancel();
-        wait_for_signal().await;
+        signals.next().await;
         tracing::warn!("second signal, exiting now");
         std::process::exit(130);
     });
@@ -99,24 +102,42 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, registered once up front (tokio registers `ctrl_c()` only when first
+/// polled, which would leave a window where a signal kills the process outright).
+struct Signals {
     #[cfg(unix)]
-    {
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn register() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn register() -> std::io::Result<Self> {
+        Ok(Self {})
+    }
+
+    /// Resolves at the next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
