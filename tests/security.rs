@@ -392,7 +392,10 @@ impl EvilClient {
 
 #[tokio::test]
 async fn a_malicious_tunnel_client_only_hurts_its_own_requests() {
-    let server = TestServer::start(&[]).await;
+    // A 16 KiB window: the first 64 KiB data frame past credit is a violation, however fast
+    // the public side drains the stream (with a large window, read-ahead in socket buffers
+    // would keep returning credit).
+    let server = TestServer::start(&["--window-bytes", "16384"]).await;
     // A well-behaved tunnel next to the evil one must not notice anything.
     let backend = Backend::start("good").await;
     let good = TestClient::start(&server, backend.addr.port(), &[]).await;

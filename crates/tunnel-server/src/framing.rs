@@ -288,6 +288,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if buf.remaining() == 0 {
+            // Nothing can be read into a full buffer; that is not end of input.
+            return Poll::Ready(Ok(()));
+        }
         loop {
             if !this.outbox.is_empty() {
                 let n = this.outbox.len().min(buf.remaining());
