@@ -21,14 +21,24 @@ impl FormatTime for ZonedTimer {
 }
 
 /// Installs the global subscriber (once; later calls are ignored, which suits tests).
-pub fn init(format: LogFormat, tz: Tz) {
+///
+/// Lines are written to stderr by a background thread, so that the one-line-per-request log
+/// costs the request path a queue push instead of a `write` syscall. The queue is not lossy: if
+/// it ever fills, logging waits rather than drops lines. Keep the returned guard alive until
+/// exit: dropping it flushes what is queued.
+pub fn init(format: LogFormat, tz: Tz) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("tunnel-log")
+        .finish(std::io::stderr());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_timer(ZonedTimer(tz))
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    guard
 }

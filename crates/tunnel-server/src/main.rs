@@ -34,7 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    logging::init(settings.log_format, settings.log_timezone);
+    let _log_guard = logging::init(settings.log_format, settings.log_timezone);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
