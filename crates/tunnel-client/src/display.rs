@@ -61,6 +61,13 @@ impl Printer {
         self.line(&format!("{} {}", self.paint(DIM, &now()), msg));
     }
 
+    /// A WebSocket session through the tunnel began (its end is a [`Printer::request`] line).
+    pub fn websocket_opened(&self, path: &str) {
+        if self.requests {
+            self.info(&format!("WS      {path} websocket opened"));
+        }
+    }
+
     /// A warning.
     pub fn warn(&self, msg: &str) {
         self.line(&format!(

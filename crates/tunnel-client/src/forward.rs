@@ -263,8 +263,7 @@ impl Forwarder {
             }
         };
         let path = target.split('?').next().unwrap_or("/");
-        self.printer
-            .info(&format!("WS      {path} websocket opened"));
+        self.printer.websocket_opened(path);
         match tunnel_protocol::mux::splice(TokioIo::new(upgraded), sender, receiver, None).await {
             Ok(stats) => Ok(Exchanged::WebSocket {
                 sent: stats.sent,
