@@ -23,7 +23,8 @@ fi
 cargo build --release --locked -p tunnel-server -p tunnel-client -p tunnel-bench
 
 target_dir="${CARGO_TARGET_DIR:-target}"
-bins="$target_dir/release"
+# Absolute: the processes are started in another working directory.
+bins="$(cd "$target_dir/release" && pwd)"
 
 # 1,000 idle tunnels need as many sockets on both ends.
 hard="$(ulimit -Hn)"
