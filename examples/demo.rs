@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tunnel_client::{ClientArgs, ClientConfig, Status};
+use tunnel_client::Status;
 use tunnel_e2e::backend::Backend;
 use tunnel_server::{AppState, Settings};
 
@@ -34,20 +34,8 @@ async fn main() -> anyhow::Result<()> {
     let server = tokio::spawn(tunnel_server::run(listener, state.clone()));
 
     let backend = Backend::start("demo").await;
-    let cfg = ClientConfig::from_args(<ClientArgs as clap::Parser>::try_parse_from([
-        "tunnel-client",
-        "--server",
-        &bind.to_string(),
-        "--api-key",
-        &key,
-        "--port",
-        &backend.addr.port().to_string(),
-        "--local-host",
-        "127.0.0.1",
-        "--name",
-        "demo",
-    ])?)
-    .map_err(anyhow::Error::msg)?;
+    let cfg = tunnel_e2e::client_config(bind, &key, backend.addr.port(), &["--name", "demo"])
+        .map_err(anyhow::Error::msg)?;
     let shutdown = CancellationToken::new();
     let (tx, mut rx) = watch::channel(Status::Starting);
     let client = tokio::spawn(tunnel_client::run(cfg, shutdown.clone(), tx));

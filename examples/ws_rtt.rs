@@ -14,11 +14,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use tunnel_client::{ClientArgs, ClientConfig, Status};
+use tunnel_client::Status;
 use tunnel_e2e::backend::Backend;
 use tunnel_server::{AppState, Settings};
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open(url: &str) -> anyhow::Result<Ws> {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
@@ -50,7 +51,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2000);
     let settings = Settings::parse_from([
         "tunnel-server",
         "--bind",
@@ -66,20 +70,12 @@ async fn main() -> anyhow::Result<()> {
     let state = Arc::new(AppState::new(settings, addr));
     tokio::spawn(tunnel_server::run(listener, state.clone()));
     let backend = Backend::start("rtt").await;
-    let cfg = ClientConfig::from_args(<ClientArgs as clap::Parser>::try_parse_from([
-        "tunnel-client",
-        "--server",
-        &addr.to_string(),
-        "--api-key",
+    let cfg = tunnel_e2e::client_config(
+        addr,
         &key,
-        "--port",
-        &backend.addr.port().to_string(),
-        "--local-host",
-        "127.0.0.1",
-        "--name",
-        "rtt",
-        "--quiet",
-    ])?)
+        backend.addr.port(),
+        &["--name", "rtt", "--quiet"],
+    )
     .map_err(anyhow::Error::msg)?;
     let (tx, mut rx) = watch::channel(Status::Starting);
     let shutdown = CancellationToken::new();
@@ -88,7 +84,10 @@ async fn main() -> anyhow::Result<()> {
 
     let mut direct = open(&format!("ws://{}/ws", backend.addr)).await?;
     let mut tunnel = open(&format!("ws://{addr}/rtt/ws")).await?;
-    println!("{:<10} {:>12} {:>12} {:>12} {:>8}", "payload", "direct p50", "tunnel p50", "tunnel p99", "ratio");
+    println!(
+        "{:<10} {:>12} {:>12} {:>12} {:>8}",
+        "payload", "direct p50", "tunnel p50", "tunnel p99", "ratio"
+    );
     for size in [32usize, 64 * 1024] {
         let payload = Bytes::from(vec![7u8; size]);
         let (mut d, mut t) = (Vec::new(), Vec::new());

@@ -243,17 +243,11 @@ async fn wrong_key_and_wrong_token_are_401_without_revealing_tunnels() {
 
     // A client with a wrong key stops with a clear error.
     let backend = Backend::start("b").await;
-    let cfg = tunnel_client::ClientConfig::from_args(
-        <tunnel_client::ClientArgs as clap::Parser>::try_parse_from([
-            "tunnel-client",
-            "--server",
-            &server.addr.to_string(),
-            "--api-key",
-            "wrong-key-0123456789",
-            "--port",
-            &backend.addr.port().to_string(),
-        ])
-        .unwrap(),
+    let cfg = tunnel_e2e::client_config(
+        server.addr,
+        "wrong-key-0123456789",
+        backend.addr.port(),
+        &[],
     )
     .unwrap();
     let (tx, _rx) = tokio::sync::watch::channel(Status::Starting);

@@ -129,6 +129,32 @@ impl TestServer {
     }
 }
 
+/// Client settings for a server at `server`, forwarding to 127.0.0.1:`port`, plus `extra` flags
+/// (as on the command line).
+pub fn client_config(
+    server: SocketAddr,
+    api_key: &str,
+    port: u16,
+    extra: &[&str],
+) -> Result<ClientConfig, String> {
+    let server = server.to_string();
+    let port = port.to_string();
+    let mut args = vec![
+        "tunnel-client",
+        "--server",
+        &server,
+        "--api-key",
+        api_key,
+        "--port",
+        &port,
+        "--local-host",
+        "127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    let parsed = <ClientArgs as clap::Parser>::try_parse_from(args).map_err(|e| e.to_string())?;
+    ClientConfig::from_args(parsed)
+}
+
 /// A running in-process client.
 pub struct TestClient {
     shutdown: CancellationToken,
@@ -144,24 +170,10 @@ pub struct TestClient {
 impl TestClient {
     /// Starts a client for `server` forwarding to 127.0.0.1:`port`, and waits until online.
     pub async fn start(server: &TestServer, port: u16, extra: &[&str]) -> Self {
-        let server_arg = server.addr.to_string();
-        let port_arg = port.to_string();
-        let mut args = vec![
-            "tunnel-client",
-            "--server",
-            &server_arg,
-            "--api-key",
-            API_KEY,
-            "--port",
-            &port_arg,
-            "--local-host",
-            "127.0.0.1",
-            "--quiet",
-        ];
+        let mut args = vec!["--quiet"];
         args.extend_from_slice(extra);
-        let mut cfg =
-            ClientConfig::from_args(<ClientArgs as clap::Parser>::try_parse_from(args).unwrap())
-                .unwrap();
+        let mut cfg = client_config(server.addr, API_KEY, port, &args)
+            .unwrap_or_else(|e| panic!("client flags: {e}"));
         cfg.max_backoff = Duration::from_millis(200);
         let shutdown = CancellationToken::new();
         let (tx, rx) = watch::channel(Status::Starting);
