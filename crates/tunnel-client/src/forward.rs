@@ -212,8 +212,19 @@ impl Forwarder {
                         continue;
                     }; // trailers are dropped
                     bytes += data.len() as u64;
-                    if let Err(e) = sender.send(data).await {
+                    // hyper knows a Content-Length body is complete with its last chunk: end
+                    // the stream on that frame instead of sending an empty one after it.
+                    let last = http_body::Body::is_end_stream(&body);
+                    let sent = if last {
+                        sender.send_last(data).await
+                    } else {
+                        sender.send(data).await
+                    };
+                    if let Err(e) = sent {
                         return Err(Failure::new(Some(status), format!("stream ended: {e}")));
+                    }
+                    if last {
+                        return Ok(Exchanged::Http { status, bytes });
                     }
                 }
                 Some(Err(e)) => {

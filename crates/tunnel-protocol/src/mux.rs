@@ -848,6 +848,23 @@ impl BodySender {
         Ok(())
     }
 
+    /// Sends the last bytes of this direction, with the end marker on the final frame: one
+    /// message less per body than [`BodySender::send`] followed by [`BodySender::finish`].
+    pub async fn send_last(&mut self, mut data: Bytes) -> Result<(), StreamError> {
+        let max = self.core.shared.cfg.max_frame_size as usize;
+        while !data.is_empty() {
+            let n = self.acquire(data.len().min(max)).await?;
+            let chunk = data.split_to(n);
+            if data.is_empty() {
+                self.send_frame(chunk, true).await?;
+                self.core.state.sent_end.store(true, Ordering::Release);
+                return Ok(());
+            }
+            self.send_frame(chunk, false).await?;
+        }
+        self.finish().await
+    }
+
     /// Sends the end marker: no more bytes in this direction (the other may go on).
     pub async fn finish(&mut self) -> Result<(), StreamError> {
         if self.core.state.sent_end.load(Ordering::Acquire) {

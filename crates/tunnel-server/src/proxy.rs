@@ -368,6 +368,13 @@ async fn pump_request_body(
                     .bytes_in
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
                 metrics.bytes_in(data.len() as u64);
+                // The last chunk of a Content-Length body carries the end marker itself.
+                if http_body::Body::is_end_stream(&body) {
+                    if let Err(e) = sender.send_last(data).await {
+                        tracing::debug!(error = %e, "request body end not delivered");
+                    }
+                    return;
+                }
                 if sender.send(data).await.is_err() {
                     return;
                 }
