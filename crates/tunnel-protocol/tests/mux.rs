@@ -1449,3 +1449,52 @@ async fn close_returns_even_if_the_peer_stopped_reading() {
     assert!(closed.is_ok(), "close() did not return within 5s");
     assert!(stuck.mux.is_closed());
 }
+
+#[tokio::test]
+async fn send_last_ends_the_direction_on_its_final_frame() {
+    let mut pair = mux_pair(config()).await;
+    let (server_stream, head_rx, client_stream) = open_pair(&mut pair, true).await;
+    let id = server_stream.id;
+    send_response(&pair.client, id, 200, false).await;
+    let Stream {
+        sender: mut tx,
+        receiver: client_rx,
+        ..
+    } = client_stream;
+    // Larger than a frame and than the window: split, waits for credit, END on the last frame.
+    let body = pattern(3 * WINDOW as usize + 17, 9);
+    let sending = {
+        let body = body.clone();
+        tokio::spawn(async move {
+            tx.send_last(bytes::Bytes::from(body)).await?;
+            Ok::<_, StreamError>((tx, client_rx))
+        })
+    };
+    within("the response head", head_rx)
+        .await
+        .expect("head sender kept")
+        .expect("a response head");
+    let Stream {
+        sender: server_tx,
+        receiver: mut server_rx,
+        ..
+    } = server_stream;
+    let got = within("the body", read_all(&mut server_rx))
+        .await
+        .expect("a clean end");
+    assert_same_body(&got, &body, "send_last body");
+    // Both directions ended cleanly: dropping everything resets nothing.
+    let (tx, rx) = within("the sender", sending)
+        .await
+        .expect("joined")
+        .expect("sent");
+    let mut client_events = pair.client_events;
+    drop((tx, rx, server_tx, server_rx));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), client_events.recv())
+            .await
+            .is_err(),
+        "nothing further arrives"
+    );
+    assert_eq!(pair.server.open_streams(), 0);
+}
