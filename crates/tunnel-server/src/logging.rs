@@ -32,7 +32,10 @@ pub fn init(format: LogFormat, tz: Tz) -> tracing_appender::non_blocking::Worker
         // The queue is allocated up front: 128k lines (the default) cost ~4 MiB of RSS.
         .buffered_lines_limit(4096)
         .thread_name("tunnel-log")
-        .finish(std::io::stderr());
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
