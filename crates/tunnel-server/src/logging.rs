@@ -1,5 +1,7 @@
 //! Log output: plain or JSON lines, level from `RUST_LOG`, timestamps in a chosen time zone.
 
+use std::io::IsTerminal;
+
 use chrono::Utc;
 use chrono_tz::Tz;
 use tracing_subscriber::fmt::format::Writer;
@@ -40,6 +42,8 @@ pub fn init(format: LogFormat, tz: Tz) -> tracing_appender::non_blocking::Worker
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_timer(ZonedTimer(tz))
+        // Colours only for a person at a terminal, never into files or log collectors.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
     let _ = match format {
         LogFormat::Plain => builder.try_init(),
