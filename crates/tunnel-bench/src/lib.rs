@@ -10,12 +10,14 @@
 //! - [`wrk`]: runs `wrk` and parses its report.
 //! - [`procs`]: child processes, readiness by polling with a deadline, RSS from `/proc`.
 //! - [`idle`]: many idle tunnels, each a real WebSocket that speaks the protocol.
+//! - [`relay`]: a raw TCP relay; two in a chain are the floor of any two-process tunnel.
 //! - [`run`]: the orchestration, and [`report`] the table and the JSON file.
 
 pub mod backend;
 pub mod client;
 pub mod idle;
 pub mod procs;
+pub mod relay;
 pub mod report;
 pub mod run;
 pub mod wrk;

@@ -21,6 +21,12 @@ enum Cmd {
     Run(RunArgs),
     /// Serve the benchmark's local backend on 127.0.0.1:0 (prints `listening ADDR`).
     Backend,
+    /// Relay every TCP connection to `--to`, on 127.0.0.1:0 (prints `listening ADDR`).
+    Relay {
+        /// Where to relay to.
+        #[arg(long)]
+        to: std::net::SocketAddr,
+    },
 }
 
 fn main() -> ExitCode {
@@ -29,6 +35,9 @@ fn main() -> ExitCode {
         Cmd::Backend => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(tunnel_bench::backend::main())),
+        Cmd::Relay { to } => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(tunnel_bench::relay::main(to))),
         Cmd::Run(args) => {
             let out = args.out.clone();
             // One thread: the measuring process should take as little CPU from the processes

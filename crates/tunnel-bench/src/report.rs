@@ -38,6 +38,26 @@ pub struct Figure {
     pub tunnel: Option<f64>,
     /// Median of the per-round ratios tunnel / direct.
     pub ratio: Option<f64>,
+    /// Per-round values through two raw TCP relays (see [`crate::relay`]), when measured.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub relay_rounds: Vec<f64>,
+    /// Median of `relay_rounds`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<f64>,
+    /// Median of the per-round ratios relay / direct: the floor of a two-process tunnel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay_ratio: Option<f64>,
+}
+
+/// Median of the per-round ratios `num / den`.
+fn ratio_of(num: &[f64], den: &[f64]) -> Option<f64> {
+    let ratios: Vec<f64> = den
+        .iter()
+        .zip(num)
+        .filter(|(d, _)| **d > 0.0)
+        .map(|(d, n)| n / d)
+        .collect();
+    median(&ratios)
 }
 
 impl Figure {
@@ -50,12 +70,6 @@ impl Figure {
         direct_rounds: Vec<f64>,
         tunnel_rounds: Vec<f64>,
     ) -> Self {
-        let ratios: Vec<f64> = direct_rounds
-            .iter()
-            .zip(&tunnel_rounds)
-            .filter(|(d, _)| **d > 0.0)
-            .map(|(d, t)| t / d)
-            .collect();
         Self {
             key,
             label: label.into(),
@@ -63,10 +77,21 @@ impl Figure {
             better,
             direct: median(&direct_rounds),
             tunnel: median(&tunnel_rounds),
-            ratio: median(&ratios),
+            ratio: ratio_of(&tunnel_rounds, &direct_rounds),
             direct_rounds,
             tunnel_rounds,
+            relay_rounds: Vec::new(),
+            relay: None,
+            relay_ratio: None,
         }
+    }
+
+    /// Adds the same figure through the raw TCP relays; rounds pair with the direct ones.
+    pub fn with_relay(mut self, relay_rounds: Vec<f64>) -> Self {
+        self.relay = median(&relay_rounds);
+        self.relay_ratio = ratio_of(&relay_rounds, &self.direct_rounds);
+        self.relay_rounds = relay_rounds;
+        self
     }
 
     /// A figure of the tunnel alone (memory, start-up time).
@@ -86,6 +111,9 @@ impl Figure {
             ratio: None,
             direct_rounds: Vec::new(),
             tunnel_rounds: rounds,
+            relay_rounds: Vec::new(),
+            relay: None,
+            relay_ratio: None,
         }
     }
 }
@@ -141,15 +169,25 @@ impl Report {
     /// The table, as Markdown (it reads as well in a terminal as in the README).
     pub fn table(&self) -> String {
         let mut out = String::new();
-        out.push_str("| figure | direct | tunnel | tunnel / direct |\n|---|---|---|---|\n");
+        out.push_str(
+            "| figure | direct | tunnel | tunnel / direct | TCP relay | relay / direct |\n\
+             |---|---|---|---|---|---|\n",
+        );
+        let times = |r: Option<f64>| r.map(|r| format!("{r:.2}×")).unwrap_or_default();
         for f in &self.figures {
-            let ratio = f.ratio.map(|r| format!("{r:.2}×")).unwrap_or_default();
+            let relay = if f.relay.is_some() {
+                fmt_value(f.relay, f.unit)
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} |\n",
                 f.label,
                 fmt_value(f.direct, f.unit),
                 fmt_value(f.tunnel, f.unit),
-                ratio
+                times(f.ratio),
+                relay,
+                times(f.relay_ratio),
             ));
         }
         out.push_str("\n| goal | target | measured | met |\n|---|---|---|---|\n");
@@ -194,5 +232,9 @@ mod tests {
         assert_eq!(f.direct, Some(100.0));
         assert_eq!(f.tunnel, Some(60.0));
         assert_eq!(f.ratio, Some(0.6));
+        let f = f.with_relay(vec![80.0, 100.0, 90.0]);
+        assert_eq!(f.relay, Some(90.0));
+        assert_eq!(f.relay_ratio, Some(0.8));
+        assert!(f.to_owned().relay_rounds.len() == 3);
     }
 }

@@ -117,11 +117,21 @@ fn bin_dir(args: &RunArgs) -> anyhow::Result<PathBuf> {
 }
 
 async fn start_backend() -> anyhow::Result<(Proc, SocketAddr)> {
+    start_helper("backend", &["backend"]).await
+}
+
+/// Starts a raw TCP relay to `to` (see [`crate::relay`]).
+async fn start_relay(to: SocketAddr) -> anyhow::Result<(Proc, SocketAddr)> {
+    start_helper("relay", &["relay", "--to", &to.to_string()]).await
+}
+
+/// Starts this program with `args`; it prints `listening ADDR` once ready.
+async fn start_helper(name: &str, args: &[&str]) -> anyhow::Result<(Proc, SocketAddr)> {
     let exe = std::env::current_exe()?;
     let mut proc = Proc::spawn(
-        "backend",
+        name,
         Command::new(exe)
-            .arg("backend")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit()),
     )?;
@@ -133,11 +143,11 @@ async fn start_backend() -> anyhow::Result<(Proc, SocketAddr)> {
     let mut lines = BufReader::new(stdout).lines();
     let line = tokio::time::timeout(READY, lines.next_line())
         .await
-        .context("backend did not say where it listens")??
-        .ok_or_else(|| anyhow!("backend exited before listening"))?;
+        .with_context(|| format!("{name} did not say where it listens"))??
+        .ok_or_else(|| anyhow!("{name} exited before listening"))?;
     let addr = line
         .strip_prefix("listening ")
-        .ok_or_else(|| anyhow!("unexpected backend line {line:?}"))?
+        .ok_or_else(|| anyhow!("unexpected {name} line {line:?}"))?
         .parse()?;
     Ok((proc, addr))
 }
@@ -279,6 +289,9 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<Report> {
     step("starting the backend and tunnel-server");
     let (_backend, backend_addr) = start_backend().await?;
     let (server, server_addr) = start_server(&bins).await?;
+    // The raw TCP floor: public → relay → relay → backend.
+    let (_relay_near, relay_near_addr) = start_relay(backend_addr).await?;
+    let (_relay_far, relay_far_addr) = start_relay(relay_near_addr).await?;
 
     step("client start-up time");
     let mut ready_ms = Vec::new();
@@ -301,79 +314,78 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<Report> {
         addr: server_addr,
         prefix: "/bench".into(),
     };
-    let both = |round: usize| {
-        if round % 2 == 0 {
-            [(&direct, true), (&tunnel, false)]
-        } else {
-            [(&tunnel, false), (&direct, true)]
-        }
+    let relay = Target {
+        addr: relay_far_addr,
+        prefix: String::new(),
     };
+    let paths = [&direct, &tunnel, &relay];
+    // Each round visits the three paths in a rotated order, so that none always runs first
+    // (or right after another) and drifts of the machine spread over all three.
+    let order = |round: usize| [0usize, 1, 2].map(|i| (i + round) % 3);
 
     step("small requests: wrk -t1 -c50 (warm-up, then rounds)");
-    for t in [&direct, &tunnel] {
+    for t in paths {
         wrk::run(&t.url("/"), 50, Duration::from_secs(1)).await?;
     }
-    let (mut d_rps, mut t_rps, mut d_p50, mut t_p50, mut d_p99, mut t_p99) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut rps: [Vec<f64>; 3] = Default::default();
+    let mut p50: [Vec<f64>; 3] = Default::default();
+    let mut p99: [Vec<f64>; 3] = Default::default();
     for round in 0..plan.rounds {
-        for (t, is_direct) in both(round) {
+        for i in order(round) {
+            let t = paths[i];
             let r = wrk::run(&t.url("/"), 50, plan.wrk_time).await?;
             if r.errors > 0 {
                 bail!("wrk saw {} errors on {}", r.errors, t.url("/"));
             }
-            let (rps, p50, p99) = if is_direct {
-                (&mut d_rps, &mut d_p50, &mut d_p99)
-            } else {
-                (&mut t_rps, &mut t_p50, &mut t_p99)
-            };
-            rps.push(r.rps);
-            p50.push(r.p50_ms);
-            p99.push(r.p99_ms);
+            rps[i].push(r.rps);
+            p50[i].push(r.p50_ms);
+            p99[i].push(r.p99_ms);
         }
     }
+    let [d_rps, t_rps, r_rps] = rps;
+    let [d_p50, t_p50, r_p50] = p50;
+    let [d_p99, t_p99, r_p99] = p99;
 
     step("fresh connection per request");
-    let (mut d_fresh, mut t_fresh) = (vec![], vec![]);
+    let mut fresh: [Vec<f64>; 3] = Default::default();
     for round in 0..plan.rounds {
-        let (mut d, mut t) = (vec![], vec![]);
+        let mut took: [Vec<f64>; 3] = Default::default();
         for _ in 0..plan.fresh_per_round {
-            for (target, is_direct) in both(round) {
-                let took = ms(client::fresh_get(target.addr, &target.path("/")).await?);
-                if is_direct {
-                    d.push(took)
-                } else {
-                    t.push(took)
-                }
+            for i in order(round) {
+                let t = paths[i];
+                took[i].push(ms(client::fresh_get(t.addr, &t.path("/")).await?));
             }
         }
-        d_fresh.push(median(&d).unwrap_or(f64::NAN));
-        t_fresh.push(median(&t).unwrap_or(f64::NAN));
+        for i in 0..3 {
+            fresh[i].push(median(&took[i]).unwrap_or(f64::NAN));
+        }
     }
+    let [d_fresh, t_fresh, r_fresh] = fresh;
 
     let size = plan.bulk_bytes;
     step(&format!("bulk: {} MiB down and up", size >> 20));
     server.reset_peak()?;
     client.reset_peak()?;
-    let (mut d_down, mut t_down, mut d_up, mut t_up) = (vec![], vec![], vec![], vec![]);
+    let mut down: [Vec<f64>; 3] = Default::default();
+    let mut up: [Vec<f64>; 3] = Default::default();
     for round in 0..plan.rounds {
-        for (t, is_direct) in both(round) {
+        for i in order(round) {
+            let t = paths[i];
             let r: Transfer =
                 client::download(t.addr, &t.path(&format!("/bytes/{size}")), None, None).await?;
-            if is_direct {
-                d_down.push(r.mb_per_s())
-            } else {
-                t_down.push(r.mb_per_s())
-            }
+            down[i].push(r.mb_per_s());
         }
-        for (t, is_direct) in both(round) {
-            let r = client::upload(t.addr, &t.path("/upload"), size).await?;
-            if is_direct {
-                d_up.push(r.mb_per_s())
-            } else {
-                t_up.push(r.mb_per_s())
-            }
+        for i in order(round) {
+            let t = paths[i];
+            up[i].push(
+                client::upload(t.addr, &t.path("/upload"), size)
+                    .await?
+                    .mb_per_s(),
+            );
         }
     }
+    let [d_down, t_down, r_down] = down;
+    let [d_up, t_up, r_up] = up;
     let bulk_server_peak = server.mem()?.hwm_kib;
     let bulk_client_peak = client.mem()?.hwm_kib;
 
@@ -472,7 +484,8 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<Report> {
             Better::Higher,
             d_rps,
             t_rps,
-        ),
+        )
+        .with_relay(r_rps),
         Figure::paired(
             "small_p50_ms",
             "small requests p50 latency",
@@ -480,7 +493,8 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<Report> {
             Better::Lower,
             d_p50,
             t_p50,
-        ),
+        )
+        .with_relay(r_p50),
         Figure::paired(
             "small_p99_ms",
             "small requests p99 latency",
@@ -488,7 +502,8 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<Report> {
             Better::Lower,
             d_p99,
             t_p99,
-        ),
+        )
+        .with_relay(r_p99),
         Figure::paired(
             "download_mb_s",
             format!("download {} MiB", size >> 20),
@@ -496,7 +511,8 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<Report> {
             Better::Higher,
             d_down,
             t_down,
-        ),
+        )
+        .with_relay(r_down),
         Figure::paired(
             "upload_mb_s",
             format!("upload {} MiB", size >> 20),
@@ -504,7 +520,8 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<Report> {
             Better::Higher,
             d_up,
             t_up,
-        ),
+        )
+        .with_relay(r_up),
         Figure::paired(
             "fresh_conn_ms",
             "fresh connection per request (median)",
@@ -512,7 +529,8 @@ async fn run_inner(args: RunArgs) -> anyhow::Result<Report> {
             Better::Lower,
             d_fresh,
             t_fresh,
-        ),
+        )
+        .with_relay(r_fresh),
         Figure::alone(
             "client_ready_ms",
             "client start → first request through it",
