@@ -29,7 +29,7 @@ impl From<&str> for WireValue {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 #[serde(untagged)]
 enum WireValueRepr<'a> {
     Text(std::borrow::Cow<'a, str>),
@@ -48,15 +48,41 @@ impl Serialize for WireValue {
     }
 }
 
+/// Decodes a string or a `{"b64": …}` object in one pass: serde's `untagged` would buffer
+/// every value into an intermediate tree first, for every header of every head.
 impl<'de> Deserialize<'de> for WireValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match WireValueRepr::deserialize(d)? {
-            WireValueRepr::Text(t) => Ok(Self(t.into_owned().into_bytes())),
-            WireValueRepr::Binary { b64 } => B64
-                .decode(b64)
-                .map(Self)
-                .map_err(|_| D::Error::custom(ProtocolError::InvalidBase64)),
+        struct ValueVisitor;
+        impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+            type Value = WireValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(r#"a header value: a string or {"b64": "…"}"#)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WireValue, E> {
+                Ok(WireValue(v.as_bytes().to_vec()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<WireValue, E> {
+                Ok(WireValue(v.into_bytes()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<WireValue, A::Error> {
+                let mut b64: Option<String> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "b64" && b64.is_none() {
+                        b64 = Some(map.next_value()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                let b64 = b64.ok_or_else(|| A::Error::missing_field("b64"))?;
+                B64.decode(b64)
+                    .map(WireValue)
+                    .map_err(|_| A::Error::custom(ProtocolError::InvalidBase64))
+            }
         }
+        d.deserialize_any(ValueVisitor)
     }
 }
 
