@@ -9,6 +9,8 @@
 //! - [`headers`]: HTTP header lists as they travel on the wire, with validation on the way in.
 //! - [`mux`]: many concurrent streams over one WebSocket, with per-stream credit windows so that a
 //!   slow reader only slows its own stream and memory per stream stays bounded.
+//! - [`ws`]: the WebSocket framing itself (RFC 6455), read and written without intermediate
+//!   copies once the upgrade handshake is done.
 //!
 //! # Glossary
 //! - **client connection**: the one WebSocket a `tunnel-client` holds open to the server.
@@ -24,6 +26,7 @@ pub mod frame;
 pub mod headers;
 pub mod message;
 pub mod mux;
+pub mod ws;
 
 mod error;
 mod pipe;
