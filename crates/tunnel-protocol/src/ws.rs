@@ -407,7 +407,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         while !reason.is_char_boundary(end) {
             end -= 1;
         }
-        self.frame(OP_CLOSE, &[&code.to_be_bytes(), reason[..end].as_bytes()]);
+        self.frame(OP_CLOSE, &[&code.to_be_bytes(), &reason.as_bytes()[..end]]);
     }
 
     /// Writes everything buffered and flushes the socket.
