@@ -294,6 +294,7 @@ fn client_mux_config(welcome: &Welcome) -> MuxConfig {
     let ping = Duration::from_secs(u64::from(welcome.ping_interval_secs.clamp(1, 3600)));
     MuxConfig {
         initial_window: welcome.initial_window,
+        max_window: welcome.initial_window,
         max_frame_size: welcome.max_frame_size,
         max_streams: 4096,
         ping_interval: ping,
