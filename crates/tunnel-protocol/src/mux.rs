@@ -453,8 +453,9 @@ impl Shared {
         };
         let srtt = self.srtt();
         if srtt.is_none() && lock(&self.rtt).in_flight.is_none() {
-            // The first probe's pong is lost or the connection is young: measure now, so that
-            // the next window can be judged.
+            // No sample and no probe out (the opening one not written yet): ask for one, so
+            // that the next window can be judged. A probe that is out is not replaced: over
+            // TCP its pong comes, and a new probe would make that pong unmatched.
             self.request_ping();
         }
         let grown = next_window(elapsed, srtt, window, max);
