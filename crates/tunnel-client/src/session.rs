@@ -290,10 +290,15 @@ async fn create_with_retry(
     }
 }
 
+/// The client's multiplexer settings, from the server's welcome. The receive windows (request
+/// bodies) may grow to the server's `max_window`; a server that sends none predates window
+/// auto-tuning, and windows then stay fixed as it expects (the mux also caps the value at what
+/// a peer accepts).
 fn client_mux_config(welcome: &Welcome) -> MuxConfig {
     let ping = Duration::from_secs(u64::from(welcome.ping_interval_secs.clamp(1, 3600)));
     MuxConfig {
         initial_window: welcome.initial_window,
+        max_window: welcome.max_window.unwrap_or(welcome.initial_window),
         max_frame_size: welcome.max_frame_size,
         max_streams: 4096,
         ping_interval: ping,
@@ -410,5 +415,34 @@ async fn serve(
                 return End::Lost(reason);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn welcome(max_window: Option<u32>) -> Welcome {
+        Welcome {
+            protocol_version: tunnel_protocol::PROTOCOL_VERSION,
+            tunnel_id: "abc".into(),
+            public_url: "http://localhost:8989/abc/".into(),
+            initial_window: 1 << 20,
+            max_window,
+            max_frame_size: 1 << 16,
+            ping_interval_secs: 20,
+        }
+    }
+
+    #[test]
+    fn receive_windows_may_grow_to_the_servers_max() {
+        let cfg = client_mux_config(&welcome(Some(16 << 20)));
+        assert_eq!((cfg.initial_window, cfg.max_window), (1 << 20, 16 << 20));
+    }
+
+    #[test]
+    fn an_older_server_without_max_window_means_fixed_windows() {
+        let cfg = client_mux_config(&welcome(None));
+        assert_eq!((cfg.initial_window, cfg.max_window), (1 << 20, 1 << 20));
     }
 }

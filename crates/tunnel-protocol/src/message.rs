@@ -215,6 +215,12 @@ pub struct Welcome {
     pub public_url: String,
     /// Initial credit, in bytes, each side has per stream and direction.
     pub initial_window: u32,
+    /// Largest receive window, in bytes, either side may grow a stream to when the round trip
+    /// limits it (flow-control auto-tuning). Absent (a server older than auto-tuning): equal to
+    /// `initial_window`, i.e. fixed windows. Growing needs nothing from the sender (more credit
+    /// is just credit), so this is the receiving side's own limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_window: Option<u32>,
     /// Largest body payload allowed in one data frame.
     pub max_frame_size: u32,
     /// How often the server pings; the client treats a silence of a few intervals as a dead
@@ -351,6 +357,29 @@ mod tests {
             let back: ControlMessage = serde_json::from_str(&json).expect("parses");
             assert_eq!(back, m, "{json}");
         }
+    }
+
+    #[test]
+    fn welcome_max_window_is_optional() {
+        let mut welcome = Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            tunnel_id: "abc".into(),
+            public_url: "http://localhost:8989/abc/".into(),
+            initial_window: 1 << 20,
+            max_window: Some(16 << 20),
+            max_frame_size: 1 << 16,
+            ping_interval_secs: 20,
+        };
+        let json = serde_json::to_string(&ControlMessage::Welcome(welcome.clone())).expect("ok");
+        assert!(json.contains(r#""max_window":16777216"#), "{json}");
+        let back: ControlMessage = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, ControlMessage::Welcome(welcome.clone()));
+        // What a server older than auto-tuning sends.
+        welcome.max_window = None;
+        let json = serde_json::to_string(&ControlMessage::Welcome(welcome.clone())).expect("ok");
+        assert!(!json.contains("max_window"), "{json}");
+        let back: ControlMessage = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, ControlMessage::Welcome(welcome));
     }
 
     #[test]

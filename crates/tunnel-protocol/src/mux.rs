@@ -6,16 +6,40 @@
 //! **keepalive** that pings and drops a peer that went silent.
 //!
 //! # Flow control
-//! Each stream has, per direction, a credit window of [`MuxConfig::initial_window`] bytes.
-//! A [`BodySender`] waits for credit before it sends; a [`BodyReceiver`] returns credit (a
-//! [`ControlMessage::Window`]) only once its reader has *consumed* bytes, i.e. passed them on to
-//! the public client or the local service. So at most one window per stream and direction is
+//! Each stream has, per direction, a credit window that starts at [`MuxConfig::initial_window`]
+//! bytes. A [`BodySender`] waits for credit before it sends; a [`BodyReceiver`] returns credit
+//! (a [`ControlMessage::Window`]) only once its reader has *consumed* bytes, i.e. passed them on
+//! to the public client or the local service. So at most one window per stream and direction is
 //! ever buffered, whatever the speeds on either side, and a slow reader slows its own stream
 //! only. A peer that sends past its credit gets that stream reset.
 //!
-//! Credit returns and resets must be sent from synchronous code (a body being polled, a drop),
-//! so they go through a small "urgent" queue instead of the bounded channel. It stays bounded
-//! because each stream has at most one credit entry and one reset queued at a time.
+//! ## Window auto-tuning
+//! A fixed window caps a stream at one window per round trip (1 MiB over a 50 ms path: about
+//! 20 MB/s), so the *receiver* grows a stream's window towards bandwidth × round-trip time, in
+//! the way of QUIC's flow-control auto-tuning:
+//! - both ends measure the round-trip time of the connection with WebSocket pings (one right
+//!   after start, then every keepalive), smoothed like TCP's SRTT;
+//! - each time a stream's reader has consumed a whole window, the receiver looks at how long
+//!   that took. Under two round trips means the reader took everything the window let through:
+//!   the window, not the reader, is the bottleneck, so it doubles, up to
+//!   [`MuxConfig::max_window`], and the extra credit goes out with that credit update.
+//!
+//! A window never shrinks (granted credit cannot be taken back), and a reader slower than one
+//! window per two round trips (1 MiB on a 50 ms path: 10 MB/s) never makes it grow, however
+//! long the body, so a slow public client costs no more memory than before. The bound per
+//! stream and direction is `max_window` bytes buffered, reached only by a reader that keeps up
+//! on a path where the round trip is the limit. On loopback or a LAN (round trips well under a
+//! millisecond) windows in practice stay at `initial_window`.
+//!
+//! Judging a whole window, rather than the time between two consecutive credit updates (as
+//! QUIC implementations do), matters: a slow reader that wakes up after a pause drains its
+//! full buffer in a burst, and the updates of that burst are close together although the
+//! reader is slow.
+//!
+//! Credit returns, resets and pings must be sent from synchronous code (a body being polled, a
+//! drop) or ahead of queued data, so they go through a small "urgent" queue instead of the
+//! bounded channel. It stays bounded because each stream has at most one credit entry and one
+//! reset queued at a time, and the connection at most one ping.
 //!
 //! # Stream lifetime
 //! A stream ends cleanly once both directions sent their end marker. When the last handle of a
@@ -49,6 +73,7 @@ use crate::pipe::{Pipe, Push};
 use crate::{ProtocolError, StreamError};
 
 /// Upper bound on the credit a peer may grant on one stream; more is a protocol violation.
+/// [`MuxConfig::max_window`] is capped to it, so that our own grants never trip a peer.
 const MAX_WINDOW: u64 = 1 << 30;
 /// Capacity of the writer's channel, in messages.
 const OUT_QUEUE: usize = 64;
@@ -60,8 +85,13 @@ const WRITE_BATCH: usize = 64;
 /// Tunables of one client connection.
 #[derive(Debug, Clone)]
 pub struct MuxConfig {
-    /// Credit per stream and direction, in bytes: the most either side buffers for a stream.
+    /// Credit each stream starts with per direction, in bytes: what a stream's receiver buffers
+    /// at most until auto-tuning finds the window is its bottleneck (see the module doc).
     pub initial_window: u32,
+    /// Largest receive window auto-tuning may grow a stream to, in bytes: the most we ever
+    /// buffer for one stream and direction. Equal to `initial_window` turns auto-tuning off;
+    /// below it counts as equal, and it is capped at 1 GiB (what a peer accepts).
+    pub max_window: u32,
     /// Largest payload of one data frame, in bytes.
     pub max_frame_size: u32,
     /// Most concurrent streams; the server answers 503 past it, the client refuses them.
@@ -76,6 +106,7 @@ impl Default for MuxConfig {
     fn default() -> Self {
         Self {
             initial_window: 1024 * 1024,
+            max_window: 16 * 1024 * 1024,
             max_frame_size: 64 * 1024,
             max_streams: 1024,
             ping_interval: Duration::from_secs(20),
@@ -122,6 +153,57 @@ pub struct Mux {
 enum Urgent {
     Credit(Weak<StreamState>),
     Control(ControlMessage),
+    /// A round-trip probe; its payload and send time are made when it is written.
+    Ping,
+}
+
+/// Round-trip measurement with WebSocket pings. The peer's WebSocket answers a ping with a pong
+/// carrying the same payload by itself, so this works whatever the peer's version.
+#[derive(Debug, Default)]
+struct Rtt {
+    /// Payload of the next ping: a counter, so that a pong can be matched to its ping.
+    next_probe: u64,
+    /// The latest ping written (payload, when), until its pong arrives. Only the latest counts:
+    /// the pong of an older one, or an unsolicited pong (RFC 6455 allows them), is ignored.
+    in_flight: Option<(u64, Instant)>,
+    /// Smoothed round-trip time, once a pong came back.
+    srtt: Option<Duration>,
+}
+
+/// New smoothed round-trip time after one more sample: the first sample sets it, later ones
+/// move it by an eighth (TCP's SRTT, RFC 6298), so that one delayed pong does not swing it.
+fn smooth_rtt(srtt: Option<Duration>, sample: Duration) -> Duration {
+    match srtt {
+        None => sample,
+        Some(srtt) => srtt.saturating_mul(7).saturating_add(sample) / 8,
+    }
+}
+
+/// The receive window of a stream whose reader just consumed a whole `window` of bytes in
+/// `elapsed`.
+///
+/// Under two smoothed round trips means the reader took everything the window allowed as fast
+/// as it came: the window is the bottleneck, so it doubles, up to `max`. Anything slower (or no
+/// round-trip estimate yet) keeps it: a slow reader must not cost memory. A window never
+/// shrinks: credit already granted cannot be taken back.
+fn next_window(elapsed: Duration, srtt: Option<Duration>, window: u32, max: u32) -> u32 {
+    match srtt {
+        Some(srtt) if window < max && elapsed < srtt.saturating_mul(2) => {
+            window.saturating_mul(2).min(max)
+        }
+        _ => window,
+    }
+}
+
+/// Auto-tuning bookkeeping of one stream's receive side, only touched by the writer task when
+/// it sends the stream's credit.
+#[derive(Debug)]
+struct Tuning {
+    /// Start of the current measurement: the stream's creation, or the credit update that ended
+    /// the previous measurement.
+    since: Instant,
+    /// Bytes credited back to the peer since `since`.
+    credited: u64,
 }
 
 #[derive(Debug)]
@@ -135,6 +217,8 @@ struct Shared {
     urgent_notify: Notify,
     cancel: CancellationToken,
     close_reason: Mutex<Option<String>>,
+    rtt: Mutex<Rtt>,
+    ping_queued: AtomicBool,
     started: Instant,
     last_seen_ms: AtomicU64,
     bytes_sent: AtomicU64,
@@ -155,6 +239,10 @@ enum OnAbandon {
 struct StreamState {
     id: StreamId,
     recv: Pipe,
+    /// Current receive window (starts at `initial_window`, only grows): the pipe's limit, and
+    /// the basis of the credit-return threshold.
+    window: AtomicU32,
+    tuning: Mutex<Tuning>,
     credit: Semaphore,
     granted: AtomicU64,
     cancel: CancellationToken,
@@ -277,7 +365,7 @@ impl Shared {
             return;
         }
         let pending = state.pending_credit.fetch_add(n as u64, Ordering::AcqRel) + n as u64;
-        let threshold = u64::from(self.cfg.initial_window / 4).max(1);
+        let threshold = u64::from(state.window.load(Ordering::Acquire) / 4).max(1);
         if pending >= threshold && !state.credit_queued.swap(true, Ordering::AcqRel) {
             self.push_urgent(Urgent::Credit(Arc::downgrade(state)));
         }
@@ -287,6 +375,11 @@ impl Shared {
         Arc::new(StreamState {
             id,
             recv: Pipe::new(self.cfg.initial_window as usize),
+            window: AtomicU32::new(self.cfg.initial_window),
+            tuning: Mutex::new(Tuning {
+                since: Instant::now(),
+                credited: 0,
+            }),
             credit: Semaphore::new(self.cfg.initial_window as usize),
             granted: AtomicU64::new(u64::from(self.cfg.initial_window)),
             cancel: self.cancel.child_token(),
@@ -298,6 +391,88 @@ impl Shared {
             credit_queued: AtomicBool::new(false),
             on_abandon,
         })
+    }
+
+    /// Queues a round-trip probe, unless one is queued already.
+    fn request_ping(&self) {
+        if !self.ping_queued.swap(true, Ordering::AcqRel) {
+            self.push_urgent(Urgent::Ping);
+        }
+    }
+
+    /// (Writer) the payload of a ping about to be written; records when it went out.
+    fn ping_payload(&self) -> Bytes {
+        let mut rtt = lock(&self.rtt);
+        let probe = rtt.next_probe;
+        rtt.next_probe = probe.wrapping_add(1);
+        rtt.in_flight = Some((probe, Instant::now()));
+        Bytes::copy_from_slice(&probe.to_be_bytes())
+    }
+
+    /// A pong arrived: if it answers our latest ping, one more round-trip sample.
+    fn on_pong(&self, payload: &[u8]) {
+        let Ok(probe) = <[u8; 8]>::try_from(payload) else {
+            return;
+        };
+        let probe = u64::from_be_bytes(probe);
+        let mut rtt = lock(&self.rtt);
+        if let Some((want, sent)) = rtt.in_flight {
+            if want == probe {
+                let srtt = smooth_rtt(rtt.srtt, sent.elapsed());
+                rtt.srtt = Some(srtt);
+                rtt.in_flight = None;
+            }
+        }
+    }
+
+    fn srtt(&self) -> Option<Duration> {
+        lock(&self.rtt).srtt
+    }
+
+    /// (Writer) `credited` bytes of credit are about to be returned on `state`: grows the
+    /// stream's receive window if the reader consumed the last whole window within two round
+    /// trips (see [`next_window`]). Returns the growth, to add to the credit sent; the pipe
+    /// already accepts the larger window when this returns.
+    fn grow_window(&self, state: &StreamState, credited: u64) -> u64 {
+        let window = state.window.load(Ordering::Acquire);
+        let max = self.cfg.max_window;
+        if window >= max {
+            return 0; // grown to the limit, or auto-tuning off
+        }
+        let elapsed = {
+            let mut tuning = lock(&state.tuning);
+            tuning.credited += credited;
+            if tuning.credited < u64::from(window) {
+                return 0;
+            }
+            let now = Instant::now();
+            let elapsed = now.saturating_duration_since(tuning.since);
+            tuning.since = now;
+            tuning.credited = 0;
+            elapsed
+        };
+        let srtt = self.srtt();
+        if srtt.is_none() && lock(&self.rtt).in_flight.is_none() {
+            // No sample and no probe out (the opening one not written yet): ask for one, so
+            // that the next window can be judged. A probe that is out is not replaced: over
+            // TCP its pong comes, and a new probe would make that pong unmatched.
+            self.request_ping();
+        }
+        let grown = next_window(elapsed, srtt, window, max);
+        if grown <= window {
+            return 0;
+        }
+        // Room first, credit after: the peer may use the new credit as soon as it arrives.
+        state.recv.raise_limit(grown as usize);
+        state.window.store(grown, Ordering::Release);
+        debug!(
+            stream = state.id,
+            window = grown,
+            ?elapsed,
+            ?srtt,
+            "receive window grew"
+        );
+        u64::from(grown - window)
     }
 
     /// Tears the connection down: every stream fails with `ConnectionClosed`.
@@ -469,10 +644,16 @@ fn message_name(m: &ControlMessage) -> &'static str {
 ///
 /// Returns the handle and the channel of [`Event`]s; the channel closes when the connection
 /// ends, for whatever reason ([`Mux::close_reason`] then says which).
-pub fn start<S>(ws: WebSocketStream<S>, cfg: MuxConfig, role: Role) -> (Mux, mpsc::Receiver<Event>)
+pub fn start<S>(
+    ws: WebSocketStream<S>,
+    mut cfg: MuxConfig,
+    role: Role,
+) -> (Mux, mpsc::Receiver<Event>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let cap = u32::try_from(MAX_WINDOW).unwrap_or(u32::MAX);
+    cfg.max_window = cfg.max_window.min(cap).max(cfg.initial_window);
     let (sink, stream) = ws.split();
     let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
@@ -486,6 +667,8 @@ where
         urgent_notify: Notify::new(),
         cancel: CancellationToken::new(),
         close_reason: Mutex::new(None),
+        rtt: Mutex::new(Rtt::default()),
+        ping_queued: AtomicBool::new(false),
         started: Instant::now(),
         last_seen_ms: AtomicU64::new(0),
         bytes_sent: AtomicU64::new(0),
@@ -494,6 +677,8 @@ where
     tokio::spawn(read_loop(shared.clone(), stream, ev_tx).in_current_span());
     tokio::spawn(write_loop(shared.clone(), sink, out_rx).in_current_span());
     tokio::spawn(keepalive(shared.clone()).in_current_span());
+    // A first round-trip sample, so that windows can grow from the first streams on.
+    shared.request_ping();
     (Mux { shared }, ev_rx)
 }
 
@@ -517,6 +702,9 @@ async fn read_loop<S>(
             Some(Ok(m)) => m,
         };
         shared.touch();
+        if let Message::Pong(payload) = &msg {
+            shared.on_pong(payload);
+        }
         if let Message::Close(frame) = &msg {
             break match frame {
                 Some(f) if !f.reason.is_empty() => format!("peer closed: {}", f.reason),
@@ -640,6 +828,12 @@ where
         let Some(item) = next else { return Ok(()) };
         let msg = match item {
             Urgent::Control(c) => c,
+            Urgent::Ping => {
+                shared.ping_queued.store(false, Ordering::Release);
+                let ping = Message::Ping(shared.ping_payload());
+                sink.feed(ping).await.map_err(|e| e.to_string())?;
+                continue;
+            }
             Urgent::Credit(weak) => {
                 let Some(state) = weak.upgrade() else {
                     continue;
@@ -649,6 +843,7 @@ where
                 if inc == 0 || state.reset.load(Ordering::Acquire) {
                     continue;
                 }
+                let inc = inc + shared.grow_window(&state, inc);
                 ControlMessage::Window {
                     stream_id: state.id,
                     increment: u32::try_from(inc).unwrap_or(u32::MAX),
@@ -680,8 +875,9 @@ async fn keepalive(shared: Arc<Shared>) {
             shared.shutdown(format!("no pong for {:.1}s", silent.as_secs_f64()));
             return;
         }
-        // A full queue means we are busy writing anyway; the next tick pings again.
-        let _ = shared.out.try_send(Message::Ping(Bytes::new()));
+        // Through the urgent queue, ahead of queued data: the pong also refreshes the round-trip
+        // estimate, which queueing on our side would inflate.
+        shared.request_ping();
     }
 }
 
@@ -773,6 +969,11 @@ impl Mux {
     /// Streams currently open.
     pub fn open_streams(&self) -> usize {
         lock(&self.shared.streams).len()
+    }
+
+    /// Smoothed round-trip time of the connection, once a ping was answered.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.shared.srtt()
     }
 
     /// Body bytes sent and received on this connection so far.
@@ -973,6 +1174,12 @@ impl BodyReceiver {
     pub fn is_end_received(&self) -> bool {
         self.core.state.recv.end_received()
     }
+
+    /// This direction's current receive window in bytes: `initial_window`, or more once
+    /// auto-tuning grew it (never more than `max_window`).
+    pub fn window(&self) -> u32 {
+        self.core.state.window.load(Ordering::Acquire)
+    }
 }
 
 impl futures_util::Stream for BodyReceiver {
@@ -1112,4 +1319,68 @@ where
     };
     // On error the halves are dropped unfinished, which resets the stream for the peer.
     result.map(|()| stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn first_rtt_sample_sets_the_estimate_and_later_ones_move_it_by_an_eighth() {
+        assert_eq!(smooth_rtt(None, 40 * MS), 40 * MS);
+        assert_eq!(smooth_rtt(Some(40 * MS), 120 * MS), 50 * MS);
+        assert_eq!(smooth_rtt(Some(80 * MS), Duration::ZERO), 70 * MS);
+        // Converges on a steady sample.
+        let mut srtt = Some(200 * MS);
+        for _ in 0..100 {
+            srtt = Some(smooth_rtt(srtt, 10 * MS));
+        }
+        let srtt = srtt.expect("set");
+        assert!(srtt >= 10 * MS && srtt < 11 * MS, "{srtt:?}");
+        // No overflow on absurd samples.
+        assert_eq!(
+            smooth_rtt(Some(Duration::MAX), Duration::MAX),
+            Duration::MAX / 8
+        );
+    }
+
+    #[test]
+    fn window_doubles_when_the_reader_drained_it_within_two_round_trips() {
+        let srtt = Some(40 * MS);
+        assert_eq!(next_window(30 * MS, srtt, 64 << 10, 4 << 20), 128 << 10);
+        assert_eq!(next_window(79 * MS, srtt, 64 << 10, 4 << 20), 128 << 10);
+        // Capped at the maximum, never past it.
+        assert_eq!(next_window(MS, srtt, 3 << 20, 4 << 20), 4 << 20);
+        assert_eq!(next_window(MS, srtt, 4 << 20, 4 << 20), 4 << 20);
+        assert_eq!(next_window(MS, srtt, u32::MAX - 1, u32::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn window_stays_for_a_slow_reader_without_an_estimate_or_when_tuning_is_off() {
+        let srtt = Some(40 * MS);
+        // Two round trips or more: the reader, not the window, is the limit.
+        assert_eq!(next_window(80 * MS, srtt, 64 << 10, 4 << 20), 64 << 10);
+        assert_eq!(next_window(10_000 * MS, srtt, 64 << 10, 4 << 20), 64 << 10);
+        // No round-trip sample yet: no basis for growth.
+        assert_eq!(
+            next_window(Duration::ZERO, None, 64 << 10, 4 << 20),
+            64 << 10
+        );
+        // max == initial disables auto-tuning; a window above max (never set so) is kept.
+        assert_eq!(
+            next_window(Duration::ZERO, srtt, 64 << 10, 64 << 10),
+            64 << 10
+        );
+        assert_eq!(
+            next_window(Duration::ZERO, srtt, 128 << 10, 64 << 10),
+            128 << 10
+        );
+        // A zero estimate (impossible in practice) never means "infinitely fast".
+        assert_eq!(
+            next_window(Duration::ZERO, Some(Duration::ZERO), 64 << 10, 4 << 20),
+            64 << 10
+        );
+    }
 }

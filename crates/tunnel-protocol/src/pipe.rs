@@ -91,6 +91,14 @@ impl Pipe {
         Push::Queued
     }
 
+    /// Raises the byte limit to `limit` (never lowers it): the receive window grew, and the
+    /// peer may now have that much in flight. Called *before* the extra credit is granted, so
+    /// that no push within the new credit can overflow.
+    pub(crate) fn raise_limit(&self, limit: usize) {
+        let mut st = self.lock();
+        st.limit = st.limit.max(limit);
+    }
+
     /// Ends the pipe with an error, unless it already ended. Queued bytes are dropped: a failed
     /// stream's partial data must not be mistaken for a complete body. A pipe whose end marker
     /// already arrived is complete, and a later reset (the peer abandoning the *other*
@@ -178,6 +186,17 @@ mod tests {
         assert!(matches!(poll(&p), Poll::Ready(Some(Ok(b))) if b == "abc"));
         assert!(matches!(poll(&p), Poll::Ready(None)));
         assert_eq!(p.push(Bytes::from_static(b"late"), false), Push::Closed);
+    }
+
+    #[test]
+    fn the_limit_only_rises() {
+        let p = Pipe::new(4);
+        assert_eq!(p.push(Bytes::from_static(b"12345"), false), Push::Overflow);
+        p.raise_limit(8);
+        assert_eq!(p.push(Bytes::from_static(b"12345"), false), Push::Queued);
+        p.raise_limit(2);
+        assert_eq!(p.push(Bytes::from_static(b"678"), false), Push::Queued);
+        assert_eq!(p.push(Bytes::from_static(b"9"), false), Push::Overflow);
     }
 
     #[test]

@@ -13,6 +13,10 @@ use crate::auth::ApiKeys;
 /// Default listen port.
 pub const DEFAULT_PORT: u16 = 8989;
 
+/// Upper bound of TUNNEL_MAX_WINDOW_BYTES (256 MiB): enough for 2.5 GB/s on a 100 ms path, and
+/// a bound on what one stream may hold even when misconfigured.
+pub const MAX_WINDOW_BYTES: u32 = 256 * 1024 * 1024;
+
 /// Command line and environment of `tunnel-server`.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "tunnel-server", version, about = "Self-hosted HTTP tunnel server", long_about = None)]
@@ -118,10 +122,18 @@ pub struct ServerArgs {
     )]
     pub max_tunnels_per_key: usize,
 
-    /// Flow-control window per stream and direction, in bytes: the most the server buffers for
-    /// one stream.
+    /// Flow-control window each stream starts with per direction, in bytes: what the server
+    /// buffers for one stream unless auto-tuning grows it (see TUNNEL_MAX_WINDOW_BYTES).
     #[arg(long, env = "TUNNEL_WINDOW_BYTES", value_name = "TUNNEL_WINDOW_BYTES", default_value_t = 1024 * 1024)]
     pub window_bytes: u32,
+
+    /// Largest flow-control window per stream and direction, in bytes: the most the server ever
+    /// buffers for one stream. A stream's window grows from TUNNEL_WINDOW_BYTES towards this
+    /// only while its reader keeps up and the round trip to the client is the limit (a slow
+    /// reader never grows it). Equal to TUNNEL_WINDOW_BYTES: fixed windows. Also sent to clients
+    /// as the limit of their own receive windows.
+    #[arg(long, env = "TUNNEL_MAX_WINDOW_BYTES", value_name = "TUNNEL_MAX_WINDOW_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_window_bytes: u32,
 
     /// Comma-separated CIDRs of proxies in front of the server (e.g. Traefik's pod network).
     /// Only from these peers is `X-Forwarded-For` believed when finding a client's address;
@@ -300,8 +312,10 @@ pub struct Settings {
     pub max_streams_per_tunnel: usize,
     /// Tunnels per API key.
     pub max_tunnels_per_key: usize,
-    /// Flow-control window.
+    /// Flow-control window each stream starts with.
     pub window_bytes: u32,
+    /// Largest flow-control window auto-tuning may grow a stream to (≥ `window_bytes`).
+    pub max_window_bytes: u32,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Control API requests per address and minute (0: off).
@@ -440,6 +454,15 @@ impl Settings {
                 "must be between 16384 and 67108864",
             ));
         }
+        if !(args.window_bytes..=MAX_WINDOW_BYTES).contains(&args.max_window_bytes) {
+            return Err(invalid(
+                "TUNNEL_MAX_WINDOW_BYTES",
+                format!(
+                    "must be between TUNNEL_WINDOW_BYTES ({}) and {MAX_WINDOW_BYTES}",
+                    args.window_bytes
+                ),
+            ));
+        }
         let trusted_proxies = args
             .trusted_proxies
             .iter()
@@ -538,6 +561,7 @@ impl Settings {
             max_streams_per_tunnel: args.max_streams_per_tunnel,
             max_tunnels_per_key: args.max_tunnels_per_key,
             window_bytes: args.window_bytes,
+            max_window_bytes: args.max_window_bytes,
             trusted_proxies,
             api_rate_per_min: args.api_rate_per_min,
             connect_rate_per_min: args.connect_rate_per_min,
@@ -618,6 +642,25 @@ mod tests {
     }
 
     #[test]
+    fn windows_start_at_1_mib_and_may_grow_to_16_mib() {
+        let s = parse(&[]).expect("valid");
+        assert_eq!((s.window_bytes, s.max_window_bytes), (1 << 20, 16 << 20));
+        // Equal turns auto-tuning off; the bounds are inclusive.
+        let s = parse(&["--window-bytes", "65536", "--max-window-bytes", "65536"]).expect("valid");
+        assert_eq!((s.window_bytes, s.max_window_bytes), (64 << 10, 64 << 10));
+        let s = parse(&["--max-window-bytes", "268435456"]).expect("valid");
+        assert_eq!(s.max_window_bytes, MAX_WINDOW_BYTES);
+    }
+
+    #[test]
+    fn a_max_window_below_the_initial_one_is_refused_with_both_values() {
+        let e = parse(&["--window-bytes", "4194304", "--max-window-bytes", "2097152"])
+            .expect_err("refused");
+        assert_eq!(e.setting, "TUNNEL_MAX_WINDOW_BYTES");
+        assert!(e.message.contains("TUNNEL_WINDOW_BYTES (4194304)"), "{e}");
+    }
+
+    #[test]
     fn bad_values_name_their_setting() {
         for (args, setting) in [
             (vec!["--api-keys", "short"], "TUNNEL_API_KEYS"),
@@ -640,6 +683,19 @@ mod tests {
                 "TUNNEL_TRUSTED_PROXIES",
             ),
             (vec!["--max-header-bytes", "100"], "TUNNEL_MAX_HEADER_BYTES"),
+            // Below the default initial window (1 MiB).
+            (
+                vec!["--max-window-bytes", "65536"],
+                "TUNNEL_MAX_WINDOW_BYTES",
+            ),
+            (
+                vec!["--window-bytes", "4194304", "--max-window-bytes", "2097152"],
+                "TUNNEL_MAX_WINDOW_BYTES",
+            ),
+            (
+                vec!["--max-window-bytes", "268435457"],
+                "TUNNEL_MAX_WINDOW_BYTES",
+            ),
         ] {
             let e = parse(&args).expect_err("invalid");
             assert_eq!(e.setting, setting, "{args:?}");

@@ -222,6 +222,7 @@ async fn serve_client(
         tunnel_id: tunnel.id.clone(),
         public_url: public_url(&state.base_url, &tunnel.id),
         initial_window: cfg.initial_window,
+        max_window: Some(cfg.max_window),
         max_frame_size: cfg.max_frame_size,
         ping_interval_secs: u32::try_from(cfg.ping_interval.as_secs()).unwrap_or(u32::MAX),
     });

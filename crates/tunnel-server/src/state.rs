@@ -92,6 +92,7 @@ impl AppState {
         let s = &self.settings;
         MuxConfig {
             initial_window: s.window_bytes,
+            max_window: s.max_window_bytes,
             max_frame_size: 64 * 1024,
             max_streams: s.max_streams_per_tunnel,
             ping_interval: s.ping_interval,
