@@ -4,16 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_util::sync::CancellationToken;
-use tunnel_protocol::frame::{websocket_config, Frame};
+use tunnel_protocol::frame::websocket_config;
 use tunnel_protocol::mux::{self, Event, Mux, MuxConfig, Role};
+use tunnel_protocol::ws::{Message, WebSocket};
 use tunnel_protocol::{ControlMessage, GoodbyeReason, Hello, Welcome, PROTOCOL_VERSION};
 
 use crate::config::ClientConfig;
@@ -73,7 +73,7 @@ enum ConnectError {
     Refused(String),
 }
 
-type ClientWs = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type ClientWs = WebSocket<MaybeTlsStream<TcpStream>>;
 
 /// Exponential backoff with jitter: 250 ms doubling to `max`, each wait drawn from
 /// [half, full] of the current step so that many clients do not reconnect in lockstep.
@@ -326,7 +326,7 @@ async fn connect(
     let config = websocket_config(1024 * 1024);
     let connecting =
         tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None);
-    let (mut ws, _) = match tokio::time::timeout(Duration::from_secs(15), connecting).await {
+    let (ws, _) = match tokio::time::timeout(Duration::from_secs(15), connecting).await {
         Err(_) => return Err(ConnectError::Unreachable("connect timed out".into())),
         Ok(Err(tungstenite::Error::Http(resp)))
             if resp.status() == http::StatusCode::UNAUTHORIZED =>
@@ -339,31 +339,33 @@ async fn connect(
         Ok(Err(e)) => return Err(ConnectError::Unreachable(error_chain(&e))),
         Ok(Ok(pair)) => pair,
     };
+    // tungstenite did the upgrade; the frames are ours from here on. Nothing can be lost in
+    // its buffers: the server sends nothing before our hello.
+    let mut ws = WebSocket::new(
+        ws.into_inner(),
+        Role::Client,
+        tunnel_protocol::frame::max_message(1024 * 1024),
+    );
     let hello = ControlMessage::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         agent: concat!("tunnel-client/", env!("CARGO_PKG_VERSION")).to_string(),
     });
-    let msg = Frame::Control(hello)
-        .into_message()
-        .map_err(|e| ConnectError::Refused(e.to_string()))?;
-    ws.send(msg)
+    let hello = serde_json::to_string(&hello).map_err(|e| ConnectError::Refused(e.to_string()))?;
+    ws.send_text(&hello)
         .await
         .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
     let first = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(t))) => return Ok(t),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(other)) => return Err(format!("unexpected {other:?} before welcome")),
-                Some(Err(e)) => return Err(e.to_string()),
-                None => return Err("closed before welcome".into()),
-            }
+        match ws.recv().await {
+            Some(Ok(Message::Text(t))) => Ok(t),
+            Some(Ok(other)) => Err(format!("unexpected {other:?} before welcome")),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("closed before welcome".into()),
         }
     })
     .await
     .map_err(|_| ConnectError::Unreachable("no welcome from the server".into()))?
     .map_err(ConnectError::Unreachable)?;
-    match serde_json::from_str::<ControlMessage>(first.as_str()) {
+    match tunnel_protocol::frame::Frame::decode_text(&first) {
         Ok(ControlMessage::Welcome(w)) if w.protocol_version == PROTOCOL_VERSION => Ok((ws, w)),
         Ok(ControlMessage::Welcome(w)) => Err(ConnectError::Version(format!(
             "the server speaks tunnel protocol {}, this client {PROTOCOL_VERSION}: use a matching tunnel-client",

@@ -93,32 +93,41 @@ impl Frame {
         })
     }
 
-    /// Decodes a text or binary WebSocket message. Returns `Ok(None)` for ping, pong and close
-    /// frames, which the WebSocket layer handles.
+    /// Decodes the payload of a text message: one control message.
+    pub fn decode_text(text: &[u8]) -> Result<ControlMessage, ProtocolError> {
+        if text.len() > MAX_CONTROL_LEN {
+            return Err(ProtocolError::TooLarge {
+                len: text.len(),
+                max: MAX_CONTROL_LEN,
+            });
+        }
+        Ok(serde_json::from_slice(text)?)
+    }
+
+    /// Decodes a text or binary WebSocket message of a `tungstenite` peer. Returns `Ok(None)`
+    /// for ping, pong and close frames, which the WebSocket layer handles.
     pub fn decode(msg: Message, max_payload: usize) -> Result<Option<Self>, ProtocolError> {
         match msg {
-            Message::Text(text) => {
-                if text.len() > MAX_CONTROL_LEN {
-                    return Err(ProtocolError::TooLarge {
-                        len: text.len(),
-                        max: MAX_CONTROL_LEN,
-                    });
-                }
-                Ok(Some(Frame::Control(serde_json::from_str(text.as_str())?)))
-            }
+            Message::Text(text) => Ok(Some(Frame::Control(Self::decode_text(text.as_bytes())?))),
             Message::Binary(bytes) => Ok(Some(Frame::Data(DataFrame::decode(bytes, max_payload)?))),
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => Ok(None),
         }
     }
 }
 
-/// WebSocket limits for a client connection: no message larger than a full data frame or the
-/// largest control message, and a bounded write buffer (tungstenite's defaults are 64 MiB
-/// messages and an unbounded write buffer).
+/// The largest WebSocket message on a client connection: a full data frame or the largest
+/// control message.
+pub fn max_message(max_frame_size: u32) -> usize {
+    (max_frame_size as usize + DATA_HEADER_LEN).max(MAX_CONTROL_LEN)
+}
+
+/// WebSocket limits for a `tungstenite` peer of a client connection: no message larger than
+/// [`max_message`], and a bounded write buffer (tungstenite's defaults are 64 MiB messages
+/// and an unbounded write buffer).
 pub fn websocket_config(
     max_frame_size: u32,
 ) -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
-    let max_message = (max_frame_size as usize + DATA_HEADER_LEN).max(MAX_CONTROL_LEN);
+    let max_message = max_message(max_frame_size);
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
         .read_buffer_size(32 * 1024)
         .write_buffer_size(64 * 1024)

@@ -54,14 +54,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn, Instrument};
 
@@ -70,6 +65,7 @@ use crate::message::{
     ControlMessage, GoodbyeReason, RequestHead, ResetCode, ResponseHead, StreamId,
 };
 use crate::pipe::{Pipe, Push};
+use crate::ws::{self, WebSocket};
 use crate::{ProtocolError, StreamError};
 
 /// Upper bound on the credit a peer may grant on one stream; more is a protocol violation.
@@ -81,6 +77,8 @@ const OUT_QUEUE: usize = 64;
 const EVENT_QUEUE: usize = 64;
 /// Most messages the writer feeds before one flush.
 const WRITE_BATCH: usize = 64;
+/// Buffered bytes past which the writer writes out before taking more messages.
+const WRITE_CHUNK: usize = 64 * 1024;
 
 /// Tunables of one client connection.
 #[derive(Debug, Clone)]
@@ -149,10 +147,28 @@ pub struct Mux {
     shared: Arc<Shared>,
 }
 
+/// What the writer is asked to write. Data frames keep their payload as is: the writer
+/// formats them straight into its buffer, with no message built in between.
+#[derive(Debug)]
+enum Outgoing {
+    /// A control message, already JSON.
+    Control(String),
+    /// Body bytes.
+    Data(DataFrame),
+    /// A close frame, after which the writer stops.
+    Close { code: u16, reason: String },
+}
+
+/// WebSocket close codes used here (RFC 6455 §7.4.1).
+const CLOSE_NORMAL: u16 = 1000;
+const CLOSE_PROTOCOL: u16 = 1002;
+
 #[derive(Debug)]
 enum Urgent {
     Credit(Weak<StreamState>),
     Control(ControlMessage),
+    /// The answer to a ping of the peer, echoing its payload.
+    Pong(Bytes),
     /// A round-trip probe; its payload and send time are made when it is written.
     Ping,
 }
@@ -212,7 +228,7 @@ struct Shared {
     role: Role,
     streams: Mutex<HashMap<StreamId, Arc<StreamState>>>,
     next_id: AtomicU32,
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Outgoing>,
     urgent: Mutex<VecDeque<Urgent>>,
     urgent_notify: Notify,
     cancel: CancellationToken,
@@ -308,7 +324,7 @@ impl Shared {
     }
 
     /// Queues a message for the writer, failing at once if the connection ends meanwhile.
-    async fn enqueue(&self, msg: Message) -> Result<(), StreamError> {
+    async fn enqueue(&self, msg: Outgoing) -> Result<(), StreamError> {
         tokio::select! {
             r = self.out.send(msg) => r.map_err(|_| StreamError::ConnectionClosed),
             _ = self.cancel.cancelled() => Err(StreamError::ConnectionClosed),
@@ -347,7 +363,7 @@ impl Shared {
             Ok(rt) => {
                 let shared = self.clone();
                 rt.spawn(async move {
-                    if let Ok(m) = Frame::Control(msg).into_message() {
+                    if let Ok(m) = control(&msg) {
                         let _ = shared.enqueue(m).await; // connection gone: nothing to tell
                     }
                 });
@@ -644,17 +660,17 @@ fn message_name(m: &ControlMessage) -> &'static str {
 ///
 /// Returns the handle and the channel of [`Event`]s; the channel closes when the connection
 /// ends, for whatever reason ([`Mux::close_reason`] then says which).
-pub fn start<S>(
-    ws: WebSocketStream<S>,
-    mut cfg: MuxConfig,
-    role: Role,
-) -> (Mux, mpsc::Receiver<Event>)
+pub fn start<S>(ws: WebSocket<S>, mut cfg: MuxConfig, role: Role) -> (Mux, mpsc::Receiver<Event>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let cap = u32::try_from(MAX_WINDOW).unwrap_or(u32::MAX);
     cfg.max_window = cfg.max_window.min(cap).max(cfg.initial_window);
-    let (sink, stream) = ws.split();
+    let WebSocket {
+        reader: mut stream,
+        writer: sink,
+    } = ws;
+    stream.set_max_message(crate::frame::max_message(cfg.max_frame_size));
     let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
     let shared = Arc::new(Shared {
@@ -682,12 +698,9 @@ where
     (Mux { shared }, ev_rx)
 }
 
-async fn read_loop<S>(
-    shared: Arc<Shared>,
-    mut stream: SplitStream<WebSocketStream<S>>,
-    events: mpsc::Sender<Event>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
+async fn read_loop<R>(shared: Arc<Shared>, mut stream: ws::Reader<R>, events: mpsc::Sender<Event>)
+where
+    R: AsyncRead + Unpin,
 {
     let max_payload = shared.cfg.max_frame_size as usize;
     let reason = loop {
@@ -702,23 +715,28 @@ async fn read_loop<S>(
             Some(Ok(m)) => m,
         };
         shared.touch();
-        if let Message::Pong(payload) = &msg {
-            shared.on_pong(payload);
-        }
-        if let Message::Close(frame) = &msg {
-            break match frame {
-                Some(f) if !f.reason.is_empty() => format!("peer closed: {}", f.reason),
-                _ => "peer closed".to_string(),
-            };
-        }
-        let result = match Frame::decode(msg, max_payload) {
-            Ok(None) => Ok(()),
-            Ok(Some(Frame::Data(d))) => {
+        let result = match msg {
+            ws::Message::Binary(bytes) => DataFrame::decode(bytes, max_payload).map(|d| {
                 shared.on_data(d);
+            }),
+            ws::Message::Text(text) => match Frame::decode_text(&text) {
+                Ok(c) => shared.on_control(c, &events).await,
+                Err(e) => Err(e),
+            },
+            ws::Message::Ping(payload) => {
+                shared.push_urgent(Urgent::Pong(payload));
                 Ok(())
             }
-            Ok(Some(Frame::Control(c))) => shared.on_control(c, &events).await,
-            Err(e) => Err(e),
+            ws::Message::Pong(payload) => {
+                shared.on_pong(&payload);
+                Ok(())
+            }
+            ws::Message::Close(frame) => {
+                break match frame {
+                    Some(f) if !f.reason.is_empty() => format!("peer closed: {}", f.reason),
+                    _ => "peer closed".to_string(),
+                };
+            }
         };
         if let Err(e) = result {
             warn!(error = %e, "protocol violation, closing the client connection");
@@ -728,9 +746,10 @@ async fn read_loop<S>(
             let _ = shared
                 .out
                 .try_send(goodbye(GoodbyeReason::ProtocolError, &reason));
-            let _ = shared
-                .out
-                .try_send(close_message(CloseCode::Protocol, &reason));
+            let _ = shared.out.try_send(Outgoing::Close {
+                code: CLOSE_PROTOCOL,
+                reason: reason.clone(),
+            });
             // Give the writer a moment to flush the reason; the connection is closed either way.
             let _ = tokio::time::timeout(Duration::from_secs(1), shared.cancel.cancelled()).await;
             break reason;
@@ -739,35 +758,39 @@ async fn read_loop<S>(
     shared.shutdown(reason);
 }
 
-fn goodbye(reason: GoodbyeReason, message: &str) -> Message {
+/// A control message as the writer takes it.
+fn control(msg: &ControlMessage) -> Result<Outgoing, serde_json::Error> {
+    serde_json::to_string(msg).map(Outgoing::Control)
+}
+
+fn goodbye(reason: GoodbyeReason, message: &str) -> Outgoing {
     let msg = ControlMessage::Goodbye {
         reason,
         message: message.to_string(),
     };
-    match Frame::Control(msg).into_message() {
-        Ok(m) => m,
-        Err(_) => Message::text(r#"{"type":"goodbye","reason":"other"}"#),
-    }
+    control(&msg)
+        .unwrap_or_else(|_| Outgoing::Control(r#"{"type":"goodbye","reason":"other"}"#.into()))
 }
 
-fn close_message(code: CloseCode, reason: &str) -> Message {
-    // Close reasons are limited to 123 bytes by the WebSocket spec.
-    let mut end = reason.len().min(120);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
+/// Formats one outgoing item into the writer's buffer; true if it was a close frame.
+fn put<W: AsyncWrite + Unpin>(sink: &mut ws::Writer<W>, item: Outgoing) -> bool {
+    match item {
+        Outgoing::Control(json) => sink.text(&json),
+        Outgoing::Data(d) => sink.data(d.stream_id, d.end, &d.payload),
+        Outgoing::Close { code, reason } => {
+            sink.close(code, &reason);
+            return true;
+        }
     }
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason[..end].to_string().into(),
-    }))
+    false
 }
 
-async fn write_loop<S>(
+async fn write_loop<W>(
     shared: Arc<Shared>,
-    mut sink: SplitSink<WebSocketStream<S>, Message>,
-    mut out: mpsc::Receiver<Message>,
+    mut sink: ws::Writer<W>,
+    mut out: mpsc::Receiver<Outgoing>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin,
 {
     let work = async {
         loop {
@@ -777,30 +800,35 @@ async fn write_loop<S>(
                 _ = shared.cancel.cancelled() => return Ok(()),
                 _ = shared.urgent_notify.notified() => {}
                 m = out.recv() => match m {
-                    Some(m) => {
-                        closing = matches!(m, Message::Close(_));
-                        sink.feed(m).await.map_err(|e| e.to_string())?;
-                    }
+                    Some(m) => closing = put(&mut sink, m),
                     None => return Ok(()),
                 },
             }
             let mut fed = 0;
             while !closing && fed < WRITE_BATCH {
-                feed_urgent(&shared, &mut sink).await?;
+                feed_urgent(&shared, &mut sink)?;
+                // Many streams' frames share one write, but the buffer stays near one chunk.
+                if sink.buffered() >= WRITE_CHUNK {
+                    sink.flush()
+                        .await
+                        .map_err(|e| format!("websocket error: {e}"))?;
+                }
                 match out.try_recv() {
                     Ok(m) => {
-                        closing = matches!(m, Message::Close(_));
-                        sink.feed(m).await.map_err(|e| e.to_string())?;
+                        closing = put(&mut sink, m);
                         fed += 1;
                     }
                     Err(_) => break,
                 }
             }
             if !closing {
-                feed_urgent(&shared, &mut sink).await?;
+                feed_urgent(&shared, &mut sink)?;
             }
-            sink.flush().await.map_err(|e| e.to_string())?;
+            sink.flush()
+                .await
+                .map_err(|e| format!("websocket error: {e}"))?;
             if closing {
+                let _ = sink.shutdown().await; // the peer may be gone: closing anyway
                 return Err("closed locally".to_string());
             }
         }
@@ -816,13 +844,10 @@ async fn write_loop<S>(
     }
 }
 
-async fn feed_urgent<S>(
+fn feed_urgent<W: AsyncWrite + Unpin>(
     shared: &Shared,
-    sink: &mut SplitSink<WebSocketStream<S>, Message>,
-) -> Result<(), String>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+    sink: &mut ws::Writer<W>,
+) -> Result<(), String> {
     loop {
         let next = lock(&shared.urgent).pop_front();
         let Some(item) = next else { return Ok(()) };
@@ -830,8 +855,11 @@ where
             Urgent::Control(c) => c,
             Urgent::Ping => {
                 shared.ping_queued.store(false, Ordering::Release);
-                let ping = Message::Ping(shared.ping_payload());
-                sink.feed(ping).await.map_err(|e| e.to_string())?;
+                sink.ping(&shared.ping_payload());
+                continue;
+            }
+            Urgent::Pong(payload) => {
+                sink.pong(&payload);
                 continue;
             }
             Urgent::Credit(weak) => {
@@ -850,10 +878,8 @@ where
                 }
             }
         };
-        let msg = Frame::Control(msg)
-            .into_message()
-            .map_err(|e| e.to_string())?;
-        sink.feed(msg).await.map_err(|e| e.to_string())?;
+        let json = serde_json::to_string(&msg).map_err(|e| e.to_string())?;
+        sink.text(&json);
     }
 }
 
@@ -915,9 +941,7 @@ impl Mux {
 
     /// Queues a control message behind everything queued before it.
     pub async fn send_control(&self, msg: ControlMessage) -> Result<(), StreamError> {
-        let msg = Frame::Control(msg)
-            .into_message()
-            .map_err(|_| StreamError::Cancelled)?;
+        let msg = control(&msg).map_err(|_| StreamError::Cancelled)?;
         self.shared.enqueue(msg).await
     }
 
@@ -929,7 +953,10 @@ impl Mux {
         let graceful = async {
             if shared.enqueue(goodbye(reason, message)).await.is_ok()
                 && shared
-                    .enqueue(close_message(CloseCode::Normal, message))
+                    .enqueue(Outgoing::Close {
+                        code: CLOSE_NORMAL,
+                        reason: message.to_string(),
+                    })
                     .await
                     .is_ok()
             {
@@ -1102,7 +1129,7 @@ impl BodySender {
             code,
             message: message.to_string(),
         };
-        if let Ok(m) = Frame::Control(msg).into_message() {
+        if let Ok(m) = control(&msg) {
             let _ = self.core.shared.enqueue(m).await; // connection gone: the peer knows
         }
         state.fail(StreamError::Cancelled);
@@ -1150,10 +1177,7 @@ impl BodySender {
             end,
             payload,
         };
-        self.core
-            .shared
-            .enqueue(Message::Binary(frame.encode()))
-            .await?;
+        self.core.shared.enqueue(Outgoing::Data(frame)).await?;
         self.core
             .shared
             .bytes_sent

@@ -200,6 +200,11 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
     }
 
+    /// Changes the message size limit (once the peer's frame size is known).
+    pub fn set_max_message(&mut self, max_message: usize) {
+        self.max_message = max_message;
+    }
+
     /// The next message; `None` when the peer closed the TCP connection between messages.
     pub async fn next(&mut self) -> Option<Result<Message, WsError>> {
         match self.next_inner().await {

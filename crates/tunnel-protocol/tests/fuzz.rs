@@ -18,6 +18,7 @@ use tokio_tungstenite::WebSocketStream;
 use tunnel_protocol::frame::{DataFrame, Frame};
 use tunnel_protocol::headers::{WireHeaders, WireValue};
 use tunnel_protocol::mux::{self, MuxConfig, Role};
+use tunnel_protocol::ws::WebSocket;
 use tunnel_protocol::ControlMessage;
 
 const MAX_PAYLOAD: usize = 64 * 1024;
@@ -206,7 +207,8 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
             let (a, b) = tokio::io::duplex(1 << 20);
-            let ws = WebSocketStream::from_raw_socket(a, WsRole::Server, None).await;
+            // Server framing (the raw peer is a tungstenite client), whatever the mux role.
+            let ws = WebSocket::new(a, Role::Server, 1 << 20);
             let raw = WebSocketStream::from_raw_socket(b, WsRole::Client, None).await;
             let (mut raw_sink, mut raw_stream) = raw.split();
             let drain = tokio::spawn(async move { while let Some(Ok(_)) = raw_stream.next().await {} });

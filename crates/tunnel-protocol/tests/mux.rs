@@ -22,7 +22,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tunnel_protocol::frame::{DataFrame, Frame};
 use tunnel_protocol::headers::WireHeaders;
-use tunnel_protocol::mux::{self, BodyReceiver, BodySender, Event, Mux, MuxConfig, Stream};
+use tunnel_protocol::mux::{self, BodyReceiver, BodySender, Event, Mux, MuxConfig, Role, Stream};
+use tunnel_protocol::ws::WebSocket;
 use tunnel_protocol::{
     ControlMessage, GoodbyeReason, Hello, RequestHead, ResetCode, ResponseHead, StreamError,
     StreamId, PROTOCOL_VERSION,
@@ -71,12 +72,9 @@ async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     within_for(PROMPT, what, fut).await
 }
 
-/// Two WebSocket ends over one in-memory pipe: (server role, client role).
-async fn ws_pair(buf: usize) -> (Ws, Ws) {
-    let (a, b) = tokio::io::duplex(buf);
-    let server = WebSocketStream::from_raw_socket(a, WsRole::Server, None).await;
-    let client = WebSocketStream::from_raw_socket(b, WsRole::Client, None).await;
-    (server, client)
+/// Our framing on the mux's end of a pipe.
+fn ours(io: tokio::io::DuplexStream, role: mux::Role) -> WebSocket<tokio::io::DuplexStream> {
+    WebSocket::new(io, role, 1 << 20)
 }
 
 /// A server mux and a client mux connected to each other.
@@ -88,9 +86,9 @@ struct Pair {
 }
 
 async fn mux_pair(cfg: MuxConfig) -> Pair {
-    let (s, c) = ws_pair(1 << 20).await;
-    let (server, server_events) = mux::start(s, cfg.clone(), mux::Role::Server);
-    let (client, client_events) = mux::start(c, cfg, mux::Role::Client);
+    let (s, c) = tokio::io::duplex(1 << 20);
+    let (server, server_events) = mux::start(ours(s, Role::Server), cfg.clone(), Role::Server);
+    let (client, client_events) = mux::start(ours(c, Role::Client), cfg, Role::Client);
     Pair {
         server,
         server_events,
@@ -101,16 +99,18 @@ async fn mux_pair(cfg: MuxConfig) -> Pair {
 
 /// A server-role mux whose peer is a raw WebSocket driven by the test.
 async fn mux_server_raw_client(cfg: MuxConfig) -> (Mux, mpsc::Receiver<Event>, Ws) {
-    let (s, mut c) = ws_pair(1 << 20).await;
-    let (mux, events) = mux::start(s, cfg, mux::Role::Server);
+    let (s, c) = tokio::io::duplex(1 << 20);
+    let mut c = WebSocketStream::from_raw_socket(c, WsRole::Client, None).await;
+    let (mux, events) = mux::start(ours(s, Role::Server), cfg, Role::Server);
     answer_opening_ping(&mut c).await;
     (mux, events, c)
 }
 
 /// A client-role mux whose peer is a raw WebSocket driven by the test.
 async fn mux_client_raw_server(cfg: MuxConfig) -> (Mux, mpsc::Receiver<Event>, Ws) {
-    let (mut s, c) = ws_pair(1 << 20).await;
-    let (mux, events) = mux::start(c, cfg, mux::Role::Client);
+    let (s, c) = tokio::io::duplex(1 << 20);
+    let mut s = WebSocketStream::from_raw_socket(s, WsRole::Server, None).await;
+    let (mux, events) = mux::start(ours(c, Role::Client), cfg, Role::Client);
     answer_opening_ping(&mut s).await;
     (mux, events, s)
 }
@@ -1232,7 +1232,7 @@ async fn client_refuses_streams_past_its_limit_and_reused_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_peer_is_dropped() {
     let (mux_end, _peer_end) = tokio::io::duplex(1 << 20);
-    let ws = WebSocketStream::from_raw_socket(mux_end, WsRole::Server, None).await;
+    let ws = ours(mux_end, Role::Server);
     let cfg = MuxConfig {
         ping_interval: Duration::from_millis(50),
         dead_after: Duration::from_millis(200),
@@ -1381,7 +1381,7 @@ struct StuckWriter {
 
 async fn mux_with_stuck_writer() -> StuckWriter {
     let (mux_end, peer_end) = tokio::io::duplex(16 * 1024);
-    let ws = WebSocketStream::from_raw_socket(mux_end, WsRole::Server, None).await;
+    let ws = ours(mux_end, Role::Server);
     let cfg = MuxConfig {
         initial_window: 4 << 20,
         ..config()
@@ -1525,8 +1525,9 @@ async fn send_last_ends_the_direction_on_its_final_frame() {
 /// pongs change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rtt_comes_from_pongs_that_answer_our_ping() {
-    let (s, mut raw) = ws_pair(1 << 20).await;
-    let (mux, _events) = mux::start(s, config(), mux::Role::Server);
+    let (s, raw) = tokio::io::duplex(1 << 20);
+    let mut raw = WebSocketStream::from_raw_socket(raw, WsRole::Client, None).await;
+    let (mux, _events) = mux::start(ours(s, Role::Server), config(), Role::Server);
     let ping = match within("the opening ping", raw.next()).await {
         Some(Ok(Message::Ping(payload))) => payload,
         other => panic!("expected the opening ping, got {other:?}"),
@@ -1622,8 +1623,8 @@ async fn delayed_mux_pair(cfg: MuxConfig, delay: Duration) -> Pair {
     let (client_relay_rd, client_relay_wr) = tokio::io::split(client_relay);
     delay_line(server_relay_rd, client_relay_wr, delay);
     delay_line(client_relay_rd, server_relay_wr, delay);
-    let s = WebSocketStream::from_raw_socket(server_io, WsRole::Server, None).await;
-    let c = WebSocketStream::from_raw_socket(client_io, WsRole::Client, None).await;
+    let s = ours(server_io, Role::Server);
+    let c = ours(client_io, Role::Client);
     let (server, server_events) = mux::start(s, cfg.clone(), mux::Role::Server);
     let (client, client_events) = mux::start(c, cfg, mux::Role::Client);
     Pair {

@@ -10,29 +10,20 @@ use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
 use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use http::{HeaderValue, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 use tracing::{info, info_span, warn, Instrument};
-use tunnel_protocol::frame::{websocket_config, Frame};
+use tunnel_protocol::frame::{max_message, Frame};
 use tunnel_protocol::mux::{self, Event, Role};
+use tunnel_protocol::ws::{Message, WebSocket};
 use tunnel_protocol::{ControlMessage, GoodbyeReason, Welcome, PROTOCOL_VERSION};
 
 use crate::auth::{presented_credential, SecretHash};
 use crate::error::TunnelError;
 use crate::registry::{public_url, Tunnel};
 use crate::state::AppState;
-
-/// Read buffer of each client WebSocket. tungstenite allocates it up front and zero-fills it
-/// before every read, so all of it is resident for every connected tunnel, idle or not: at
-/// 32 KiB it was most of an idle tunnel's cost (45 KiB). Smaller means more read calls per
-/// 64 KiB data frame while a download streams.
-const SERVER_READ_BUFFER: usize = 8 * 1024;
 
 /// The peer address of a public connection, inserted by the accept loop.
 #[derive(Debug, Clone, Copy)]
@@ -108,15 +99,11 @@ pub async fn connect(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let ws = WebSocketStream::from_raw_socket(
+                    let ws = WebSocket::new(
                         TokioIo::new(upgraded),
-                        WsRole::Server,
-                        Some(
-                            websocket_config(state.mux_config().max_frame_size)
-                                .read_buffer_size(SERVER_READ_BUFFER),
-                        ),
-                    )
-                    .await;
+                        Role::Server,
+                        max_message(state.mux_config().max_frame_size),
+                    );
                     serve_client(state, tunnel, ws, remote, permit).await;
                 }
                 Err(e) => warn!(error = %e, "websocket upgrade failed"),
@@ -138,19 +125,17 @@ fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-type ServerWs = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type ServerWs = WebSocket<TokioIo<hyper::upgrade::Upgraded>>;
 
 async fn send_control(ws: &mut ServerWs, msg: ControlMessage) -> Result<(), String> {
-    let msg = Frame::Control(msg)
-        .into_message()
-        .map_err(|e| e.to_string())?;
-    ws.send(msg).await.map_err(|e| e.to_string())
+    let json = serde_json::to_string(&msg).map_err(|e| e.to_string())?;
+    ws.send_text(&json).await.map_err(|e| e.to_string())
 }
 
 async fn refuse(ws: &mut ServerWs, reason: GoodbyeReason, message: String) {
     warn!(%message, "client refused");
     let _ = send_control(ws, ControlMessage::Goodbye { reason, message }).await;
-    let _ = ws.close(None).await;
+    ws.close(1000, "").await;
 }
 
 /// Reads the client's hello and checks its version.
@@ -158,9 +143,8 @@ async fn handshake(state: &AppState, ws: &mut ServerWs) -> Result<String, (Goodb
     let deadline = state.settings.handshake_timeout;
     let first = tokio::time::timeout(deadline, async {
         loop {
-            match ws.next().await {
+            match ws.recv().await {
                 Some(Ok(Message::Text(t))) => return Ok(t),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(_)) => return Err("expected a hello text frame".to_string()),
                 Some(Err(e)) => return Err(format!("websocket error: {e}")),
                 None => return Err("closed before hello".to_string()),
@@ -175,7 +159,7 @@ async fn handshake(state: &AppState, ws: &mut ServerWs) -> Result<String, (Goodb
         )
     })?
     .map_err(|e| (GoodbyeReason::ProtocolError, e))?;
-    let hello = match serde_json::from_str::<ControlMessage>(first.as_str()) {
+    let hello = match Frame::decode_text(&first) {
         Ok(ControlMessage::Hello(h)) => h,
         Ok(_) => {
             return Err((
