@@ -10,6 +10,7 @@ use tunnel_client::{ClientArgs, ClientConfig, Status};
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    tunnel_protocol::heap::tune();
     if let Err(e) = dotenvy::dotenv() {
         if !e.not_found() {
             eprintln!("tunnel-client: ignoring .env: {e}");

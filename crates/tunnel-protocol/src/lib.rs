@@ -9,6 +9,7 @@
 //! - [`headers`]: HTTP header lists as they travel on the wire, with validation on the way in.
 //! - [`mux`]: many concurrent streams over one WebSocket, with per-stream credit windows so that a
 //!   slow reader only slows its own stream and memory per stream stays bounded.
+//! - [`heap`]: allocator settings for the processes that carry traffic.
 //! - [`ws`]: the WebSocket framing itself (RFC 6455), read and written without intermediate
 //!   copies once the upgrade handshake is done.
 //!
@@ -24,6 +25,7 @@
 
 pub mod frame;
 pub mod headers;
+pub mod heap;
 pub mod message;
 pub mod mux;
 pub mod ws;

@@ -13,6 +13,7 @@ use tunnel_server::{logging, AppState};
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    tunnel_protocol::heap::tune();
     // A missing .env is normal; a malformed one is worth a warning.
     if let Err(e) = dotenvy::dotenv() {
         if !e.not_found() {
