@@ -141,14 +141,13 @@ async fn refuse(ws: &mut ServerWs, reason: GoodbyeReason, message: String) {
 /// Reads the client's hello and checks its version.
 async fn handshake(state: &AppState, ws: &mut ServerWs) -> Result<String, (GoodbyeReason, String)> {
     let deadline = state.settings.handshake_timeout;
+    // `recv` answers pings and skips pongs itself.
     let first = tokio::time::timeout(deadline, async {
-        loop {
-            match ws.recv().await {
-                Some(Ok(Message::Text(t))) => return Ok(t),
-                Some(Ok(_)) => return Err("expected a hello text frame".to_string()),
-                Some(Err(e)) => return Err(format!("websocket error: {e}")),
-                None => return Err("closed before hello".to_string()),
-            }
+        match ws.recv().await {
+            Some(Ok(Message::Text(t))) => Ok(t),
+            Some(Ok(_)) => Err("expected a hello text frame".to_string()),
+            Some(Err(e)) => Err(format!("websocket error: {e}")),
+            None => Err("closed before hello".to_string()),
         }
     })
     .await
