@@ -805,6 +805,7 @@ async fn write_loop<W>(
                 },
             }
             let mut fed = 0;
+            let mut yielded = false;
             while !closing && fed < WRITE_BATCH {
                 feed_urgent(&shared, &mut sink)?;
                 // Many streams' frames share one write, but the buffer stays near one chunk.
@@ -817,6 +818,14 @@ async fn write_loop<W>(
                     Ok(m) => {
                         closing = put(&mut sink, m);
                         fed += 1;
+                    }
+                    Err(_) if !yielded && sink.buffered() < WRITE_CHUNK => {
+                        // Let the tasks that are ready right now (other requests of the same
+                        // wake-up) run first: their frames join this write instead of each
+                        // costing a write and a wake-up of the peer. One scheduler pass, no
+                        // timer: nothing waits when nothing else is ready.
+                        yielded = true;
+                        tokio::task::yield_now().await;
                     }
                     Err(_) => break,
                 }

@@ -15,6 +15,7 @@
 //! - [`forwarding`]: header rules of the proxy (hop-by-hop, `X-Forwarded-*`, rewrites).
 //! - [`error`]: every error a caller can see, mapped to a status and code in one place.
 //! - [`server`]: the accept loop, expiry, and graceful shutdown.
+//! - [`log_writer`]: log lines written in batches by a background thread.
 //! - [`logging`]: log format and time zone; [`request_id`]: the id that ties one request's log
 //!   lines together, on the server and in `tunnel-client`.
 //! - [`metrics`]: Prometheus metrics and their own listener.
@@ -33,6 +34,7 @@ pub mod error;
 pub mod forwarding;
 pub mod framing;
 pub mod limits;
+pub mod log_writer;
 pub mod logging;
 pub mod metrics;
 pub mod openapi;

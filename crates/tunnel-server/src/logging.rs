@@ -6,9 +6,11 @@ use chrono::Utc;
 use chrono_tz::Tz;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::log_writer::{self, LogGuard};
 
 /// Formats timestamps in a fixed IANA time zone, with the offset, so that lines stay
 /// unambiguous across daylight-saving changes.
@@ -24,20 +26,28 @@ impl FormatTime for ZonedTimer {
 
 /// Installs the global subscriber (once; later calls are ignored, which suits tests).
 ///
-/// Lines are written to stderr by a background thread, so that the one-line-per-request log
-/// costs the request path a queue push instead of a `write` syscall. The queue is not lossy: if
-/// it ever fills, logging waits rather than drops lines. Keep the returned guard alive until
-/// exit: dropping it flushes what is queued.
-pub fn init(format: LogFormat, tz: Tz) -> tracing_appender::non_blocking::WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        // The queue is allocated up front: 128k lines (the default) cost ~4 MiB of RSS.
-        .buffered_lines_limit(4096)
-        .thread_name("tunnel-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
+/// Lines go to stderr through [`log_writer`]: the request path appends to a buffer, and a
+/// background thread writes batches (see there for why and for the bounds). Keep the returned
+/// guard alive until exit: dropping it writes what is buffered. `None` if the thread could not
+/// be started; lines are then written directly.
+pub fn init(format: LogFormat, tz: Tz) -> Option<LogGuard> {
+    match log_writer::spawn(std::io::stderr()) {
+        Ok((writer, guard)) => {
+            install(format, tz, writer);
+            Some(guard)
+        }
+        Err(e) => {
+            eprintln!("tunnel-server: cannot start the log thread ({e}); logging synchronously");
+            install(format, tz, std::io::stderr);
+            None
+        }
+    }
+}
+
+fn install<W>(format: LogFormat, tz: Tz, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -49,5 +59,4 @@ pub fn init(format: LogFormat, tz: Tz) -> tracing_appender::non_blocking::Worker
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-    guard
 }
