@@ -6,21 +6,37 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
-/// `Proxy-*` family, which only concerns the hop to a proxy.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// `Proxy-*` family, which only concerns the hop to a proxy. Names are constants: a `&str`
+/// name is parsed and validated again on every map operation.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+const SERVICE_WORKER_ALLOWED: HeaderName = HeaderName::from_static("service-worker-allowed");
+
+/// Whether a header name is hop-by-hop by itself (without `Connection` naming it).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name.as_str().starts_with("proxy-")
+}
 
 /// Removes hop-by-hop headers: the fixed list, and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names instead of a dozen removals.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -31,8 +47,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
     let proxy: Vec<HeaderName> = headers
         .keys()
@@ -64,7 +80,7 @@ pub struct ForwardInfo<'a> {
 pub fn prepare_request_headers(headers: &mut HeaderMap, info: &ForwardInfo<'_>) {
     strip_hop_by_hop(headers);
     let prior: Vec<String> = headers
-        .get_all("x-forwarded-for")
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .map(|v| v.trim().to_string())
@@ -76,15 +92,15 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, info: &ForwardInfo<'_>) 
     } else {
         format!("{}, {ip}", prior.join(", "))
     };
-    set(headers, "x-forwarded-for", &xff);
-    set(headers, "x-forwarded-proto", info.proto);
+    set(headers, X_FORWARDED_FOR, &xff);
+    set(headers, X_FORWARDED_PROTO, info.proto);
     if let Some(host) = info.host {
-        set(headers, "x-forwarded-host", host);
+        set(headers, X_FORWARDED_HOST, host);
     }
-    set(headers, "x-forwarded-prefix", info.prefix);
+    set(headers, X_FORWARDED_PREFIX, info.prefix);
 }
 
-fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     match HeaderValue::from_str(value) {
         Ok(v) => {
             headers.insert(name, v);
@@ -101,7 +117,7 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
 /// could intercept other tunnels' pages).
 pub fn prepare_response_headers(headers: &mut HeaderMap, prefix: &str) {
     strip_hop_by_hop(headers);
-    headers.remove("service-worker-allowed");
+    headers.remove(SERVICE_WORKER_ALLOWED);
     if let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
         if let Some(new) = rewrite_location(loc, prefix) {
             if let Ok(v) = HeaderValue::from_str(&new) {

@@ -8,10 +8,12 @@
 //! (too long, spaces, control or non-ASCII characters, which could forge log lines or blow up
 //! log storage) is replaced by a generated one.
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header carrying the id.
 pub const HEADER: &str = "x-request-id";
+/// [`HEADER`] as a header name (a `&str` is parsed again on every map operation).
+const HEADER_NAME: HeaderName = HeaderName::from_static(HEADER);
 
 /// Longest id kept as is (UUIDs are 36 characters, W3C trace ids 32, Cloudflare's `cf-ray` 20).
 pub const MAX_LEN: usize = 128;
@@ -38,18 +40,18 @@ pub fn generate() -> String {
 /// present if valid, a generated one otherwise.
 pub fn ensure(headers: &mut HeaderMap) -> String {
     let presented = headers
-        .get(HEADER)
+        .get(&HEADER_NAME)
         .filter(|v| is_valid(v.as_bytes()))
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let id = presented.unwrap_or_else(generate);
     match HeaderValue::from_str(&id) {
         Ok(v) => {
-            headers.insert(HEADER, v);
+            headers.insert(HEADER_NAME, v);
         }
         // Unreachable: both sources are visible ASCII. Never forward an unchecked value.
         Err(_) => {
-            headers.remove(HEADER);
+            headers.remove(&HEADER_NAME);
         }
     }
     id
