@@ -79,6 +79,8 @@ const EVENT_QUEUE: usize = 64;
 const WRITE_BATCH: usize = 64;
 /// Buffered bytes past which the writer writes out before taking more messages.
 const WRITE_CHUNK: usize = 64 * 1024;
+/// Below this many buffered bytes the writer yields once before writing, to gather more.
+const YIELD_BELOW: usize = 4 * 1024;
 
 /// Tunables of one client connection.
 #[derive(Debug, Clone)]
@@ -795,17 +797,19 @@ async fn write_loop<W>(
     let work = async {
         loop {
             let mut closing = false;
+            // Woken for credit or a pong only: those go out at once, without yielding.
+            let mut urgent_only = false;
             tokio::select! {
                 biased;
                 _ = shared.cancel.cancelled() => return Ok(()),
-                _ = shared.urgent_notify.notified() => {}
+                _ = shared.urgent_notify.notified() => urgent_only = true,
                 m = out.recv() => match m {
                     Some(m) => closing = put(&mut sink, m),
                     None => return Ok(()),
                 },
             }
             let mut fed = 0;
-            let mut yielded = false;
+            let mut yielded = urgent_only;
             while !closing && fed < WRITE_BATCH {
                 feed_urgent(&shared, &mut sink)?;
                 // Many streams' frames share one write, but the buffer stays near one chunk.
@@ -819,11 +823,12 @@ async fn write_loop<W>(
                         closing = put(&mut sink, m);
                         fed += 1;
                     }
-                    Err(_) if !yielded && sink.buffered() < WRITE_CHUNK => {
+                    Err(_) if !yielded && sink.buffered() < YIELD_BELOW => {
                         // Let the tasks that are ready right now (other requests of the same
                         // wake-up) run first: their frames join this write instead of each
                         // costing a write and a wake-up of the peer. One scheduler pass, no
-                        // timer: nothing waits when nothing else is ready.
+                        // timer: nothing waits when nothing else is ready. Only for a small
+                        // batch of heads or data: large frames gain nothing from company.
                         yielded = true;
                         tokio::task::yield_now().await;
                     }
