@@ -841,6 +841,9 @@ async fn write_loop<W>(
             sink.flush()
                 .await
                 .map_err(|e| format!("websocket error: {e}"))?;
+            if out.is_empty() {
+                sink.release_idle();
+            }
             if closing {
                 let _ = sink.shutdown().await; // the peer may be gone: closing anyway
                 return Err("closed locally".to_string());

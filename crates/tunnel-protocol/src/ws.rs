@@ -36,9 +36,11 @@ const OP_PONG: u8 = 0xA;
 const MAX_HEADER_LEN: usize = 14;
 /// Spare capacity to read into when no frame header says how much is coming.
 const READ_CHUNK: usize = 8 * 1024;
-/// A write buffer that grew past this (one huge batch) is released after it is written,
-/// so that an idle connection does not keep it.
+/// A write buffer that grew past this (one huge batch) is released after it is written.
 const KEEP_WRITE_BUFFER: usize = 256 * 1024;
+/// Largest buffer a connection keeps while it has nothing to write or read: a thousand idle
+/// tunnels that each once carried a download must not each hold a frame-sized buffer.
+pub const IDLE_BUFFER: usize = 16 * 1024;
 
 /// Why a WebSocket connection could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +237,12 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                         if let Some(key) = h.mask {
                             apply_mask(&mut payload, key);
                         }
+                        if self.buf.is_empty() && h.len as usize > IDLE_BUFFER {
+                            // Everything read is handed out: let go of the large frame's
+                            // allocation (its payload alone keeps it until written on) instead
+                            // of keeping it alive as this buffer's spare room.
+                            self.buf = BytesMut::new();
+                        }
                         if let Some(msg) = self.on_frame(h.fin, h.opcode, payload)? {
                             return Ok(Some(msg));
                         }
@@ -413,6 +421,14 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             end -= 1;
         }
         self.frame(OP_CLOSE, &[&code.to_be_bytes(), &reason.as_bytes()[..end]]);
+    }
+
+    /// Releases the write buffer if it grew past [`IDLE_BUFFER`]; for when nothing more is
+    /// queued (the next write allocates again).
+    pub fn release_idle(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER {
+            self.buf = BytesMut::new();
+        }
     }
 
     /// Writes everything buffered and flushes the socket.
@@ -621,6 +637,20 @@ mod tests {
             client.reader.next().await.is_none(),
             "clean end between messages"
         );
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_keeps_no_frame_sized_buffers() {
+        let (mut client, mut server) = pair(1 << 20).await;
+        client.writer.data(1, false, &vec![7u8; 64 * 1024]);
+        client.writer.flush().await.expect("written");
+        client.writer.release_idle();
+        assert!(client.writer.buf.capacity() <= IDLE_BUFFER);
+        match server.reader.next().await.expect("open").expect("valid") {
+            Message::Binary(b) => assert_eq!(b.len(), 5 + 64 * 1024),
+            other => panic!("{other:?}"),
+        }
+        assert!(server.reader.buf.capacity() <= IDLE_BUFFER);
     }
 
     #[tokio::test]
