@@ -58,6 +58,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Whether the router has a route for `path`; every other path is public traffic for the
+/// proxy. Kept next to [`router`], and checked against it in the tests below.
+pub fn is_server_path(path: &str) -> bool {
+    path == "/health" || path == "/ready" || path == "/api" || path.starts_with("/api/")
+}
+
 /// The API key a request authenticated with.
 pub struct ApiKey(pub KeyId);
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::State;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -61,18 +62,26 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
             let _permit = permit;
             let settings = &conn_state.settings;
             let trusted = settings.trusted_proxies.clone();
+            let proxy_state = conn_state.clone();
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
                 let client = client_ip(peer.ip(), req.headers(), &trusted);
                 req.extensions_mut().insert(PeerAddr(peer));
                 req.extensions_mut().insert(ClientIp(client));
                 let framing = check_framing(req.version(), req.headers());
                 let mut app = app.clone();
+                let state = proxy_state.clone();
                 async move {
                     if let Err(why) = framing {
                         warn!(%client, why, "refused a request with ambiguous framing");
                         return Ok(TunnelError::BadFraming(why).json_response());
                     }
-                    app.call(req.map(Body::new)).await
+                    if crate::api::is_server_path(req.uri().path()) {
+                        return app.call(req.map(Body::new)).await;
+                    }
+                    // Public traffic goes straight to the proxy (the router's fallback): the
+                    // same handler and rejection count, without the route lookup and layers.
+                    let resp = crate::proxy::proxy(State(state.clone()), req.map(Body::new)).await;
+                    Ok(crate::metrics::count_rejections(State(state), resp).await)
                 }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();

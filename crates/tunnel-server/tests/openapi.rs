@@ -126,6 +126,22 @@ fn schemes(op: &Operation) -> BTreeSet<String> {
         .collect()
 }
 
+/// Public traffic bypasses the router (see `server.rs`): every routed path must be recognised
+/// as the server's own, and a tunnel's path must not.
+#[test]
+fn the_router_bypass_knows_every_route() {
+    for (path, _) in router_routes() {
+        let concrete = path.replace("{id}", "abc123");
+        assert!(
+            tunnel_server::api::is_server_path(&concrete),
+            "{concrete} is routed but would be sent to the proxy"
+        );
+    }
+    for public in ["/", "/abc123/", "/abc123/api/x", "/healthz", "/apix", "/ready/x"] {
+        assert!(!tunnel_server::api::is_server_path(public), "{public}");
+    }
+}
+
 #[test]
 fn every_route_of_the_router_is_documented() {
     let doc = tunnel_server::openapi::document();
