@@ -137,7 +137,14 @@ fn the_router_bypass_knows_every_route() {
             "{concrete} is routed but would be sent to the proxy"
         );
     }
-    for public in ["/", "/abc123/", "/abc123/api/x", "/healthz", "/apix", "/ready/x"] {
+    for public in [
+        "/",
+        "/abc123/",
+        "/abc123/api/x",
+        "/healthz",
+        "/apix",
+        "/ready/x",
+    ] {
         assert!(!tunnel_server::api::is_server_path(public), "{public}");
     }
 }
