@@ -236,3 +236,177 @@ proptest! {
         });
     }
 }
+
+/// One message as our WebSocket writer can produce it.
+#[derive(Debug, Clone)]
+enum WsOut {
+    Text(String),
+    Binary(Vec<u8>),
+    Data(u32, bool, Vec<u8>),
+    Ping(Vec<u8>),
+}
+
+fn ws_out() -> impl Strategy<Value = WsOut> {
+    prop_oneof![
+        ".{0,40}".prop_map(WsOut::Text),
+        prop::collection::vec(any::<u8>(), 0..70_000).prop_map(WsOut::Binary),
+        (
+            any::<u32>(),
+            any::<bool>(),
+            prop::collection::vec(any::<u8>(), 0..300)
+        )
+            .prop_map(|(id, end, p)| WsOut::Data(id, end, p)),
+        prop::collection::vec(any::<u8>(), 0..125).prop_map(WsOut::Ping),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(48), ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes on the wire, in arbitrary pieces: the frame reader returns messages,
+    /// a typed error or the end, never panics, and never asks for more than its limit.
+    #[test]
+    fn the_websocket_reader_survives_arbitrary_bytes(
+        server_side in any::<bool>(),
+        pieces in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..40),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            use tokio::io::AsyncWriteExt;
+            let (a, mut b) = tokio::io::duplex(1 << 16);
+            let role = if server_side { Role::Server } else { Role::Client };
+            let mut reader = tunnel_protocol::ws::Reader::new(a, role, 4096);
+            let writer = tokio::spawn(async move {
+                for p in pieces {
+                    if b.write_all(&p).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let read = async {
+                let mut total = 0usize;
+                while let Some(m) = reader.next().await {
+                    match m {
+                        Ok(tunnel_protocol::ws::Message::Binary(b) | tunnel_protocol::ws::Message::Text(b)) => {
+                            total += b.len();
+                            assert!(b.len() <= 4096);
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                total
+            };
+            tokio::time::timeout(Duration::from_secs(5), read).await.expect("the reader ends");
+            drop(reader);
+            let _ = writer.await;
+        });
+    }
+
+    /// Whatever our writer produces (client role, masked), our reader (server role) gives
+    /// back unchanged, in order.
+    #[test]
+    fn our_frames_round_trip(messages in prop::collection::vec(ws_out(), 1..12)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let (a, b) = tokio::io::duplex(1 << 20);
+            let mut client = WebSocket::new(a, Role::Client, 1 << 20);
+            let mut server = WebSocket::new(b, Role::Server, 1 << 20);
+            let sent = messages.clone();
+            let write = tokio::spawn(async move {
+                for m in &sent {
+                    match m {
+                        WsOut::Text(t) => client.writer.text(t),
+                        WsOut::Binary(b) => client.writer.binary(b),
+                        WsOut::Data(id, end, p) => client.writer.data(*id, *end, p),
+                        WsOut::Ping(p) => client.writer.ping(p),
+                    }
+                    client.writer.flush().await.unwrap();
+                }
+                client
+            });
+            use tunnel_protocol::ws::Message as M;
+            for m in messages {
+                let got = server.reader.next().await.unwrap().unwrap();
+                match (m, got) {
+                    (WsOut::Text(t), M::Text(b)) => assert_eq!(b, t.as_bytes()),
+                    (WsOut::Binary(v), M::Binary(b)) => assert_eq!(b, v),
+                    (WsOut::Data(id, end, p), M::Binary(b)) => {
+                        let d = DataFrame::decode(b, 1 << 20).unwrap_or_else(|e| {
+                            // An empty payload without END is not a valid data frame.
+                            assert!(p.is_empty() && !end, "{e}");
+                            DataFrame { stream_id: id, end, payload: Bytes::new() }
+                        });
+                        assert_eq!((d.stream_id, d.end, d.payload.as_ref()), (id, end, p.as_slice()));
+                    }
+                    (WsOut::Ping(p), M::Ping(b)) => assert_eq!(b, p),
+                    (m, got) => panic!("sent {m:?}, got {got:?}"),
+                }
+            }
+            drop(write.await.unwrap());
+        });
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(96), ..ProptestConfig::default() })]
+
+    /// Valid frame streams with a few bytes changed, or cut short: nearer to the parser's edge
+    /// cases than random bytes (lengths, masks, fragments). The reader never panics and ends.
+    #[test]
+    fn the_websocket_reader_survives_damaged_streams(
+        messages in prop::collection::vec(ws_out(), 1..6),
+        fragment in any::<bool>(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            // Produce a valid client stream (masked) with our writer.
+            let (a, mut sink) = tokio::io::duplex(1 << 22);
+            let mut w = tunnel_protocol::ws::Writer::new(a, Role::Client);
+            for m in &messages {
+                match m {
+                    WsOut::Text(t) => w.text(t),
+                    WsOut::Binary(b) => w.binary(b),
+                    WsOut::Data(id, end, p) => w.data(*id, *end, p),
+                    WsOut::Ping(p) => w.ping(p),
+                }
+            }
+            w.flush().await.unwrap();
+            w.shutdown().await.unwrap();
+            drop(w);
+            let mut bytes = Vec::new();
+            sink.read_to_end(&mut bytes).await.unwrap();
+            if fragment && bytes.len() > 2 {
+                // Clear FIN on the first frame: the rest must now continue a message.
+                bytes[0] &= 0x7F;
+            }
+            for (i, v) in &flips {
+                if !bytes.is_empty() {
+                    let at = i.index(bytes.len());
+                    bytes[at] ^= v;
+                }
+            }
+            let keep = cut.index(bytes.len() + 1);
+            bytes.truncate(keep);
+            let (r, mut feed) = tokio::io::duplex(1 << 16);
+            let mut reader = tunnel_protocol::ws::Reader::new(r, Role::Server, 1 << 17);
+            let writer = tokio::spawn(async move {
+                let _ = feed.write_all(&bytes).await;
+            });
+            let read = async {
+                while let Some(m) = reader.next().await {
+                    if m.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(5), read).await.expect("the reader ends");
+            // A reader that stopped at an error leaves bytes unread: release the writer.
+            drop(reader);
+            let _ = writer.await;
+        });
+    }
+}
