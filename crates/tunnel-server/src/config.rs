@@ -468,7 +468,7 @@ impl Settings {
             .iter()
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
-            .map(crate::client_ip::parse_cidr)
+            .map(crate::edge::client_ip::parse_cidr)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| invalid("TUNNEL_TRUSTED_PROXIES", e))?;
         if args.max_header_bytes < 8192 {

@@ -21,13 +21,10 @@ use tunnel_protocol::ws::{Message, WebSocket};
 use tunnel_protocol::{ControlMessage, GoodbyeReason, Welcome, PROTOCOL_VERSION};
 
 use crate::auth::{presented_credential, SecretHash};
+use crate::edge::PeerAddr;
 use crate::error::TunnelError;
-use crate::registry::{public_url, Tunnel};
 use crate::state::AppState;
-
-/// The peer address of a public connection, inserted by the accept loop.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+use crate::tunnel::registry::{public_url, Tunnel};
 
 /// Handles the upgrade request.
 #[utoipa::path(get, path = "/api/tunnel/connect/{id}", tag = "client",
@@ -37,9 +34,9 @@ pub struct PeerAddr(pub SocketAddr);
     security(("tunnel_token" = [])),
     responses(
         (status = 101, description = "Switched to WebSocket"),
-        (status = 401, description = "Wrong token or unknown tunnel (deliberately the same answer)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Wrong token or unknown tunnel (deliberately the same answer)", body = crate::error::ErrorBody),
         (status = 426, description = "Not a WebSocket (version 13) upgrade request"),
-        (status = 503, description = "The server is shutting down", body = crate::openapi::ErrorBody)))]
+        (status = 503, description = "The server is shutting down", body = crate::error::ErrorBody)))]
 pub async fn connect(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,

@@ -2,7 +2,7 @@
 //!
 //! Each carries a stable machine-readable code, sent in the `X-Tunnel-Error` header and in the
 //! body (JSON when the caller accepts JSON, a small HTML page otherwise). Internal detail goes
-//! to the logs, never to the public.
+//! to the logs, never to the public. [`ErrorBody`] is the JSON shape, for the OpenAPI document.
 
 use axum::response::{IntoResponse, Response};
 use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
@@ -231,10 +231,31 @@ impl TunnelError {
             }
             _ => {}
         }
-        // For the middleware that counts rejections (crate::metrics::count_rejections).
+        // For the middleware that counts rejections (crate::app::count_rejections).
         resp.extensions_mut().insert(self.clone());
         resp
     }
+}
+
+/// Body of every error the server answers itself (`X-Tunnel-Error` carries the same code).
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// One error, as rendered by [`TunnelError::json_response`].
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `unauthorized`, `tunnel_not_found`, `conflict`.
+    #[schema(example = "unauthorized")]
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+    /// What to do about it (may be empty).
+    pub hint: String,
 }
 
 impl IntoResponse for TunnelError {

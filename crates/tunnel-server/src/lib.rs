@@ -1,50 +1,51 @@
 //! `tunnel-server`: the public side of the tunnel.
 //!
 //! # Layout
-//! - [`config`]: flags and environment, validated into [`config::Settings`].
-//! - [`state`]: [`state::AppState`], shared by every handler.
-//! - [`registry`]: the tunnels (a `DashMap`), their tokens, live connections and counters.
-//! - [`auth`]: API keys and tokens, hashed and compared in constant time.
-//! - [`access`]: per-tunnel basic auth and IP allow/deny lists.
-//! - [`client_ip`]: the real client address (`X-Forwarded-For` from trusted proxies only).
-//! - [`limits`]: rate limiters and request framing checks.
-//! - [`framing`]: a guard that sees request heads as raw bytes, before hyper.
-//! - [`api`]: the control API, health/readiness, and the router that ties all routes together.
-//! - [`connect`]: the WebSocket endpoint tunnel clients connect to.
-//! - [`proxy`]: the path-prefix reverse proxy for public requests.
-//! - [`forwarding`]: header rules of the proxy (hop-by-hop, `X-Forwarded-*`, rewrites).
-//! - [`error`]: every error a caller can see, mapped to a status and code in one place.
-//! - [`server`]: the accept loop, expiry, and graceful shutdown.
-//! - [`log_writer`]: log lines written in batches by a background thread.
-//! - [`logging`]: log format and time zone; [`request_id`]: the id that ties one request's log
-//!   lines together, on the server and in `tunnel-client`.
-//! - [`metrics`]: Prometheus metrics and their own listener.
-//! - [`openapi`]: the OpenAPI document of the control API, generated from the handlers.
+//! The folders are the architecture. Each module imports only modules listed before it (or its
+//! own children), never its parent: `ci/check-layout.py` checks that there is no import cycle
+//! and no upward import.
 //!
-//! The request flow: public client → [`proxy`] → the tunnel's [`tunnel_protocol::mux`] stream
-//! → client connection → `tunnel-client` → local service, and the response back the same way.
+//! Foundations, which know nothing of requests:
+//! - [`error`]: every error a caller can see, mapped to a status and code in one place, and
+//!   the JSON shape of an error body.
+//! - [`auth`]: API keys and tokens, hashed and compared in constant time.
+//! - [`edge`]: what a public connection brings before any route sees it: the framing guard
+//!   (request heads as raw bytes, before hyper), the peer and real client address.
+//! - [`config`]: flags and environment, validated into [`config::Settings`].
+//! - [`tunnel`]: the registry of tunnels (ids, tokens, live client connections, counters) and
+//!   each tunnel's access rules (basic auth, IP lists).
+//! - [`observe`]: metrics (types, and their own listener), log format and writer, request ids.
+//! - [`limits`]: rate limiters and request framing checks.
+//! - [`state`]: [`state::AppState`], shared by every handler.
+//!
+//! The parts that serve requests, which do not know each other:
+//! - [`proxy`]: the path-prefix reverse proxy for public requests (entry, forward, response,
+//!   upgrade, header rules, the access log line).
+//! - [`connect`]: the WebSocket endpoint tunnel clients connect to.
+//! - [`control`]: the control API, health and readiness, and its OpenAPI document.
+//!
+//! Assembly, the only modules that know every part:
+//! - [`app`]: the route table and the public dispatch (which paths are the server's own).
+//! - [`server`]: the accept loop, expiry, graceful shutdown, and the metrics listener beside.
+//!
+//! The request flow: public client → [`server`] (accept, [`edge`]) → [`app`] → [`proxy`] → the
+//! tunnel's [`tunnel_protocol::mux`] stream → client connection → `tunnel-client` → local
+//! service, and the response back the same way.
 
-pub mod access;
-pub mod api;
+pub mod app;
 pub mod auth;
-pub mod client_ip;
 pub mod config;
 pub mod connect;
+pub mod control;
+pub mod edge;
 pub mod error;
-pub mod forwarding;
-pub mod framing;
 pub mod limits;
-pub mod log_writer;
-pub mod logging;
-pub mod metrics;
-pub mod openapi;
+pub mod observe;
 pub mod proxy;
-pub mod registry;
-pub mod request_id;
 pub mod server;
 pub mod state;
+pub mod tunnel;
 
 pub use config::Settings;
-pub use metrics::run_with_metrics;
-pub use server::run;
+pub use server::{run, run_with_metrics};
 pub use state::AppState;

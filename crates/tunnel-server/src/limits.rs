@@ -21,7 +21,7 @@ use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
 use tower_governor::key_extractor::KeyExtractor;
 use tower_governor::{GovernorError, GovernorLayer};
 
-use crate::client_ip::ClientIp;
+use crate::edge::{ClientIp, PeerAddr};
 use crate::error::TunnelError;
 
 /// Keys `tower_governor` limiters by the client address the accept loop determined.
@@ -38,7 +38,7 @@ impl KeyExtractor for ClientIpKey {
         Ok(ext
             .get::<ClientIp>()
             .map(|c| c.0)
-            .or_else(|| ext.get::<crate::connect::PeerAddr>().map(|p| p.0.ip()))
+            .or_else(|| ext.get::<PeerAddr>().map(|p| p.0.ip()))
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)))
     }
 }
@@ -140,7 +140,7 @@ fn rate_limited(e: GovernorError) -> Response<Body> {
 /// variants and duplicates), or `Transfer-Encoding` on HTTP/1.0. Front proxies disagree on such
 /// requests; forwarding one is how smuggling starts.
 pub fn check_framing(version: Version, headers: &HeaderMap) -> Result<(), &'static str> {
-    if headers.contains_key(crate::framing::MARKER) {
+    if headers.contains_key(crate::edge::framing::MARKER) {
         // Set by the framing guard: hyper dropped or merged Content-Length before we could
         // see it.
         return Err("Content-Length with Transfer-Encoding, several Content-Length, or a Transfer-Encoding other than chunked");

@@ -7,7 +7,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tunnel_server::config::{ServerArgs, Settings};
-use tunnel_server::{logging, AppState};
+use tunnel_server::observe::logging;
+use tunnel_server::AppState;
 
 /// Exit status for bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;

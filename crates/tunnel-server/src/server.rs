@@ -1,24 +1,24 @@
-//! The accept loop, the expiry reaper, and graceful shutdown.
+//! The accept loop, the expiry reaper, and graceful shutdown: assembly only. What a request
+//! meets is in [`crate::app`]; what a connection meets first is in [`crate::edge`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::Service;
 use tracing::{debug, info, warn};
 use tunnel_protocol::GoodbyeReason;
 
-use crate::api::router;
-use crate::client_ip::{client_ip, ClientIp};
-use crate::connect::PeerAddr;
+use crate::app::{self, router};
+use crate::edge::client_ip::{client_ip, ClientIp, PeerAddr};
+use crate::edge::framing::FramingGuard;
 use crate::error::TunnelError;
-use crate::framing::FramingGuard;
 use crate::limits::check_framing;
+use crate::observe::metrics_server;
 use crate::state::AppState;
 
 /// Serves on `listener` until `state.shutdown` is cancelled, then drains: readiness fails, new
@@ -68,20 +68,14 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
                 req.extensions_mut().insert(PeerAddr(peer));
                 req.extensions_mut().insert(ClientIp(client));
                 let framing = check_framing(req.version(), req.headers());
-                let mut app = app.clone();
+                let app = app.clone();
                 let state = proxy_state.clone();
                 async move {
                     if let Err(why) = framing {
                         warn!(%client, why, "refused a request with ambiguous framing");
                         return Ok(TunnelError::BadFraming(why).json_response());
                     }
-                    if crate::api::is_server_path(req.uri().path()) {
-                        return app.call(req.map(Body::new)).await;
-                    }
-                    // Public traffic goes straight to the proxy (the router's fallback): the
-                    // same handler and rejection count, without the route lookup and layers.
-                    let resp = crate::proxy::proxy(State(state.clone()), req.map(Body::new)).await;
-                    Ok(crate::metrics::count_rejections(State(state), resp).await)
+                    app::dispatch(app, state, req.map(Body::new)).await
                 }
             });
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -142,6 +136,28 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
     futures_util::future::join_all(closes).await;
     reaper.abort();
     info!("shutdown complete");
+}
+
+/// [`run`] plus the metrics endpoint on `metrics_listener`, which keeps answering while the
+/// server drains (so a scrape can watch the drain) and stops when the server has stopped.
+/// Both listeners are injected, so tests bind port 0 for each.
+pub async fn run_with_metrics(
+    listener: TcpListener,
+    metrics_listener: TcpListener,
+    state: Arc<AppState>,
+) {
+    let stop = CancellationToken::new();
+    let metrics = tokio::spawn(metrics_server::serve(
+        metrics_listener,
+        state.metrics.clone(),
+        state.registry.clone(),
+        stop.clone(),
+    ));
+    run(listener, state).await;
+    stop.cancel();
+    if let Err(e) = metrics.await {
+        warn!(error = %e, "metrics task failed");
+    }
 }
 
 /// Removes expired tunnels every second, and trims the rate limiters' memory every minute.

@@ -11,8 +11,8 @@ use tunnel_protocol::mux::MuxConfig;
 
 use crate::config::Settings;
 use crate::limits::RateLimits;
-use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::observe::metrics::Metrics;
+use crate::tunnel::registry::Registry;
 
 /// Shared by all handlers through `Arc<AppState>` (no globals).
 #[derive(Debug)]
@@ -21,8 +21,8 @@ pub struct AppState {
     pub settings: Settings,
     /// Public base URL without trailing slash, e.g. `https://tunnels.example.com`.
     pub base_url: String,
-    /// All tunnels.
-    pub registry: Registry,
+    /// All tunnels (shared with the metrics listener, which samples its gauges from it).
+    pub registry: Arc<Registry>,
     /// Cancelled when shutdown begins: readiness fails and new requests are refused.
     pub shutdown: CancellationToken,
     /// Rate limiters.
@@ -31,8 +31,8 @@ pub struct AppState {
     pub handshakes: Arc<Semaphore>,
     /// Permits for concurrent public connections.
     pub connections: Arc<Semaphore>,
-    /// Prometheus metrics (served by [`crate::metrics::run_with_metrics`]).
-    pub metrics: std::sync::Arc<Metrics>,
+    /// Prometheus metrics (served by [`crate::server::run_with_metrics`]).
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -49,7 +49,7 @@ impl AppState {
             };
             format!("http://{host}:{}", local_addr.port())
         });
-        let metrics = std::sync::Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new());
         Self {
             limits: RateLimits::new(
                 settings.api_rate_per_min,
@@ -60,7 +60,7 @@ impl AppState {
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             settings,
             base_url,
-            registry: Registry::with_metrics(metrics.clone()),
+            registry: Arc::new(Registry::with_events(metrics.clone())),
             shutdown: CancellationToken::new(),
             metrics,
         }

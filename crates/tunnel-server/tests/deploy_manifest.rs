@@ -333,7 +333,7 @@ fn test_state() -> Arc<AppState> {
 
 async fn get(state: &Arc<AppState>, path: &str) -> (StatusCode, serde_json::Value) {
     let request = Request::get(path).body(Body::empty()).expect("request");
-    let response = tunnel_server::api::router(state.clone())
+    let response = tunnel_server::app::router(state.clone())
         .oneshot(request)
         .await
         .expect("infallible");

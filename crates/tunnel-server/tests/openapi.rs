@@ -1,5 +1,5 @@
 //! The OpenAPI document and the real router agree, both ways:
-//! - every route the router mounts (read from `api.rs`'s `router` function, as the deploy test
+//! - every route the router mounts (read from `app.rs`'s `router` function, as the deploy test
 //!   reads config.rs) is in the document with the same methods;
 //! - every operation in the document is answered by the real router with something other than
 //!   404/405, with a status the document lists, and its security matches: an operation that
@@ -37,7 +37,7 @@ async fn call(
     if let Some(b) = bearer {
         req = req.header("authorization", format!("Bearer {b}"));
     }
-    let resp = tunnel_server::api::router(state.clone())
+    let resp = tunnel_server::app::router(state.clone())
         .oneshot(req.body(Body::empty()).expect("request"))
         .await
         .expect("infallible");
@@ -49,15 +49,15 @@ async fn call(
     )
 }
 
-/// `(path, METHOD)` of every `.route(...)` in `api::router`, read from the source.
+/// `(path, METHOD)` of every `.route(...)` in `app::router`, read from the source.
 fn router_routes() -> BTreeSet<(String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api.rs");
-    let source = std::fs::read_to_string(&path).expect("api.rs");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/app.rs");
+    let source = std::fs::read_to_string(&path).expect("app.rs");
     let body = source
         .split("pub fn router(")
         .nth(1)
         .and_then(|s| s.split("\n}\n").next())
-        .expect("api.rs has `pub fn router(`");
+        .expect("app.rs has `pub fn router(`");
     let mut routes = BTreeSet::new();
     for chunk in body.split(".route(").skip(1) {
         let route_path = chunk.split('"').nth(1).expect("a literal path").to_string();
@@ -126,14 +126,14 @@ fn schemes(op: &Operation) -> BTreeSet<String> {
         .collect()
 }
 
-/// Public traffic bypasses the router (see `server.rs`): every routed path must be recognised
+/// Public traffic bypasses the router (see `app::dispatch`): every routed path must be recognised
 /// as the server's own, and a tunnel's path must not.
 #[test]
 fn the_router_bypass_knows_every_route() {
     for (path, _) in router_routes() {
         let concrete = path.replace("{id}", "abc123");
         assert!(
-            tunnel_server::api::is_server_path(&concrete),
+            tunnel_server::app::is_server_path(&concrete),
             "{concrete} is routed but would be sent to the proxy"
         );
     }
@@ -145,13 +145,13 @@ fn the_router_bypass_knows_every_route() {
         "/apix",
         "/ready/x",
     ] {
-        assert!(!tunnel_server::api::is_server_path(public), "{public}");
+        assert!(!tunnel_server::app::is_server_path(public), "{public}");
     }
 }
 
 #[test]
 fn every_route_of_the_router_is_documented() {
-    let doc = tunnel_server::openapi::document();
+    let doc = tunnel_server::control::openapi::document();
     let documented: BTreeSet<(String, String)> = operations(&doc)
         .into_iter()
         .map(|(path, method, _)| (path, method.to_string()))
@@ -187,7 +187,7 @@ fn every_route_of_the_router_is_documented() {
 
 #[tokio::test]
 async fn every_documented_operation_is_answered_as_documented() {
-    let doc = tunnel_server::openapi::document();
+    let doc = tunnel_server::control::openapi::document();
     let ops = operations(&doc);
     assert!(ops.len() >= 12, "{} operations", ops.len());
     for (path, method, op) in ops {
@@ -244,7 +244,8 @@ async fn the_document_is_served_without_credentials() {
     let state = state();
     let (status, served) = call(&state, Method::GET, "/api/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
-    let expected = serde_json::to_value(tunnel_server::openapi::document()).expect("serializable");
+    let expected =
+        serde_json::to_value(tunnel_server::control::openapi::document()).expect("serializable");
     assert_eq!(served, expected);
     assert!(served["openapi"]
         .as_str()

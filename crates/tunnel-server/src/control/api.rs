@@ -1,5 +1,5 @@
-//! The control API (`/api/…`), health and readiness, and the router that ties every route
-//! together.
+//! The control API (`/api/tunnels…`), health, readiness and discovery (`/api`): the
+//! handlers; [`crate::app`] mounts them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +7,7 @@ use std::time::Duration;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::StatusCode;
@@ -16,53 +15,11 @@ use serde::{Deserialize, Serialize};
 use tunnel_protocol::GoodbyeReason;
 use utoipa::ToSchema;
 
-use crate::access::AccessPolicy;
 use crate::auth::{presented_credential, KeyId};
-use crate::error::TunnelError;
-use crate::openapi::ErrorBody;
-use crate::registry::{public_url, CreateError, TunnelInfo};
+use crate::error::{ErrorBody, TunnelError};
 use crate::state::AppState;
-use crate::{connect, metrics, openapi, proxy};
-
-/// Builds the whole application: control API, client endpoint, and the proxy as fallback.
-///
-/// The control API and the client endpoint are rate limited per client address; health and
-/// readiness are not (probes must never be refused); public traffic is limited per tunnel in
-/// the proxy.
-pub fn router(state: Arc<AppState>) -> Router {
-    let mut control = Router::new()
-        .route("/api", get(api_info))
-        .route("/api/tunnels", post(create).get(list))
-        .route("/api/tunnels/create", post(create))
-        .route("/api/tunnels/list", get(list))
-        .route("/api/tunnels/{id}", get(status).delete(delete_tunnel))
-        .route("/api/tunnels/{id}/status", get(status))
-        .route("/api/openapi.json", get(openapi::openapi_json));
-    if let Some(layer) = state.limits.api_layer() {
-        control = control.route_layer(layer);
-    }
-    let mut clients = Router::new().route("/api/tunnel/connect/{id}", get(connect::connect));
-    if let Some(layer) = state.limits.connect_layer() {
-        clients = clients.route_layer(layer);
-    }
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .merge(control)
-        .merge(clients)
-        .fallback(proxy::proxy)
-        .layer(axum::middleware::map_response_with_state(
-            state.clone(),
-            metrics::count_rejections,
-        ))
-        .with_state(state)
-}
-
-/// Whether the router has a route for `path`; every other path is public traffic for the
-/// proxy. Kept next to [`router`], and checked against it in the tests below.
-pub fn is_server_path(path: &str) -> bool {
-    path == "/health" || path == "/ready" || path == "/api" || path.starts_with("/api/")
-}
+use crate::tunnel::access::AccessPolicy;
+use crate::tunnel::registry::{public_url, CreateError, TunnelInfo};
 
 /// The API key a request authenticated with.
 pub struct ApiKey(pub KeyId);

@@ -2,7 +2,7 @@
 //! `GET /api/openapi.json`.
 //!
 //! It is generated from the handlers themselves (`#[utoipa::path]` on each handler in
-//! [`crate::api`] and [`crate::connect`], `ToSchema` on their request and response types), so
+//! [`super::api`] and [`crate::connect`], `ToSchema` on their request and response types), so
 //! the schemas are the types the server really serializes. What the macros cannot see is the
 //! router, which mounts some handlers twice (`POST /api/tunnels` is `POST /api/tunnels/create`):
 //! [`ALIASES`] adds those, and `tests/openapi.rs` checks the document against the real router
@@ -10,31 +10,11 @@
 
 use utoipa::openapi::path::{HttpMethod, Operation, PathItem};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-use crate::api;
+use super::api;
 use crate::connect;
-
-/// Body of every error the server answers itself (`X-Tunnel-Error` carries the same code).
-#[derive(Debug, serde::Serialize, serde::Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ErrorBody {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// One error, as rendered by [`crate::error::TunnelError::json_response`].
-#[derive(Debug, serde::Serialize, serde::Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `unauthorized`, `tunnel_not_found`, `conflict`.
-    #[schema(example = "unauthorized")]
-    pub code: String,
-    /// What went wrong.
-    pub message: String,
-    /// What to do about it (may be empty).
-    pub hint: String,
-}
+use crate::error::{ErrorBody, ErrorDetail};
 
 /// Routes that serve the same handler as a documented one: (path, method, documented path).
 pub const ALIASES: &[(&str, HttpMethod, &str)] = &[
@@ -161,7 +141,7 @@ pub(crate) async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::TunnelError;
+    use crate::error::{ErrorBody, TunnelError};
     use http_body_util::BodyExt;
 
     #[tokio::test]

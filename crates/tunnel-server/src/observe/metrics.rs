@@ -1,9 +1,5 @@
-//! Prometheus metrics, served as text on `GET /metrics` by a listener of their own
-//! (`TUNNEL_METRICS_BIND`, default `127.0.0.1:9090`).
-//!
-//! A separate listener, not a route of the public router, so that the public ingress can never
-//! expose them: the metrics name every live tunnel id, and tunnel ids are the only thing that
-//! keeps a tunnel private.
+//! Prometheus metrics: the families and where they are bumped. They are served as text on
+//! `GET /metrics` by a listener of their own ([`super::metrics_server`]).
 //!
 //! # Families (all prefixed `tunnel_`)
 //! | name | type | labels |
@@ -22,30 +18,23 @@
 //!
 //! Gauges that describe the registry (tunnels, connections, open streams) are sampled from it
 //! at scrape time, so they cannot drift from the truth. Counters are bumped where the events
-//! happen: the proxy ([`crate::proxy`]), the client endpoint ([`crate::connect`]) and, for
-//! rejections, one middleware on the router that reads the [`TunnelError`] every error
-//! response carries.
+//! happen: the proxy (`crate::proxy`), the client endpoint (`crate::connect`) and, for
+//! rejections, one middleware on the router (`crate::app::count_rejections`) that reads the
+//! [`TunnelError`] every error response carries.
 //!
 //! # Bounded per-tunnel labels
 //! Tunnels come and go, so `tunnel_requests_total{tunnel=…}` must not keep a series per tunnel
 //! ever seen. A tunnel gets its own label value when it is registered, and its series are
-//! removed when it is deleted or expires ([`crate::registry::Registry::remove`]). At most
+//! removed when it is deleted or expires ([`Registry::remove`], through [`RegistryEvents`]). At most
 //! [`MAX_TUNNEL_LABELS`] tunnels have their own label at once; requests of any other tunnel
 //! (and of a tunnel already removed while its last request finishes) count under
 //! [`OTHER_TUNNEL`], which no tunnel id can equal.
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use http::header::{HeaderValue, CONTENT_TYPE};
-use http::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -53,13 +42,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry as PromRegistry;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
 use crate::error::TunnelError;
-use crate::registry::Registry;
-use crate::state::AppState;
+use crate::tunnel::registry::{Registry, RegistryEvents};
 
 /// Most tunnels with a `tunnel` label value of their own at once; the rest count under
 /// [`OTHER_TUNNEL`]. With the default limits (100 tunnels per key) only a server with more than
@@ -167,8 +152,8 @@ struct BuildLabels {
     version: &'static str,
 }
 
-/// Every metric of the server. One per [`AppState`], shared with its [`Registry`] (no global
-/// registry: tests run many servers in one process).
+/// Every metric of the server. One per server state, told by its [`Registry`] of every tunnel
+/// that comes and goes (no global registry: tests run many servers in one process).
 #[derive(Debug)]
 pub struct Metrics {
     registry: PromRegistry,
@@ -367,6 +352,18 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts `response` if it is an error the server answered itself (error responses carry
+    /// their [`TunnelError`] as an extension, see [`TunnelError::json_response`]).
+    pub fn count_rejection(&self, response: &http::Response<axum::body::Body>) {
+        if let Some(reason) = response
+            .extensions()
+            .get::<TunnelError>()
+            .and_then(Rejection::of)
+        {
+            self.rejected(reason);
+        }
+    }
+
     /// A public WebSocket session opened; it counts as open until the guard is dropped.
     pub fn websocket_opened(self: &Arc<Self>) -> WebSocketGuard {
         self.websocket_sessions.inc();
@@ -403,6 +400,16 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
+impl RegistryEvents for Metrics {
+    fn registered(&self, id: &str) {
+        self.tunnel_registered(id);
+    }
+
+    fn removed(&self, id: &str) {
+        self.tunnel_removed(id);
+    }
+}
+
 /// Keeps `tunnel_websocket_sessions` up while a session lives.
 #[derive(Debug)]
 pub struct WebSocketGuard(Arc<Metrics>);
@@ -410,76 +417,6 @@ pub struct WebSocketGuard(Arc<Metrics>);
 impl Drop for WebSocketGuard {
     fn drop(&mut self) {
         self.0.websocket_sessions.dec();
-    }
-}
-
-/// Middleware of the public router: counts every error response the server answered itself
-/// (they carry their [`TunnelError`] as an extension, see [`TunnelError::json_response`]).
-pub async fn count_rejections(State(state): State<Arc<AppState>>, response: Response) -> Response {
-    if let Some(reason) = response
-        .extensions()
-        .get::<TunnelError>()
-        .and_then(Rejection::of)
-    {
-        state.metrics.rejected(reason);
-    }
-    response
-}
-
-/// The router of the metrics listener: `GET /metrics` and nothing else.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/metrics", get(scrape))
-        .with_state(state)
-}
-
-async fn scrape(State(state): State<Arc<AppState>>) -> Response {
-    match state.metrics.render(&state.registry) {
-        Ok(text) => (
-            [(
-                CONTENT_TYPE,
-                HeaderValue::from_static(
-                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-                ),
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => {
-            warn!(error = %e, "cannot encode the metrics");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
-}
-
-/// Serves `GET /metrics` on `listener` until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, stop: CancellationToken) {
-    let addr = listener
-        .local_addr()
-        .map_or_else(|_| "?".to_string(), |a: SocketAddr| a.to_string());
-    info!("metrics on http://{addr}/metrics");
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await;
-    if let Err(e) = served {
-        warn!(error = %e, "metrics listener failed");
-    }
-}
-
-/// [`crate::run`] plus the metrics endpoint on `metrics_listener`, which keeps answering while
-/// the server drains (so a scrape can watch the drain) and stops when the server has stopped.
-/// Both listeners are injected, so tests bind port 0 for each.
-pub async fn run_with_metrics(
-    listener: TcpListener,
-    metrics_listener: TcpListener,
-    state: Arc<AppState>,
-) {
-    let stop = CancellationToken::new();
-    let metrics = tokio::spawn(serve(metrics_listener, state.clone(), stop.clone()));
-    crate::server::run(listener, state).await;
-    stop.cancel();
-    if let Err(e) = metrics.await {
-        warn!(error = %e, "metrics task failed");
     }
 }
 

@@ -15,8 +15,8 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFi
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
+use super::log_writer::{self, LogGuard};
 use crate::config::LogFormat;
-use crate::log_writer::{self, LogGuard};
 
 /// Formats timestamps in a fixed IANA time zone, with the offset, so that lines stay
 /// unambiguous across daylight-saving changes.

@@ -13,7 +13,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::client_ip::parse_cidr;
+use crate::edge::client_ip::parse_cidr;
 
 /// A hashed `user:password`.
 #[derive(Clone)]

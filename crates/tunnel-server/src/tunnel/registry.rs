@@ -16,9 +16,8 @@ use serde::Serialize;
 use tunnel_protocol::mux::Mux;
 use tunnel_protocol::GoodbyeReason;
 
-use crate::access::AccessPolicy;
+use super::access::AccessPolicy;
 use crate::auth::{KeyId, SecretHash};
-use crate::metrics::Metrics;
 
 /// Names a tunnel may not take: they are paths the server itself serves.
 const RESERVED: &[&str] = &[
@@ -228,20 +227,38 @@ pub struct TunnelInfo {
     pub bytes_out: u64,
 }
 
+/// Told of every tunnel that comes and goes. The metrics use it to keep per-tunnel series
+/// bounded; a trait, so that the registry needs to know nothing of what observes it.
+pub trait RegistryEvents: Send + Sync + std::fmt::Debug {
+    /// Tunnel `id` is about to be inserted (before, so that a removal can only follow it).
+    fn registered(&self, _id: &str) {}
+    /// Tunnel `id` was removed.
+    fn removed(&self, _id: &str) {}
+}
+
+/// Nobody listening.
+impl RegistryEvents for () {}
+
 /// All tunnels, by id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     tunnels: DashMap<String, Arc<Tunnel>>,
-    /// Told of every tunnel that comes and goes, to keep per-tunnel series bounded.
-    metrics: Arc<Metrics>,
+    /// Told of every tunnel that comes and goes.
+    events: Arc<dyn RegistryEvents>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::with_events(Arc::new(()))
+    }
 }
 
 impl Registry {
-    /// An empty registry that reports to `metrics`.
-    pub fn with_metrics(metrics: Arc<Metrics>) -> Self {
+    /// An empty registry that tells `events` of every tunnel that comes and goes.
+    pub fn with_events(events: Arc<dyn RegistryEvents>) -> Self {
         Self {
             tunnels: DashMap::new(),
-            metrics,
+            events,
         }
     }
 
@@ -274,7 +291,7 @@ impl Registry {
                 Entry::Occupied(_) => continue,
                 Entry::Vacant(slot) => {
                     // Before the insert: a removal can only follow it, never precede it.
-                    self.metrics.tunnel_registered(&id);
+                    self.events.registered(&id);
                     let tunnel = Arc::new(Tunnel {
                         id,
                         owner,
@@ -303,7 +320,7 @@ impl Registry {
     /// Removes a tunnel and closes its client with `reason`.
     pub fn remove(&self, id: &str, reason: GoodbyeReason, message: &str) -> Option<Arc<Tunnel>> {
         let (_, tunnel) = self.tunnels.remove(id)?;
-        self.metrics.tunnel_removed(id);
+        self.events.removed(id);
         tunnel.disconnect(reason, message);
         Some(tunnel)
     }

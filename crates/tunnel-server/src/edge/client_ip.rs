@@ -5,10 +5,14 @@
 //! around IP lists and rate limits. We walk the list from the right (the entry the nearest
 //! proxy added) and stop at the first address that is not a trusted proxy.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
 use ipnet::IpNet;
+
+/// The peer address of a public connection, inserted by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// The address rate limits and IP lists apply to, set on every request by the accept loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,12 @@
+//! The edge: what the server learns about a public connection before any route sees it.
+//!
+//! - [`framing`]: a guard that sees request heads as raw bytes, before hyper.
+//! - [`client_ip`]: the socket's peer address and the real client address (`X-Forwarded-For`
+//!   believed from trusted proxies only), set on every request by the accept loop.
+//!
+//! Nothing here knows about tunnels or routes; everything above may use it.
+
+pub mod client_ip;
+pub mod framing;
+
+pub use client_ip::{ClientIp, PeerAddr};

@@ -1,0 +1,18 @@
+//! Observability: what the server tells its operators.
+//!
+//! - [`metrics`]: the Prometheus families and the calls that bump them (types only).
+//! - [`metrics_server`]: the listener that serves them, apart from the public one.
+//! - [`logging`]: log format and time zone; [`log_writer`]: lines written in batches by a
+//!   background thread.
+//! - [`request_id`]: the id that ties one request's log lines together, on the server and in
+//!   `tunnel-client`.
+//!
+//! Observation sits above the tunnel registry (the gauges are sampled from it, and the
+//! registry tells the metrics of every tunnel through [`crate::tunnel::registry::RegistryEvents`])
+//! and below everything that serves requests.
+
+pub mod log_writer;
+pub mod logging;
+pub mod metrics;
+pub mod metrics_server;
+pub mod request_id;
