@@ -470,7 +470,7 @@ impl Settings {
             .filter(|s| !s.is_empty())
             .map(crate::edge::client_ip::parse_cidr)
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid("TUNNEL_TRUSTED_PROXIES", e))?;
+            .map_err(|e| invalid("TUNNEL_TRUSTED_PROXIES", e.to_string()))?;
         if args.max_header_bytes < 8192 {
             return Err(invalid("TUNNEL_MAX_HEADER_BYTES", "must be at least 8192"));
         }

@@ -16,15 +16,15 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{info, info_span, warn, Instrument};
 use tunnel_protocol::frame::{max_message, Frame};
-use tunnel_protocol::mux::{self, Event, Role};
-use tunnel_protocol::ws::{Message, WebSocket};
-use tunnel_protocol::{ControlMessage, GoodbyeReason, Welcome, PROTOCOL_VERSION};
+use tunnel_protocol::mux::{self, Event, MuxConfig, Role};
+use tunnel_protocol::ws::{Message, WebSocket, WsError};
+use tunnel_protocol::{ControlMessage, GoodbyeReason, ProtocolError, Welcome, PROTOCOL_VERSION};
 
 use crate::auth::{presented_credential, SecretHash};
 use crate::edge::PeerAddr;
 use crate::error::TunnelError;
 use crate::state::AppState;
-use crate::tunnel::registry::{public_url, Tunnel};
+use crate::tunnel::record::{public_url, Tunnel};
 
 /// Handles the upgrade request.
 #[utoipa::path(get, path = "/api/tunnel/connect/{id}", tag = "client",
@@ -46,31 +46,11 @@ pub async fn connect(
         return TunnelError::ShuttingDown.json_response();
     }
     let headers = req.headers();
-    let token = presented_credential(headers).unwrap_or("");
-    let tunnel = state.registry.get(&id);
-    let authorized = match &tunnel {
-        Some(t) => t.token_matches(token),
-        None => {
-            // Same work as a real comparison, so timing does not reveal unknown ids.
-            let _ = SecretHash::of("no such tunnel").matches(token);
-            false
-        }
+    let tunnel = match authenticate(&state, &id, headers).await {
+        Ok(tunnel) => tunnel,
+        Err(e) => return e.json_response(),
     };
-    let Some(tunnel) = tunnel.filter(|_| authorized) else {
-        warn!(tunnel = %truncate(&id), "client connect refused: bad token or unknown tunnel");
-        return TunnelError::Unauthorized.json_response();
-    };
-    let is_upgrade = headers
-        .get(UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let key = headers
-        .get(SEC_WEBSOCKET_KEY)
-        .map(|k| k.as_bytes().to_vec());
-    let version_ok = headers
-        .get("sec-websocket-version")
-        .is_some_and(|v| v.as_bytes() == b"13");
-    let (Some(key), true, true) = (key, is_upgrade, version_ok) else {
+    let Some(key) = websocket_key(headers) else {
         return (
             StatusCode::UPGRADE_REQUIRED,
             [(UPGRADE, HeaderValue::from_static("websocket"))],
@@ -92,7 +72,8 @@ pub async fn connect(
         .map(|p| p.0)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let span = info_span!("client", tunnel = %tunnel.id, peer = %remote);
-    tokio::spawn(
+    let tasks = state.tasks.clients.clone();
+    tasks.spawn(
         async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
@@ -118,72 +99,146 @@ pub async fn connect(
     resp
 }
 
+/// The tunnel `id` if the request carries its token. A wrong token and an unknown tunnel are
+/// the same 401, after the same work.
+async fn authenticate(
+    state: &AppState,
+    id: &str,
+    headers: &http::HeaderMap,
+) -> Result<Arc<Tunnel>, TunnelError> {
+    let token = presented_credential(headers).unwrap_or("");
+    let tunnel = state.registry.lookup(id).await?;
+    let authorized = match &tunnel {
+        Some(t) => t.token_matches(token),
+        None => {
+            // Same work as a real comparison, so timing does not reveal unknown ids.
+            let _ = SecretHash::of("no such tunnel").matches(token);
+            false
+        }
+    };
+    tunnel.filter(|_| authorized).ok_or_else(|| {
+        warn!(tunnel = %truncate(id), "client connect refused: bad token or unknown tunnel");
+        TunnelError::Unauthorized
+    })
+}
+
+/// The `Sec-WebSocket-Key` of a WebSocket (version 13) upgrade request; `None` for anything
+/// else.
+fn websocket_key(headers: &http::HeaderMap) -> Option<Vec<u8>> {
+    let is_upgrade = headers
+        .get(UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let version_ok = headers
+        .get("sec-websocket-version")
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let key = headers.get(SEC_WEBSOCKET_KEY)?;
+    (is_upgrade && version_ok).then(|| key.as_bytes().to_vec())
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
 type ServerWs = WebSocket<TokioIo<hyper::upgrade::Upgraded>>;
 
-async fn send_control(ws: &mut ServerWs, msg: ControlMessage) -> Result<(), String> {
-    let json = serde_json::to_string(&msg).map_err(|e| e.to_string())?;
-    ws.send_text(&json).await.map_err(|e| e.to_string())
+/// A control message that did not go out.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    WebSocket(#[from] WsError),
 }
 
-async fn refuse(ws: &mut ServerWs, reason: GoodbyeReason, message: String) {
+async fn send_control(ws: &mut ServerWs, msg: ControlMessage) -> Result<(), SendError> {
+    let json = serde_json::to_string(&msg)?;
+    Ok(ws.send_text(&json).await?)
+}
+
+/// Why a client's hello was refused; the message is what its goodbye says.
+#[derive(Debug, thiserror::Error)]
+enum HelloError {
+    #[error("no hello within {0}s")]
+    Timeout(u64),
+    #[error("expected a hello text frame")]
+    NotText,
+    #[error("websocket error: {0}")]
+    WebSocket(WsError),
+    #[error("closed before hello")]
+    Closed,
+    #[error("first message must be hello")]
+    NotHello,
+    #[error("malformed hello: {0}")]
+    Malformed(ProtocolError),
+    #[error(
+        "this server (tunnel-server {server}) speaks tunnel protocol {PROTOCOL_VERSION}, your client \
+         speaks {client}: install a tunnel-client release that speaks protocol {PROTOCOL_VERSION}",
+        server = env!("CARGO_PKG_VERSION")
+    )]
+    Version { client: u32 },
+}
+
+impl HelloError {
+    /// The reason the goodbye gives.
+    fn reason(&self) -> GoodbyeReason {
+        match self {
+            HelloError::Version { .. } => GoodbyeReason::VersionMismatch,
+            _ => GoodbyeReason::ProtocolError,
+        }
+    }
+}
+
+async fn refuse(ws: &mut ServerWs, refusal: HelloError) {
+    let message = refusal.to_string();
     warn!(%message, "client refused");
+    let reason = refusal.reason();
     let _ = send_control(ws, ControlMessage::Goodbye { reason, message }).await;
     ws.close(1000, "").await;
 }
 
-/// Reads the client's hello and checks its version.
-async fn handshake(state: &AppState, ws: &mut ServerWs) -> Result<String, (GoodbyeReason, String)> {
+/// Reads the client's hello and checks its version; returns the client's agent string.
+async fn handshake(state: &AppState, ws: &mut ServerWs) -> Result<String, HelloError> {
     let deadline = state.settings.handshake_timeout;
     // `recv` answers pings and skips pongs itself.
     let first = tokio::time::timeout(deadline, async {
         match ws.recv().await {
             Some(Ok(Message::Text(t))) => Ok(t),
-            Some(Ok(_)) => Err("expected a hello text frame".to_string()),
-            Some(Err(e)) => Err(format!("websocket error: {e}")),
-            None => Err("closed before hello".to_string()),
+            Some(Ok(_)) => Err(HelloError::NotText),
+            Some(Err(e)) => Err(HelloError::WebSocket(e)),
+            None => Err(HelloError::Closed),
         }
     })
     .await
-    .map_err(|_| {
-        (
-            GoodbyeReason::ProtocolError,
-            format!("no hello within {}s", deadline.as_secs()),
-        )
-    })?
-    .map_err(|e| (GoodbyeReason::ProtocolError, e))?;
+    .map_err(|_| HelloError::Timeout(deadline.as_secs()))??;
     let hello = match Frame::decode_text(&first) {
         Ok(ControlMessage::Hello(h)) => h,
-        Ok(_) => {
-            return Err((
-                GoodbyeReason::ProtocolError,
-                "first message must be hello".into(),
-            ))
-        }
-        Err(e) => {
-            return Err((
-                GoodbyeReason::ProtocolError,
-                format!("malformed hello: {e}"),
-            ))
-        }
+        Ok(_) => return Err(HelloError::NotHello),
+        Err(e) => return Err(HelloError::Malformed(e)),
     };
     if hello.protocol_version != PROTOCOL_VERSION {
-        return Err((
-            GoodbyeReason::VersionMismatch,
-            format!(
-                "this server (tunnel-server {}) speaks tunnel protocol {PROTOCOL_VERSION}, your client \
-                 speaks {}: install a tunnel-client release that speaks protocol {PROTOCOL_VERSION}",
-                env!("CARGO_PKG_VERSION"),
-                hello.protocol_version
-            ),
-        ));
+        return Err(HelloError::Version {
+            client: hello.protocol_version,
+        });
     }
     Ok(hello.agent.chars().take(100).collect())
 }
 
+/// The answer to a good hello: the tunnel and the multiplexer settings the client must use.
+fn welcome(state: &AppState, tunnel: &Tunnel, cfg: &MuxConfig) -> ControlMessage {
+    ControlMessage::Welcome(Welcome {
+        protocol_version: PROTOCOL_VERSION,
+        tunnel_id: tunnel.id.clone(),
+        public_url: public_url(&state.base_url, &tunnel.id),
+        initial_window: cfg.initial_window,
+        max_window: Some(cfg.max_window),
+        max_frame_size: cfg.max_frame_size,
+        ping_interval_secs: u32::try_from(cfg.ping_interval.as_secs()).unwrap_or(u32::MAX),
+    })
+}
+
+/// One tunnel client from its upgrade: hello, welcome, the claim of the tunnel's live session,
+/// then the multiplexer until the connection ends.
 async fn serve_client(
     state: Arc<AppState>,
     tunnel: Arc<Tunnel>,
@@ -193,28 +248,30 @@ async fn serve_client(
 ) {
     let agent = match handshake(&state, &mut ws).await {
         Ok(agent) => agent,
-        Err((reason, message)) => return refuse(&mut ws, reason, message).await,
+        Err(refusal) => return refuse(&mut ws, refusal).await,
     };
     drop(handshake_permit);
     let cfg = state.mux_config();
-    let welcome = ControlMessage::Welcome(Welcome {
-        protocol_version: PROTOCOL_VERSION,
-        tunnel_id: tunnel.id.clone(),
-        public_url: public_url(&state.base_url, &tunnel.id),
-        initial_window: cfg.initial_window,
-        max_window: Some(cfg.max_window),
-        max_frame_size: cfg.max_frame_size,
-        ping_interval_secs: u32::try_from(cfg.ping_interval.as_secs()).unwrap_or(u32::MAX),
-    });
-    if let Err(e) = send_control(&mut ws, welcome).await {
+    if let Err(e) = send_control(&mut ws, welcome(&state, &tunnel, &cfg)).await {
         warn!(error = %e, "client left during the handshake");
         return;
     }
     let (mux, mut events) = mux::start(ws, cfg, Role::Server);
-    let (generation, old) = tunnel.attach(mux.clone(), remote);
-    if let Some(old) = old {
+    let claim = match state.registry.claim(&tunnel, mux.clone(), remote).await {
+        Ok(claim) => claim,
+        Err(e) => {
+            warn!(error = %e, "cannot claim the tunnel for this client");
+            mux.close(
+                GoodbyeReason::ServerShutdown,
+                "the tunnel registry is unavailable",
+            )
+            .await;
+            return;
+        }
+    };
+    if let Some(old) = claim.replaced {
         info!("a new client took over the tunnel; closing the previous one");
-        tokio::spawn(async move {
+        state.tasks.clients.spawn(async move {
             old.mux
                 .close(
                     GoodbyeReason::Replaced,
@@ -250,7 +307,9 @@ async fn serve_client(
             }
         }
     }
-    tunnel.detach(generation);
+    if let Err(e) = state.registry.release(&tunnel, claim.generation).await {
+        warn!(error = %e, "cannot release the tunnel");
+    }
     state.metrics.client_disconnected();
     info!(
         reason = mux.close_reason().unwrap_or_default(),

@@ -84,6 +84,9 @@ pub enum TunnelError {
     /// Too many tunnel clients are handshaking at once.
     #[error("too many tunnel clients connecting at once")]
     HandshakesFull,
+    /// The store of a shared tunnel registry failed. The in-memory registry never fails.
+    #[error("the tunnel registry is unavailable")]
+    RegistryUnavailable,
 }
 
 impl TunnelError {
@@ -96,7 +99,9 @@ impl TunnelError {
                 StatusCode::BAD_GATEWAY
             }
             Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Overloaded | ShuttingDown | HandshakesFull => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded | ShuttingDown | HandshakesFull | RegistryUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             BadRequest(_) | Invalid(_) | BadFraming(_) => StatusCode::BAD_REQUEST,
             Unauthorized | BasicAuthRequired => StatusCode::UNAUTHORIZED,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -135,6 +140,7 @@ impl TunnelError {
             UriTooLong => "uri_too_long",
             BadFraming(_) => "bad_framing",
             HandshakesFull => "too_many_handshakes",
+            RegistryUnavailable => "registry_unavailable",
         }
     }
 
@@ -159,7 +165,7 @@ impl TunnelError {
             BodyTooLarge => "The server limits request bodies (TUNNEL_MAX_BODY_BYTES).",
             UriTooLong => "Shorten the URL (TUNNEL_MAX_URI_BYTES).",
             BadFraming(_) => "Send either Content-Length or Transfer-Encoding: chunked, once.",
-            HandshakesFull | Overloaded => "Retry shortly.",
+            HandshakesFull | Overloaded | RegistryUnavailable => "Retry shortly.",
             _ => "",
         }
     }

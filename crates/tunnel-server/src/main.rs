@@ -15,6 +15,26 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     tunnel_protocol::heap::tune();
+    // The runtime and the signal handlers before anything else: from here on a SIGTERM or
+    // Ctrl-C starts a graceful shutdown (at once, if it came before the server was up), and
+    // never kills the process outright half-way through its start.
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tunnel-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signals = {
+        let _context = runtime.enter();
+        match Signals::register() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("tunnel-server: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     // A missing .env is normal; a malformed one is worth a warning.
     if let Err(e) = dotenvy::dotenv() {
         if !e.not_found() {
@@ -37,14 +57,7 @@ fn main() -> ExitCode {
         }
     };
     let _log_guard = logging::init(settings.log_format, settings.log_timezone);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tunnel-server: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(settings)) {
+    match runtime.block_on(serve(settings, signals)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tunnel-server: {e:#}");
@@ -53,15 +66,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+async fn serve(settings: Settings, mut signals: Signals) -> anyhow::Result<()> {
     let bind = settings.bind;
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind} (TUNNEL_BIND)"))?;
     let local = listener.local_addr().context("listener has no address")?;
-    // Register the handlers before announcing anything: a SIGTERM sent as soon as the address
-    // or the banner appears must start a graceful shutdown, not kill the process.
-    let mut signals = Signals::register().context("cannot install signal handlers")?;
     let metrics_listener = match settings.metrics_bind {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -89,6 +99,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         println!();
     }
     let shutdown = state.shutdown.clone();
+    // Lives as long as the process: the second signal exits it.
     tokio::spawn(async move {
         signals.next().await;
         tracing::info!("signal received, shutting down gracefully (again to exit at once)");

@@ -26,9 +26,10 @@ use http::{Method, StatusCode};
 use crate::edge::{ClientIp, PeerAddr};
 use crate::error::TunnelError;
 use crate::state::AppState;
-use crate::tunnel::registry::{looks_like_id, Tunnel};
+use crate::tunnel::registry::looks_like_id;
+use crate::tunnel::Tunnel;
 
-use forward::forward;
+use forward::{forward, Forward, Forwarded};
 use log::{Outcome, RequestLog};
 use response::respond;
 use upgrade::{requested_upgrade, switch_protocols, Upgrade};
@@ -53,36 +54,13 @@ pub async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) -> Resp
 
 async fn proxy_request(state: Arc<AppState>, req: Request, request_id: String) -> Response {
     let (mut parts, body) = req.into_parts();
-    let headers = &parts.headers;
-    if state.shutdown.is_cancelled() {
-        return TunnelError::ShuttingDown.render(headers);
-    }
-    if parts.uri.scheme().is_some() || parts.method == Method::CONNECT {
-        return TunnelError::BadRequest("proxy requests (CONNECT, absolute-form) are not served")
-            .render(headers);
-    }
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let Some((id, rest)) = split_target(pq).filter(|(id, _)| looks_like_id(id)) else {
-        return TunnelError::TunnelNotFound.render(headers);
-    };
-    if !rest.starts_with('/') {
-        // `/id` or `/id?q`: relative links only work under `/id/`.
-        let location = format!("/{id}/{rest}");
-        let mut resp = StatusCode::PERMANENT_REDIRECT.into_response();
-        if let Ok(v) = HeaderValue::from_str(&location) {
-            resp.headers_mut().insert(LOCATION, v);
-        }
-        return resp;
-    }
-    if pq.len() > state.settings.max_uri_bytes {
-        return TunnelError::UriTooLong.render(headers);
-    }
-    let Some(tunnel) = state.registry.get(id) else {
-        return TunnelError::TunnelNotFound.render(headers);
+    let (tunnel, rest) = match route(&state, &parts.method, &parts.uri) {
+        Ok((id, rest)) => match find(&state, id).await {
+            Ok(tunnel) => (tunnel, rest),
+            Err(e) => return e.render(&parts.headers),
+        },
+        Err(NotRouted::Refused(e)) => return e.render(&parts.headers),
+        Err(NotRouted::AddSlash(location)) => return redirect(&location),
     };
     if let Err(e) = admit(&state, &tunnel, &parts) {
         return e.render(&parts.headers);
@@ -91,19 +69,17 @@ async fn proxy_request(state: Arc<AppState>, req: Request, request_id: String) -
     if tunnel.access.basic_auth.is_some() {
         parts.headers.remove(http::header::AUTHORIZATION);
     }
-    let path = rest.split('?').next().unwrap_or("/").to_string();
     let log = RequestLog {
         request_id,
         metrics: state.metrics.clone(),
         tunnel: tunnel.clone(),
         method: parts.method.clone(),
-        path,
+        path: rest.split('?').next().unwrap_or("/").to_string(),
         status: 0,
         bytes: 0,
         started: Instant::now(),
         outcome: Outcome::Pending,
     };
-    let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
     let on_upgrade = match requested_upgrade(&parts.headers) {
         Upgrade::WebSocket => match parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
             Some(u) => Some(u),
@@ -114,42 +90,114 @@ async fn proxy_request(state: Arc<AppState>, req: Request, request_id: String) -
         },
         Upgrade::None | Upgrade::Other => None,
     };
-    let websocket = on_upgrade.is_some();
-    let forwarded = forward(
-        &state,
-        &tunnel,
-        parts.method.clone(),
-        rest,
-        &parts.headers,
-        peer,
+    let forwarded = forward(Forward {
+        state: &state,
+        tunnel: &tunnel,
+        method: parts.method.clone(),
+        target: rest,
+        headers: &parts.headers,
+        peer: parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()),
         body,
-        websocket,
-        &log.request_id,
-    )
+        websocket: on_upgrade.is_some(),
+        request_id: &log.request_id,
+    })
     .await;
     match forwarded {
-        Ok((head, receiver, Some(sender))) => match on_upgrade {
-            Some(on_upgrade) if head.status == 101 => {
-                switch_protocols(&state, head, sender, receiver, on_upgrade, log, &tunnel)
-            }
-            _ => {
-                // The local service refused the upgrade: an ordinary response, and the
-                // request direction (which would have carried WebSocket bytes) ends empty.
-                tokio::spawn(async move {
-                    let mut sender = sender;
-                    let _ = sender.finish().await; // stream may be gone already: nothing to end
-                });
-                respond(&state, head, receiver, log, &tunnel)
-            }
-        },
-        Ok((head, receiver, None)) => respond(&state, head, receiver, log, &tunnel),
+        Ok(answer) => answered(&state, &tunnel, answer, on_upgrade, log),
         Err(e) => {
             let mut log = log;
             log.status = e.status().as_u16();
-            log.outcome = Outcome::Error(e.code());
+            log.outcome = Outcome::Failed(e.clone());
             tunnel.stats.requests.fetch_add(1, Ordering::Relaxed);
             e.render(&parts.headers)
         }
+    }
+}
+
+/// Why a public request goes no further than routing.
+enum NotRouted {
+    /// Refused with this error.
+    Refused(TunnelError),
+    /// `/id` or `/id?q`: redirected here, under `/id/`, where relative links work.
+    AddSlash(String),
+}
+
+/// Reads which tunnel a public request is for from its raw path: the tunnel id and the target
+/// to forward (`/rest?q`).
+fn route<'u>(
+    state: &AppState,
+    method: &Method,
+    uri: &'u http::Uri,
+) -> Result<(&'u str, &'u str), NotRouted> {
+    if state.shutdown.is_cancelled() {
+        return Err(NotRouted::Refused(TunnelError::ShuttingDown));
+    }
+    if uri.scheme().is_some() || method == Method::CONNECT {
+        return Err(NotRouted::Refused(TunnelError::BadRequest(
+            "proxy requests (CONNECT, absolute-form) are not served",
+        )));
+    }
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let Some((id, rest)) = split_target(pq).filter(|(id, _)| looks_like_id(id)) else {
+        return Err(NotRouted::Refused(TunnelError::TunnelNotFound));
+    };
+    if !rest.starts_with('/') {
+        return Err(NotRouted::AddSlash(format!("/{id}/{rest}")));
+    }
+    if pq.len() > state.settings.max_uri_bytes {
+        return Err(NotRouted::Refused(TunnelError::UriTooLong));
+    }
+    Ok((id, rest))
+}
+
+/// The tunnel `id`: from what this process holds, at once, on the hot path; from the
+/// registry's store only when it is not held here.
+async fn find(state: &AppState, id: &str) -> Result<Arc<Tunnel>, TunnelError> {
+    if let Some(tunnel) = state.registry.get(id) {
+        return Ok(tunnel);
+    }
+    state
+        .registry
+        .lookup(id)
+        .await?
+        .ok_or(TunnelError::TunnelNotFound)
+}
+
+fn redirect(location: &str) -> Response {
+    let mut resp = StatusCode::PERMANENT_REDIRECT.into_response();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp
+}
+
+/// The public response once the local service answered: a protocol switch when a WebSocket
+/// upgrade was asked for and accepted, an ordinary response otherwise.
+fn answered(
+    state: &AppState,
+    tunnel: &Arc<Tunnel>,
+    answer: Forwarded,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    log: RequestLog,
+) -> Response {
+    let Forwarded {
+        head,
+        receiver,
+        upgrade,
+    } = answer;
+    match (upgrade, on_upgrade) {
+        (Some(sender), Some(on_upgrade)) if head.status == 101 => {
+            switch_protocols(state, head, sender, receiver, on_upgrade, log, tunnel)
+        }
+        (Some(mut sender), _) => {
+            // The local service refused the upgrade: an ordinary response, and the request
+            // direction (which would have carried WebSocket bytes) ends empty.
+            state.tasks.requests.spawn(async move {
+                let _ = sender.finish().await; // stream may be gone already: nothing to end
+            });
+            respond(state, head, receiver, log, tunnel)
+        }
+        (None, _) => respond(state, head, receiver, log, tunnel),
     }
 }
 

@@ -1,13 +1,16 @@
 //! The accept loop, the expiry reaper, and graceful shutdown: assembly only. What a request
 //! meets is in [`crate::app`]; what a connection meets first is in [`crate::edge`].
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -21,27 +24,50 @@ use crate::limits::check_framing;
 use crate::observe::metrics_server;
 use crate::state::AppState;
 
+/// How long the last step of shutdown waits for client sessions (and the request tasks their
+/// closing cuts) to end once every client connection was closed: a close is a goodbye and a
+/// close frame, so only a peer that stopped reading takes this long.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// Serves on `listener` until `state.shutdown` is cancelled, then drains: readiness fails, new
 /// connections are refused, clients are told the server is restarting, in-flight requests get
 /// up to the grace period to finish, and finally every client connection is closed.
 ///
-/// The listener is injected so that tests (and embedders) can bind port 0 first.
+/// The listener is injected so that tests (and embedders) can bind port 0 first. The parts,
+/// as mini-redis has them: [`accept`] (the listener, under the connection cap), one
+/// [`serve_connection`] task per public connection, and [`drain`].
 pub async fn run(listener: TcpListener, state: Arc<AppState>) {
     let app = router(state.clone());
     let connections = TaskTracker::new();
     let reaper = tokio::spawn(reap_expired(state.clone()));
+    while let Some((tcp, peer, permit)) = accept(&listener, &state).await {
+        let (app, state) = (app.clone(), state.clone());
+        connections.spawn(async move {
+            serve_connection(tcp, peer, app, state).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    drain(&state, &connections).await;
+    reaper.abort();
+    info!("shutdown complete");
+}
+
+/// The next public connection, once there is room for it under `TUNNEL_MAX_CONNECTIONS`;
+/// `None` once shutdown has begun.
+async fn accept(
+    listener: &TcpListener,
+    state: &AppState,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    // At the connection cap, stop accepting: further clients wait in the kernel's backlog
+    // instead of costing us memory.
+    let permit = tokio::select! {
+        _ = state.shutdown.cancelled() => return None,
+        p = state.connections.clone().acquire_owned() => p.ok()?,
+    };
     loop {
-        // At the connection cap, stop accepting: further clients wait in the kernel's backlog
-        // instead of costing us memory.
-        let permit = tokio::select! {
-            _ = state.shutdown.cancelled() => break,
-            p = state.connections.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (tcp, peer) = tokio::select! {
-            _ = state.shutdown.cancelled() => break,
+            _ = state.shutdown.cancelled() => return None,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -55,78 +81,90 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
         if let Err(e) = tcp.set_nodelay(true) {
             debug!(error = %e, "TCP_NODELAY not set");
         }
-        let app = app.clone();
-        let conn_state = state.clone();
-        let shutdown = state.shutdown.clone();
-        connections.spawn(async move {
-            let _permit = permit;
-            let settings = &conn_state.settings;
-            let trusted = settings.trusted_proxies.clone();
-            let proxy_state = conn_state.clone();
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                let client = client_ip(peer.ip(), req.headers(), &trusted);
-                req.extensions_mut().insert(PeerAddr(peer));
-                req.extensions_mut().insert(ClientIp(client));
-                let framing = check_framing(req.version(), req.headers());
-                let app = app.clone();
-                let state = proxy_state.clone();
-                async move {
-                    if let Err(why) = framing {
-                        warn!(%client, why, "refused a request with ambiguous framing");
-                        return Ok(TunnelError::BadFraming(why).json_response());
-                    }
-                    app::dispatch(app, state, req.map(Body::new)).await
-                }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(settings.header_read_timeout)
-                .max_buf_size(settings.max_header_bytes)
-                .max_headers(settings.max_headers);
-            let conn = builder
-                .serve_connection(
-                    TokioIo::new(FramingGuard::new(tcp, settings.max_header_bytes)),
-                    svc,
-                )
-                .with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                debug!(%peer, error = %e, "public connection ended with an error");
-            }
-        });
+        return Some((tcp, peer, permit));
     }
-    drop(listener);
+}
+
+/// One public connection: HTTP/1.1 by hyper behind the framing guard, each request marked with
+/// its peer and client address, checked for ambiguous framing, then dispatched by [`app`].
+/// Ends when the peer is done, or (gracefully, after the request in flight) at shutdown.
+async fn serve_connection(tcp: TcpStream, peer: SocketAddr, app: Router, state: Arc<AppState>) {
+    let settings = &state.settings;
+    let trusted = settings.trusted_proxies.clone();
+    let proxy_state = state.clone();
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        let client = client_ip(peer.ip(), req.headers(), &trusted);
+        req.extensions_mut().insert(PeerAddr(peer));
+        req.extensions_mut().insert(ClientIp(client));
+        let framing = check_framing(req.version(), req.headers());
+        let app = app.clone();
+        let state = proxy_state.clone();
+        async move {
+            if let Err(why) = framing {
+                warn!(%client, why, "refused a request with ambiguous framing");
+                return Ok(TunnelError::BadFraming(why).json_response());
+            }
+            app::dispatch(app, state, req.map(Body::new)).await
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes)
+        .max_headers(settings.max_headers);
+    let conn = builder
+        .serve_connection(
+            TokioIo::new(FramingGuard::new(tcp, settings.max_header_bytes)),
+            svc,
+        )
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = state.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, error = %e, "public connection ended with an error");
+    }
+}
+
+/// Graceful shutdown once the listener is closed: clients are told, public connections and
+/// request tasks (body pumps, WebSocket sessions) get the grace period, then every client
+/// connection is closed and its session waited for.
+async fn drain(state: &AppState, connections: &TaskTracker) {
     info!("shutting down: refusing new requests, draining in-flight ones");
-    let tunnels = state.registry.all();
-    for t in &tunnels {
+    for t in state.registry.local() {
         if let Some(c) = t.connection() {
             c.mux
                 .announce(GoodbyeReason::ServerShutdown, "the server is restarting")
                 .await;
         }
     }
+    let requests = &state.tasks.requests;
     connections.close();
+    requests.close();
     let grace = state.settings.shutdown_grace;
-    if tokio::time::timeout(grace, connections.wait())
-        .await
-        .is_err()
-    {
+    let in_flight = async {
+        connections.wait().await;
+        requests.wait().await;
+    };
+    if tokio::time::timeout(grace, in_flight).await.is_err() {
         warn!(
             open = connections.len(),
+            tasks = requests.len(),
             "grace period of {}s over; cutting the remaining connections",
             grace.as_secs()
         );
     }
-    let closes = tunnels
-        .iter()
+    // Every client connecting until now, not only those there when the drain began.
+    let closes = state
+        .registry
+        .local()
+        .into_iter()
         .filter_map(|t| t.connection())
         .map(|c| async move {
             c.mux
@@ -134,8 +172,20 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
                 .await
         });
     futures_util::future::join_all(closes).await;
-    reaper.abort();
-    info!("shutdown complete");
+    let clients = &state.tasks.clients;
+    clients.close();
+    let sessions = async {
+        clients.wait().await;
+        requests.wait().await;
+    };
+    if tokio::time::timeout(CLOSE_WAIT, sessions).await.is_err() {
+        warn!(
+            clients = clients.len(),
+            tasks = requests.len(),
+            "tasks still running {}s after the client connections were closed",
+            CLOSE_WAIT.as_secs()
+        );
+    }
 }
 
 /// [`run`] plus the metrics endpoint on `metrics_listener`, which keeps answering while the
@@ -166,7 +216,9 @@ async fn reap_expired(state: Arc<AppState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for n in 0u64.. {
         tick.tick().await;
-        state.registry.reap_expired();
+        if let Err(e) = state.registry.expire(chrono::Utc::now()).await {
+            warn!(error = %e, "cannot expire tunnels");
+        }
         if n % 60 == 59 {
             state.limits.retain_recent();
         }

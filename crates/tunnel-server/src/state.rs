@@ -7,12 +7,25 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tunnel_protocol::mux::MuxConfig;
 
 use crate::config::Settings;
 use crate::limits::RateLimits;
 use crate::observe::metrics::Metrics;
-use crate::tunnel::registry::Registry;
+use crate::tunnel::{MemoryRegistry, TunnelRegistry};
+
+/// Every task the server spawns besides its connections, by what ends it, so that shutdown
+/// waits for each at the right time instead of cutting it off.
+#[derive(Debug, Clone, Default)]
+pub struct Tasks {
+    /// Work for public requests (request body pumps, WebSocket sessions): drained with the
+    /// public connections, within the grace period.
+    pub requests: TaskTracker,
+    /// Tunnel client sessions and the closing of client connections: they end once the client
+    /// connections are closed, the last step of shutdown.
+    pub clients: TaskTracker,
+}
 
 /// Shared by all handlers through `Arc<AppState>` (no globals).
 #[derive(Debug)]
@@ -22,7 +35,7 @@ pub struct AppState {
     /// Public base URL without trailing slash, e.g. `https://tunnels.example.com`.
     pub base_url: String,
     /// All tunnels (shared with the metrics listener, which samples its gauges from it).
-    pub registry: Arc<Registry>,
+    pub registry: Arc<dyn TunnelRegistry>,
     /// Cancelled when shutdown begins: readiness fails and new requests are refused.
     pub shutdown: CancellationToken,
     /// Rate limiters.
@@ -33,6 +46,8 @@ pub struct AppState {
     pub connections: Arc<Semaphore>,
     /// Prometheus metrics (served by [`crate::server::run_with_metrics`]).
     pub metrics: Arc<Metrics>,
+    /// Spawned tasks, for the drain.
+    pub tasks: Tasks,
 }
 
 impl AppState {
@@ -50,6 +65,7 @@ impl AppState {
             format!("http://{host}:{}", local_addr.port())
         });
         let metrics = Arc::new(Metrics::new());
+        let tasks = Tasks::default();
         Self {
             limits: RateLimits::new(
                 settings.api_rate_per_min,
@@ -60,9 +76,10 @@ impl AppState {
             connections: Arc::new(Semaphore::new(settings.max_connections)),
             settings,
             base_url,
-            registry: Arc::new(Registry::with_events(metrics.clone())),
+            registry: Arc::new(MemoryRegistry::new(metrics.clone(), tasks.clients.clone())),
             shutdown: CancellationToken::new(),
             metrics,
+            tasks,
         }
     }
 

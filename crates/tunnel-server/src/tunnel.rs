@@ -1,11 +1,20 @@
 //! Tunnels: the registry (ids, tokens, live client connections, counters) and the access rules
 //! each tunnel's owner may set on its public URL.
 //!
-//! - [`registry`]: the tunnels, in a `DashMap` inside the shared state.
+//! - [`registry`]: the [`TunnelRegistry`] trait the rest of the server uses, the one place a
+//!   registry shared by several server processes will plug in, and what it trades in.
+//! - [`memory`]: [`MemoryRegistry`], the in-memory registry (a `DashMap`), the first
+//!   implementation.
+//! - [`record`]: one [`Tunnel`]: what is registered about it, its live connection, counters.
 //! - [`access`]: per-tunnel basic auth and IP allow/deny lists.
 //!
-//! This is the one place a registry shared by several server processes will plug in; nothing
-//! here knows about HTTP routes, the proxy or the metrics.
+//! Nothing here knows about HTTP routes, the proxy or the metrics.
 
 pub mod access;
+pub mod memory;
+pub mod record;
 pub mod registry;
+
+pub use memory::MemoryRegistry;
+pub use record::{Connection, Tunnel, TunnelInfo};
+pub use registry::TunnelRegistry;

@@ -19,7 +19,8 @@ use crate::auth::{presented_credential, KeyId};
 use crate::error::{ErrorBody, TunnelError};
 use crate::state::AppState;
 use crate::tunnel::access::AccessPolicy;
-use crate::tunnel::registry::{public_url, CreateError, TunnelInfo};
+use crate::tunnel::record::{public_url, TunnelInfo};
+use crate::tunnel::registry::{CreateError, NewTunnel};
 
 /// The API key a request authenticated with.
 pub struct ApiKey(pub KeyId);
@@ -182,22 +183,24 @@ pub(crate) async fn create(
         req.ip_allow.as_deref().unwrap_or_default(),
         req.ip_deny.as_deref().unwrap_or_default(),
     )
-    .map_err(TunnelError::Invalid)?;
+    .map_err(|e| TunnelError::Invalid(e.to_string()))?;
     let (tunnel, token) = state
         .registry
-        .create(
+        .create(NewTunnel {
             owner,
-            req.name.as_deref(),
+            name: req.name.as_deref(),
             ttl,
-            settings.max_tunnels_per_key,
+            max_per_key: settings.max_tunnels_per_key,
             access,
-        )
+        })
+        .await
         .map_err(|e| match e {
             CreateError::InvalidName(m) => TunnelError::Invalid(format!("invalid name: {m}")),
             CreateError::Taken(n) => TunnelError::Conflict(format!("tunnel name {n:?} is taken")),
             CreateError::TooMany(n) => TunnelError::QuotaExceeded(format!(
                 "this API key already holds {n} tunnels, the most allowed; delete one first"
             )),
+            CreateError::Registry(e) => e.into(),
         })?;
     tracing::info!(tunnel = %tunnel.id, key = owner, ttl_secs = ttl.as_secs(), "tunnel created");
     Ok(Json(CreateResponse {
@@ -228,17 +231,18 @@ pub struct ListResponse {
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     ApiKey(owner): ApiKey,
-) -> Json<ListResponse> {
+) -> Result<Json<ListResponse>, TunnelError> {
     let tunnels: Vec<_> = state
         .registry
         .list(owner)
+        .await?
         .iter()
         .map(|t| t.info(&state.base_url))
         .collect();
-    Json(ListResponse {
+    Ok(Json(ListResponse {
         count: tunnels.len(),
         tunnels,
-    })
+    }))
 }
 
 /// Status of one tunnel of the calling key. Also `GET /api/tunnels/{id}`.
@@ -254,7 +258,7 @@ pub(crate) async fn status(
     ApiKey(owner): ApiKey,
     Path(id): Path<String>,
 ) -> Result<Json<TunnelInfo>, TunnelError> {
-    match state.registry.get(&id) {
+    match state.registry.lookup(&id).await? {
         Some(t) if t.owner == owner => Ok(Json(t.info(&state.base_url))),
         _ => Err(TunnelError::TunnelNotFound),
     }
@@ -283,11 +287,12 @@ pub(crate) async fn delete_tunnel(
     ApiKey(owner): ApiKey,
     Path(id): Path<String>,
 ) -> Result<Json<DeleteResponse>, TunnelError> {
-    match state.registry.get(&id) {
+    match state.registry.lookup(&id).await? {
         Some(t) if t.owner == owner => {
             state
                 .registry
-                .remove(&id, GoodbyeReason::Deleted, "the tunnel was deleted");
+                .remove(&id, GoodbyeReason::Deleted, "the tunnel was deleted")
+                .await?;
             tracing::info!(tunnel = %id, "tunnel deleted");
             Ok(Json(DeleteResponse {
                 deleted: true,

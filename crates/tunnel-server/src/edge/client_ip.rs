@@ -18,15 +18,20 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
+/// A network (CIDR or address) that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IP address or CIDR")]
+pub struct InvalidNetwork(pub String);
+
 /// Parses `10.0.0.0/8`, `fd00::/8`, or a single address (a /32 or /128).
-pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+pub fn parse_cidr(s: &str) -> Result<IpNet, InvalidNetwork> {
     let s = s.trim();
     if let Ok(net) = s.parse::<IpNet>() {
         return Ok(net.trunc());
     }
     s.parse::<IpAddr>()
         .map(IpNet::from)
-        .map_err(|_| format!("{s:?} is not an IP address or CIDR"))
+        .map_err(|_| InvalidNetwork(s.to_string()))
 }
 
 /// Finds the client address of a request that came from `peer`.

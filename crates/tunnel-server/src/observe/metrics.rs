@@ -25,7 +25,7 @@
 //! # Bounded per-tunnel labels
 //! Tunnels come and go, so `tunnel_requests_total{tunnel=…}` must not keep a series per tunnel
 //! ever seen. A tunnel gets its own label value when it is registered, and its series are
-//! removed when it is deleted or expires ([`Registry::remove`], through [`RegistryEvents`]). At most
+//! removed when it is deleted or expires ([`TunnelRegistry::remove`], through [`RegistryEvents`]). At most
 //! [`MAX_TUNNEL_LABELS`] tunnels have their own label at once; requests of any other tunnel
 //! (and of a tunnel already removed while its last request finishes) count under
 //! [`OTHER_TUNNEL`], which no tunnel id can equal.
@@ -44,7 +44,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry as PromRegistry;
 
 use crate::error::TunnelError;
-use crate::tunnel::registry::{Registry, RegistryEvents};
+use crate::tunnel::registry::{RegistryEvents, TunnelRegistry};
 
 /// Most tunnels with a `tunnel` label value of their own at once; the rest count under
 /// [`OTHER_TUNNEL`]. With the default limits (100 tunnels per key) only a server with more than
@@ -152,7 +152,7 @@ struct BuildLabels {
     version: &'static str,
 }
 
-/// Every metric of the server. One per server state, told by its [`Registry`] of every tunnel
+/// Every metric of the server. One per server state, told by its registry of every tunnel
 /// that comes and goes (no global registry: tests run many servers in one process).
 #[derive(Debug)]
 pub struct Metrics {
@@ -197,63 +197,7 @@ impl Metrics {
             labelled: RwLock::new(HashSet::new()),
             registry: PromRegistry::default(),
         };
-        registry.register(
-            "tunnels_registered",
-            "Tunnels in the registry (created, not yet deleted or expired)",
-            m.tunnels_registered.clone(),
-        );
-        registry.register(
-            "tunnels_connected",
-            "Tunnels with a tunnel-client connected",
-            m.tunnels_connected.clone(),
-        );
-        registry.register(
-            "client_connects",
-            "Tunnel clients that authenticated and completed the handshake",
-            m.client_connects.clone(),
-        );
-        registry.register(
-            "client_disconnects",
-            "Tunnel client connections that ended, for any reason",
-            m.client_disconnects.clone(),
-        );
-        registry.register(
-            "requests",
-            "Public requests that reached a tunnel, by tunnel and status class",
-            m.requests.clone(),
-        );
-        registry.register(
-            "request_duration_seconds",
-            "Public request duration, from arrival to the end of the response body (WebSocket sessions excluded)",
-            m.request_duration.clone(),
-        );
-        registry.register(
-            "body_bytes",
-            "Body bytes through tunnels: in = public client to local service, out = back",
-            m.body_bytes.clone(),
-        );
-        registry.register(
-            "open_streams",
-            "Streams (public requests and WebSocket sessions) open on client connections",
-            m.open_streams.clone(),
-        );
-        registry.register(
-            "websocket_sessions",
-            "Public WebSocket sessions currently open",
-            m.websocket_sessions.clone(),
-        );
-        registry.register(
-            "rejections",
-            "Requests the server refused or cut itself, by reason",
-            m.rejections.clone(),
-        );
-        registry.register(
-            "build",
-            "Version of this tunnel-server",
-            Info::new(BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            }),
-        );
+        m.register(&mut registry);
         for reason in Rejection::ALL {
             let _ = m.rejections.get_or_create(&ReasonLabels {
                 reason: reason.as_str(),
@@ -263,6 +207,67 @@ impl Metrics {
             let _ = m.body_bytes.get_or_create(&DirectionLabels { direction });
         }
         Self { registry, ..m }
+    }
+
+    /// Registers every family in `registry`, with its help text.
+    fn register(&self, registry: &mut PromRegistry) {
+        registry.register(
+            "tunnels_registered",
+            "Tunnels in the registry (created, not yet deleted or expired)",
+            self.tunnels_registered.clone(),
+        );
+        registry.register(
+            "tunnels_connected",
+            "Tunnels with a tunnel-client connected",
+            self.tunnels_connected.clone(),
+        );
+        registry.register(
+            "client_connects",
+            "Tunnel clients that authenticated and completed the handshake",
+            self.client_connects.clone(),
+        );
+        registry.register(
+            "client_disconnects",
+            "Tunnel client connections that ended, for any reason",
+            self.client_disconnects.clone(),
+        );
+        registry.register(
+            "requests",
+            "Public requests that reached a tunnel, by tunnel and status class",
+            self.requests.clone(),
+        );
+        registry.register(
+        "request_duration_seconds",
+        "Public request duration, from arrival to the end of the response body (WebSocket sessions excluded)",
+        self.request_duration.clone(),
+    );
+        registry.register(
+            "body_bytes",
+            "Body bytes through tunnels: in = public client to local service, out = back",
+            self.body_bytes.clone(),
+        );
+        registry.register(
+            "open_streams",
+            "Streams (public requests and WebSocket sessions) open on client connections",
+            self.open_streams.clone(),
+        );
+        registry.register(
+            "websocket_sessions",
+            "Public WebSocket sessions currently open",
+            self.websocket_sessions.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Requests the server refused or cut itself, by reason",
+            self.rejections.clone(),
+        );
+        registry.register(
+            "build",
+            "Version of this tunnel-server",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
     }
 
     fn labelled(&self) -> RwLockReadGuard<'_, HashSet<String>> {
@@ -371,8 +376,8 @@ impl Metrics {
     }
 
     /// The text exposition, after sampling the gauges that describe `tunnels`.
-    pub fn render(&self, tunnels: &Registry) -> Result<String, fmt::Error> {
-        let all = tunnels.all();
+    pub fn render(&self, tunnels: &dyn TunnelRegistry) -> Result<String, fmt::Error> {
+        let all = tunnels.local();
         let connections: Vec<_> = all.iter().filter_map(|t| t.connection()).collect();
         let streams: usize = connections.iter().map(|c| c.mux.open_streams()).sum();
         self.tunnels_registered.set(gauge_value(all.len()));
@@ -425,7 +430,8 @@ mod tests {
     use super::*;
 
     fn text(m: &Metrics) -> String {
-        m.render(&Registry::default()).unwrap_or_default()
+        m.render(&crate::tunnel::MemoryRegistry::default())
+            .unwrap_or_default()
     }
 
     #[test]

@@ -19,24 +19,24 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::metrics::Metrics;
-use crate::tunnel::registry::Registry;
+use crate::tunnel::TunnelRegistry;
 
 /// What a scrape reads: the metrics, and the registry its gauges are sampled from.
 #[derive(Debug, Clone)]
 struct Scraped {
     metrics: Arc<Metrics>,
-    tunnels: Arc<Registry>,
+    tunnels: Arc<dyn TunnelRegistry>,
 }
 
 /// The router of the metrics listener: `GET /metrics` and nothing else.
-pub fn router(metrics: Arc<Metrics>, tunnels: Arc<Registry>) -> Router {
+pub fn router(metrics: Arc<Metrics>, tunnels: Arc<dyn TunnelRegistry>) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
         .with_state(Scraped { metrics, tunnels })
 }
 
 async fn scrape(State(s): State<Scraped>) -> Response {
-    match s.metrics.render(&s.tunnels) {
+    match s.metrics.render(s.tunnels.as_ref()) {
         Ok(text) => (
             [(
                 CONTENT_TYPE,
@@ -58,7 +58,7 @@ async fn scrape(State(s): State<Scraped>) -> Response {
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    tunnels: Arc<Registry>,
+    tunnels: Arc<dyn TunnelRegistry>,
     stop: CancellationToken,
 ) {
     let addr = listener

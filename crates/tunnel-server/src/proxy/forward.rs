@@ -1,12 +1,13 @@
 //! Sending a public request through the tunnel: its head, then its body pumped under flow
 //! control, then the wait for the response head.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
 use http::header::{HeaderValue, HOST};
-use http::Method;
+use http::{HeaderMap, Method};
 use http_body_util::BodyExt;
 use tunnel_protocol::headers::WireHeaders;
 use tunnel_protocol::mux::{BodyReceiver, BodySender};
@@ -16,43 +17,48 @@ use super::headers::{prepare_request_headers, ForwardInfo};
 use crate::error::TunnelError;
 use crate::observe::metrics::Metrics;
 use crate::state::AppState;
-use crate::tunnel::registry::Tunnel;
+use crate::tunnel::Tunnel;
 
-/// Sends the request through the tunnel and waits for the response head. For a WebSocket
-/// upgrade the request direction stays open (it will carry the public client's bytes after a
-/// `101`), and its sender is returned.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn forward(
-    state: &AppState,
-    tunnel: &Arc<Tunnel>,
-    method: Method,
-    target: &str,
-    public_headers: &http::HeaderMap,
-    peer: Option<std::net::IpAddr>,
-    body: Body,
-    websocket: bool,
-    request_id: &str,
-) -> Result<(ResponseHead, BodyReceiver, Option<BodySender>), TunnelError> {
+/// One public request on its way into a tunnel: what [`forward`] needs.
+pub(super) struct Forward<'a> {
+    pub(super) state: &'a AppState,
+    pub(super) tunnel: &'a Arc<Tunnel>,
+    pub(super) method: Method,
+    /// `/rest?q`, raw, as the local service will see it.
+    pub(super) target: &'a str,
+    /// The public request's headers, before the proxy's rules.
+    pub(super) headers: &'a HeaderMap,
+    /// The public connection's peer address.
+    pub(super) peer: Option<IpAddr>,
+    pub(super) body: Body,
+    /// A WebSocket upgrade: the request direction stays open after the head.
+    pub(super) websocket: bool,
+    pub(super) request_id: &'a str,
+}
+
+/// The local service's answer: its response head, the response body, and for a WebSocket
+/// upgrade the request direction, kept open to carry the public client's bytes after a `101`.
+pub(super) struct Forwarded {
+    pub(super) head: ResponseHead,
+    pub(super) receiver: BodyReceiver,
+    pub(super) upgrade: Option<BodySender>,
+}
+
+/// Sends the request through the tunnel and waits for the response head.
+pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> {
+    let Forward {
+        state,
+        tunnel,
+        method,
+        target,
+        headers: public_headers,
+        peer,
+        body,
+        websocket,
+        request_id,
+    } = req;
     let conn = tunnel.connection().ok_or(TunnelError::TunnelOffline)?;
-    let mut headers = public_headers.clone();
-    let prefix = format!("/{}", tunnel.id);
-    let host = public_headers.get(HOST).and_then(|h| h.to_str().ok());
-    prepare_request_headers(
-        &mut headers,
-        &ForwardInfo {
-            client_ip: peer.unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])),
-            proto: state.public_proto(),
-            host,
-            prefix: &prefix,
-        },
-    );
-    if websocket {
-        headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(
-            http::header::CONNECTION,
-            HeaderValue::from_static("upgrade"),
-        );
-    }
+    let headers = tunnel_headers(state, tunnel, public_headers, peer, websocket);
     let has_body = !http_body::Body::is_end_stream(&body) && !websocket;
     let (stream, head_rx) = conn.mux.open_stream().map_err(|e| match e {
         StreamError::Reset {
@@ -84,7 +90,7 @@ pub(super) async fn forward(
         };
         let metrics = state.metrics.clone();
         let request_id = request_id.to_string();
-        tokio::spawn(pump_request_body(
+        state.tasks.requests.spawn(pump_request_body(
             body, sender, tunnel, limit, metrics, request_id,
         ));
         None
@@ -101,7 +107,43 @@ pub(super) async fn forward(
         Ok(Ok(Err(e))) => return Err(stream_error(&e)),
         Ok(Ok(Ok(head))) => head,
     };
-    Ok((head, stream.receiver, kept))
+    Ok(Forwarded {
+        head,
+        receiver: stream.receiver,
+        upgrade: kept,
+    })
+}
+
+/// The headers the local service gets: the public ones under the proxy's rules
+/// ([`prepare_request_headers`]), and for a WebSocket the upgrade headers hop-by-hop removal
+/// took out.
+fn tunnel_headers(
+    state: &AppState,
+    tunnel: &Tunnel,
+    public_headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    websocket: bool,
+) -> HeaderMap {
+    let mut headers = public_headers.clone();
+    let prefix = format!("/{}", tunnel.id);
+    let host = public_headers.get(HOST).and_then(|h| h.to_str().ok());
+    prepare_request_headers(
+        &mut headers,
+        &ForwardInfo {
+            client_ip: peer.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            proto: state.public_proto(),
+            host,
+            prefix: &prefix,
+        },
+    );
+    if websocket {
+        headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+    }
+    headers
 }
 
 /// Maps why a stream ended before its response head to what the public client sees.

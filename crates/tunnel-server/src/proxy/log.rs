@@ -7,15 +7,40 @@ use std::time::Instant;
 use http::Method;
 use tracing::info;
 
+use crate::error::TunnelError;
 use crate::observe::metrics::{Metrics, Rejection};
-use crate::tunnel::registry::Tunnel;
+use crate::tunnel::Tunnel;
 
-/// How a proxied request ended, so far.
-#[derive(Debug)]
+/// How a proxied request ended (so far): the `outcome` field of its log line, and what its
+/// metrics count. Variants, not strings, so that nothing compares log text to decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Outcome {
+    /// Still under way. A line written in this state means the public client left: `aborted`.
     Pending,
+    /// The response was delivered whole: `ok`.
     Done,
-    Error(&'static str),
+    /// The server answered, or cut the response, with this error: its code.
+    Failed(TunnelError),
+    /// A response body or WebSocket session was silent for the idle timeout: `idle_timeout`.
+    IdleTimeout,
+    /// A WebSocket session ended abnormally: `websocket_aborted`.
+    WebSocketAborted,
+    /// The public client's side of a WebSocket upgrade failed: `upgrade_failed`.
+    UpgradeFailed,
+}
+
+impl Outcome {
+    /// The value of the log line's `outcome` field.
+    pub(super) fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Pending => "aborted",
+            Outcome::Done => "ok",
+            Outcome::Failed(e) => e.code(),
+            Outcome::IdleTimeout => "idle_timeout",
+            Outcome::WebSocketAborted => "websocket_aborted",
+            Outcome::UpgradeFailed => "upgrade_failed",
+        }
+    }
 }
 
 /// One log line per proxied request, written when the response ends (or fails), and the
@@ -35,11 +60,7 @@ pub(super) struct RequestLog {
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
-        let outcome = match self.outcome {
-            Outcome::Done => "ok",
-            Outcome::Pending => "aborted",
-            Outcome::Error(code) => code,
-        };
+        let outcome = self.outcome.as_str();
         let elapsed = self.started.elapsed();
         info!(
             request_id = %self.request_id,
@@ -54,7 +75,7 @@ impl Drop for RequestLog {
         );
         self.metrics
             .request_finished(&self.tunnel.id, self.status, elapsed, self.status == 101);
-        if outcome == "idle_timeout" {
+        if self.outcome == Outcome::IdleTimeout {
             self.metrics.rejected(Rejection::IdleTimeout);
         }
     }

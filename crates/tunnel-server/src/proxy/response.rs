@@ -19,7 +19,7 @@ use super::headers::prepare_response_headers;
 use super::log::{Outcome, RequestLog};
 use crate::error::TunnelError;
 use crate::state::AppState;
-use crate::tunnel::registry::Tunnel;
+use crate::tunnel::Tunnel;
 
 /// Builds the public response from the local service's head and body stream.
 pub(super) fn respond(
@@ -41,7 +41,7 @@ pub(super) fn respond(
             );
             receiver_reset(receiver);
             log.status = 502;
-            log.outcome = Outcome::Error(TunnelError::BadResponse.code());
+            log.outcome = Outcome::Failed(TunnelError::BadResponse);
             return TunnelError::BadResponse.json_response();
         }
     };
@@ -56,7 +56,7 @@ pub(super) fn respond(
             );
             receiver_reset(receiver);
             log.status = 502;
-            log.outcome = Outcome::Error(TunnelError::BadResponse.code());
+            log.outcome = Outcome::Failed(TunnelError::BadResponse);
             return TunnelError::BadResponse.json_response();
         }
     };
@@ -114,7 +114,7 @@ impl Stream for ResponseBody {
             }
             Poll::Ready(None) => this.log.outcome = Outcome::Done,
             Poll::Ready(Some(Err(e))) => {
-                this.log.outcome = Outcome::Error(stream_error(e).code());
+                this.log.outcome = Outcome::Failed(stream_error(e));
             }
             Poll::Pending => {
                 if this.timer.as_mut().poll(cx).is_ready() {
@@ -123,7 +123,7 @@ impl Stream for ResponseBody {
                         tunnel = %this.log.tunnel.id,
                         "response body idle too long, closing it"
                     );
-                    this.log.outcome = Outcome::Error("idle_timeout");
+                    this.log.outcome = Outcome::IdleTimeout;
                     return Poll::Ready(Some(Err(StreamError::Reset {
                         code: ResetCode::IdleTimeout,
                         message: "no data for the idle timeout".into(),

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
@@ -15,8 +16,9 @@ use tunnel_protocol::ResponseHead;
 use super::headers::prepare_response_headers;
 use super::log::{Outcome, RequestLog};
 use crate::error::TunnelError;
+use crate::observe::metrics::Metrics;
 use crate::state::AppState;
-use crate::tunnel::registry::Tunnel;
+use crate::tunnel::Tunnel;
 
 /// What kind of protocol switch a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +74,7 @@ pub(super) fn switch_protocols(
             "client answered 101 without a valid websocket upgrade"
         );
         log.status = 502;
-        log.outcome = Outcome::Error(TunnelError::BadResponse.code());
+        log.outcome = Outcome::Failed(TunnelError::BadResponse);
         return TunnelError::BadResponse.json_response();
     };
     prepare_response_headers(&mut headers, &format!("/{}", tunnel.id));
@@ -82,58 +84,79 @@ pub(super) fn switch_protocols(
         HeaderValue::from_static("upgrade"),
     );
     log.status = 101;
-    let idle = state.settings.idle_timeout;
-    let tunnel = tunnel.clone();
-    let metrics = state.metrics.clone();
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let _open = metrics.websocket_opened();
-                let io = hyper_util::rt::TokioIo::new(upgraded);
-                match tunnel_protocol::mux::splice(io, sender, receiver, Some(idle)).await {
-                    Ok(stats) => {
-                        log.bytes = stats.sent + stats.received;
-                        log.outcome = Outcome::Done;
-                        tunnel
-                            .stats
-                            .bytes_in
-                            .fetch_add(stats.sent, Ordering::Relaxed);
-                        tunnel
-                            .stats
-                            .bytes_out
-                            .fetch_add(stats.received, Ordering::Relaxed);
-                        metrics.bytes_in(stats.sent);
-                        metrics.bytes_out(stats.received);
-                    }
-                    Err(e) => {
-                        tracing::debug!(
-                            request_id = %log.request_id,
-                            tunnel = %tunnel.id,
-                            error = %e,
-                            "websocket session ended abnormally"
-                        );
-                        log.outcome = Outcome::Error(if e == "idle timeout" {
-                            "idle_timeout"
-                        } else {
-                            "websocket_aborted"
-                        });
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::debug!(
-                    request_id = %log.request_id,
-                    tunnel = %tunnel.id,
-                    error = %e,
-                    "public client upgrade failed"
-                );
-                log.outcome = Outcome::Error("upgrade_failed");
-            }
-        }
-        drop(log); // writes the session's log line
-    });
+    let session = Session {
+        sender,
+        receiver,
+        idle: state.settings.idle_timeout,
+        metrics: state.metrics.clone(),
+        log,
+    };
+    state.tasks.requests.spawn(session.run(on_upgrade));
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *resp.headers_mut() = headers;
     resp
+}
+
+/// A public WebSocket session, spliced to its stream from the upgrade until both directions
+/// are done (or the idle timeout); its log line is written when it ends.
+struct Session {
+    sender: BodySender,
+    receiver: BodyReceiver,
+    idle: Duration,
+    metrics: Arc<Metrics>,
+    log: RequestLog,
+}
+
+impl Session {
+    async fn run(self, on_upgrade: hyper::upgrade::OnUpgrade) {
+        let Session {
+            sender,
+            receiver,
+            idle,
+            metrics,
+            mut log,
+        } = self;
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => {
+                tracing::debug!(
+                    request_id = %log.request_id,
+                    tunnel = %log.tunnel.id,
+                    error = %e,
+                    "public client upgrade failed"
+                );
+                log.outcome = Outcome::UpgradeFailed;
+                return; // dropping the log writes the session's line
+            }
+        };
+        let _open = metrics.websocket_opened();
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        match tunnel_protocol::mux::splice(io, sender, receiver, Some(idle)).await {
+            Ok(stats) => {
+                log.bytes = stats.sent + stats.received;
+                log.outcome = Outcome::Done;
+                let tunnel = &log.tunnel.stats;
+                tunnel.bytes_in.fetch_add(stats.sent, Ordering::Relaxed);
+                tunnel
+                    .bytes_out
+                    .fetch_add(stats.received, Ordering::Relaxed);
+                metrics.bytes_in(stats.sent);
+                metrics.bytes_out(stats.received);
+            }
+            Err(e) => {
+                tracing::debug!(
+                    request_id = %log.request_id,
+                    tunnel = %log.tunnel.id,
+                    error = %e,
+                    "websocket session ended abnormally"
+                );
+                log.outcome = if e == "idle timeout" {
+                    Outcome::IdleTimeout
+                } else {
+                    Outcome::WebSocketAborted
+                };
+            }
+        }
+    }
 }

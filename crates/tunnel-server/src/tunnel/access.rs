@@ -13,7 +13,39 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::edge::client_ip::parse_cidr;
+use crate::edge::client_ip::{parse_cidr, InvalidNetwork};
+
+/// Access rules a create request asked for that cannot be had; the message goes back to the
+/// caller as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    /// `basic_auth` without a colon.
+    #[error("basic_auth must be \"user:password\"")]
+    NotUserPassword,
+    /// `basic_auth` with an empty user.
+    #[error("basic_auth needs a user name")]
+    NoUser,
+    /// A password too short or too long.
+    #[error("basic_auth password must be 8 to 128 characters")]
+    PasswordLength,
+    /// Control characters anywhere in `basic_auth`.
+    #[error("basic_auth must not contain control characters")]
+    ControlCharacters,
+    /// More than 100 networks in one list.
+    #[error("{field} has more than 100 entries")]
+    TooManyNetworks {
+        /// `ip_allow` or `ip_deny`.
+        field: &'static str,
+    },
+    /// A network that does not parse.
+    #[error("{field}: {network}")]
+    Network {
+        /// `ip_allow` or `ip_deny`.
+        field: &'static str,
+        /// What is wrong with it.
+        network: InvalidNetwork,
+    },
+}
 
 /// A hashed `user:password`.
 #[derive(Clone)]
@@ -30,18 +62,18 @@ impl std::fmt::Debug for BasicAuth {
 
 impl BasicAuth {
     /// Hashes `user:password`; refuses empty users, colons in users and short passwords.
-    pub fn new(credential: &str) -> Result<Self, String> {
+    pub fn new(credential: &str) -> Result<Self, AccessError> {
         let (user, pass) = credential
             .split_once(':')
-            .ok_or("basic_auth must be \"user:password\"")?;
+            .ok_or(AccessError::NotUserPassword)?;
         if user.is_empty() {
-            return Err("basic_auth needs a user name".into());
+            return Err(AccessError::NoUser);
         }
         if !(8..=128).contains(&pass.chars().count()) {
-            return Err("basic_auth password must be 8 to 128 characters".into());
+            return Err(AccessError::PasswordLength);
         }
         if credential.chars().any(char::is_control) {
-            return Err("basic_auth must not contain control characters".into());
+            return Err(AccessError::ControlCharacters);
         }
         let mut salt = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut salt);
@@ -94,13 +126,13 @@ impl AccessPolicy {
         basic_auth: Option<&str>,
         allow: &[String],
         deny: &[String],
-    ) -> Result<Self, String> {
-        let parse = |list: &[String], field: &str| {
+    ) -> Result<Self, AccessError> {
+        let parse = |list: &[String], field: &'static str| {
             if list.len() > 100 {
-                return Err(format!("{field} has more than 100 entries"));
+                return Err(AccessError::TooManyNetworks { field });
             }
             list.iter()
-                .map(|s| parse_cidr(s).map_err(|e| format!("{field}: {e}")))
+                .map(|s| parse_cidr(s).map_err(|network| AccessError::Network { field, network }))
                 .collect::<Result<Vec<_>, _>>()
         };
         Ok(Self {

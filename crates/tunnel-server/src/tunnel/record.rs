@@ -1,0 +1,189 @@
+//! One tunnel: what is registered about it (id, owner, token digest, lifetime, access rules),
+//! its live client connection, and its counters.
+//!
+//! A tunnel outlives its client connections: a client that reconnects (network blip, laptop
+//! sleep) finds the same id, token and URL. The tunnel itself goes away on `DELETE`, on expiry,
+//! or with its registry.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tunnel_protocol::mux::Mux;
+
+use super::access::AccessPolicy;
+use crate::auth::{KeyId, SecretHash};
+
+/// The live client connection of a tunnel.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// The multiplexed WebSocket.
+    pub mux: Mux,
+    /// When it authenticated.
+    pub since: DateTime<Utc>,
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// Distinguishes successive connections of one tunnel.
+    pub generation: u64,
+}
+
+/// Counters of one tunnel.
+#[derive(Debug, Default)]
+pub struct TunnelStats {
+    /// Public requests answered (any status).
+    pub requests: AtomicU64,
+    /// Body bytes from public clients to the local service.
+    pub bytes_in: AtomicU64,
+    /// Body bytes from the local service to public clients.
+    pub bytes_out: AtomicU64,
+}
+
+/// One registered tunnel.
+#[derive(Debug)]
+pub struct Tunnel {
+    /// The id, also the first path segment of its public URL.
+    pub id: String,
+    /// The API key that created it.
+    pub owner: KeyId,
+    token: SecretHash,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// When it is removed.
+    pub expires_at: DateTime<Utc>,
+    connection: Mutex<Option<Connection>>,
+    generations: AtomicU64,
+    /// Counters.
+    pub stats: TunnelStats,
+    /// Who may use the public URL.
+    pub access: AccessPolicy,
+}
+
+impl Tunnel {
+    /// A tunnel with no client yet. Of `token`, only the digest is kept.
+    pub(super) fn new(
+        id: String,
+        owner: KeyId,
+        token: &str,
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        access: AccessPolicy,
+    ) -> Self {
+        Self {
+            id,
+            owner,
+            token: SecretHash::of(token),
+            created_at,
+            expires_at,
+            connection: Mutex::new(None),
+            generations: AtomicU64::new(0),
+            stats: TunnelStats::default(),
+            access,
+        }
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Option<Connection>> {
+        // Never held across an await and no code under it can panic; recover from poison.
+        self.connection.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `token` is this tunnel's token (constant time).
+    pub fn token_matches(&self, token: &str) -> bool {
+        self.token.matches(token)
+    }
+
+    /// The live connection, if any.
+    pub fn connection(&self) -> Option<Connection> {
+        self.conn().clone().filter(|c| !c.mux.is_closed())
+    }
+
+    /// Installs a new connection and returns the one it replaces.
+    pub(super) fn attach(&self, mux: Mux, remote: SocketAddr) -> (u64, Option<Connection>) {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let old = self.conn().replace(Connection {
+            mux,
+            since: Utc::now(),
+            remote,
+            generation,
+        });
+        (generation, old)
+    }
+
+    /// Removes the connection if it is still generation `generation`.
+    pub(super) fn detach(&self, generation: u64) {
+        let mut conn = self.conn();
+        if conn.as_ref().is_some_and(|c| c.generation == generation) {
+            *conn = None;
+        }
+    }
+
+    /// Takes the connection out, to close it.
+    pub(super) fn take_connection(&self) -> Option<Connection> {
+        self.conn().take()
+    }
+
+    /// Whether the tunnel's lifetime is over.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        now >= self.expires_at
+    }
+
+    /// A snapshot for the API.
+    pub fn info(&self, base_url: &str) -> TunnelInfo {
+        let conn = self.connection();
+        TunnelInfo {
+            tunnel_id: self.id.clone(),
+            public_url: public_url(base_url, &self.id),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            connected: conn.is_some(),
+            connected_since: conn.as_ref().map(|c| c.since),
+            client_addr: conn.as_ref().map(|c| c.remote.ip().to_string()),
+            open_streams: conn.as_ref().map_or(0, |c| c.mux.open_streams()),
+            basic_auth: self.access.basic_auth.is_some(),
+            ip_allow: self.access.allow.iter().map(|n| n.to_string()).collect(),
+            ip_deny: self.access.deny.iter().map(|n| n.to_string()).collect(),
+            requests_served: self.stats.requests.load(Ordering::Relaxed),
+            bytes_in: self.stats.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.stats.bytes_out.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The public URL of tunnel `id`.
+pub fn public_url(base_url: &str, id: &str) -> String {
+    format!("{base_url}/{id}/")
+}
+
+/// What the API shows of a tunnel.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TunnelInfo {
+    /// Id.
+    pub tunnel_id: String,
+    /// Public URL.
+    pub public_url: String,
+    /// Creation time (RFC 3339).
+    pub created_at: DateTime<Utc>,
+    /// Expiry time (RFC 3339).
+    pub expires_at: DateTime<Utc>,
+    /// Whether a client is connected now.
+    pub connected: bool,
+    /// Since when, if connected.
+    pub connected_since: Option<DateTime<Utc>>,
+    /// The connected client's IP address.
+    pub client_addr: Option<String>,
+    /// Requests in flight.
+    pub open_streams: usize,
+    /// Whether the public URL requires basic auth.
+    pub basic_auth: bool,
+    /// Networks allowed (empty: all).
+    pub ip_allow: Vec<String>,
+    /// Networks denied.
+    pub ip_deny: Vec<String>,
+    /// Public requests answered so far.
+    pub requests_served: u64,
+    /// Request body bytes forwarded.
+    pub bytes_in: u64,
+    /// Response body bytes forwarded.
+    pub bytes_out: u64,
+}
