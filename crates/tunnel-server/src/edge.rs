@@ -1,6 +1,6 @@
 //! The edge: what the server learns about a public connection before any route sees it.
 //!
-//! - [`framing`]: a guard that sees request heads as raw bytes, before hyper.
+//! - [`framing`]: a guard that reads every request of a connection as raw bytes, before hyper.
 //! - [`client_ip`]: the socket's peer address and the real client address (`X-Forwarded-For`
 //!   believed from trusted proxies only), set on every request by the accept loop.
 //!

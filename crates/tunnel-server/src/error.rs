@@ -81,6 +81,13 @@ pub enum TunnelError {
     /// connection is closed after the answer.
     #[error("ambiguous request framing: {0}")]
     BadFraming(&'static str),
+    /// A request head (or chunk line) that breaks HTTP/1.1 syntax: a bare LF or CR, obs-fold,
+    /// a control character, a bad request line. The connection is closed after the answer.
+    #[error("malformed request: {0}")]
+    MalformedRequest(&'static str),
+    /// A request head longer, or with more fields, than allowed.
+    #[error("request head too large")]
+    HeadTooLarge,
     /// Too many tunnel clients are handshaking at once.
     #[error("too many tunnel clients connecting at once")]
     HandshakesFull,
@@ -102,7 +109,10 @@ impl TunnelError {
             Overloaded | ShuttingDown | HandshakesFull | RegistryUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            BadRequest(_) | Invalid(_) | BadFraming(_) => StatusCode::BAD_REQUEST,
+            BadRequest(_) | Invalid(_) | BadFraming(_) | MalformedRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Unauthorized | BasicAuthRequired => StatusCode::UNAUTHORIZED,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             IpForbidden => StatusCode::FORBIDDEN,
@@ -139,6 +149,8 @@ impl TunnelError {
             BodyTooLarge => "body_too_large",
             UriTooLong => "uri_too_long",
             BadFraming(_) => "bad_framing",
+            MalformedRequest(_) => "malformed_request",
+            HeadTooLarge => "headers_too_large",
             HandshakesFull => "too_many_handshakes",
             RegistryUnavailable => "registry_unavailable",
         }
@@ -165,6 +177,10 @@ impl TunnelError {
             BodyTooLarge => "The server limits request bodies (TUNNEL_MAX_BODY_BYTES).",
             UriTooLong => "Shorten the URL (TUNNEL_MAX_URI_BYTES).",
             BadFraming(_) => "Send either Content-Length or Transfer-Encoding: chunked, once.",
+            MalformedRequest(_) => "End every line of the request head with CRLF (RFC 9112).",
+            HeadTooLarge => {
+                "Send fewer or shorter headers (TUNNEL_MAX_HEADER_BYTES, TUNNEL_MAX_HEADERS)."
+            }
             HandshakesFull | Overloaded | RegistryUnavailable => "Retry shortly.",
             _ => "",
         }
@@ -231,7 +247,11 @@ impl TunnelError {
                     HeaderValue::from(*retry_after_secs),
                 );
             }
-            TunnelError::BadFraming(_) | TunnelError::BodyTooLarge | TunnelError::BadRequest(_) => {
+            TunnelError::BadFraming(_)
+            | TunnelError::MalformedRequest(_)
+            | TunnelError::HeadTooLarge
+            | TunnelError::BodyTooLarge
+            | TunnelError::BadRequest(_) => {
                 // The rest of the request cannot be trusted (or is not wanted): close.
                 h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use http::header::{HeaderValue, LOCATION};
 use http::{Method, StatusCode};
 
+use crate::edge::framing::RequestSlot;
 use crate::edge::{ClientIp, PeerAddr};
 use crate::error::TunnelError;
 use crate::state::AppState;
@@ -100,6 +101,7 @@ async fn proxy_request(state: Arc<AppState>, req: Request, request_id: String) -
         body,
         websocket: on_upgrade.is_some(),
         request_id: &log.request_id,
+        slot: parts.extensions.get::<RequestSlot>(),
     })
     .await;
     match forwarded {

@@ -18,7 +18,7 @@ use tunnel_protocol::GoodbyeReason;
 
 use crate::app::{self, router};
 use crate::edge::client_ip::{client_ip, ClientIp, PeerAddr};
-use crate::edge::framing::FramingGuard;
+use crate::edge::framing::{FramingGuard, FramingLink, HeadLimits, RequestSlot};
 use crate::error::TunnelError;
 use crate::limits::check_framing;
 use crate::observe::metrics_server;
@@ -92,20 +92,20 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, app: Router, state: 
     let settings = &state.settings;
     let trusted = settings.trusted_proxies.clone();
     let proxy_state = state.clone();
+    let link = FramingLink::new();
+    let guard = FramingGuard::new(
+        tcp,
+        HeadLimits {
+            max_bytes: settings.max_header_bytes,
+            max_fields: settings.max_headers,
+        },
+        link.clone(),
+    );
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let client = client_ip(peer.ip(), req.headers(), &trusted);
         req.extensions_mut().insert(PeerAddr(peer));
         req.extensions_mut().insert(ClientIp(client));
-        let framing = check_framing(req.version(), req.headers());
-        let app = app.clone();
-        let state = proxy_state.clone();
-        async move {
-            if let Err(why) = framing {
-                warn!(%client, why, "refused a request with ambiguous framing");
-                return Ok(TunnelError::BadFraming(why).json_response());
-            }
-            app::dispatch(app, state, req.map(Body::new)).await
-        }
+        serve_request(app.clone(), proxy_state.clone(), link.begin(), req)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -114,10 +114,7 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, app: Router, state: 
         .max_buf_size(settings.max_header_bytes)
         .max_headers(settings.max_headers);
     let conn = builder
-        .serve_connection(
-            TokioIo::new(FramingGuard::new(tcp, settings.max_header_bytes)),
-            svc,
-        )
+        .serve_connection(TokioIo::new(guard), svc)
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -130,6 +127,45 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, app: Router, state: 
     if let Err(e) = result {
         debug!(%peer, error = %e, "public connection ended with an error");
     }
+}
+
+/// One request of a public connection, in the order hyper serves them: refused at once if
+/// the framing guard refused it (or hyper's view of its framing is ambiguous), otherwise
+/// dispatched; the answer tells the guard whether the connection switched protocols.
+async fn serve_request(
+    app: axum::Router,
+    state: Arc<AppState>,
+    slot: RequestSlot,
+    mut req: hyper::Request<Incoming>,
+) -> Result<axum::response::Response, std::convert::Infallible> {
+    let client = req.extensions().get::<ClientIp>().map(|c| c.0);
+    let refused = match slot.refusal() {
+        Some(refusal) => Some(refusal.to_error()),
+        None => check_framing(req.version(), req.headers())
+            .err()
+            .map(TunnelError::BadFraming),
+    };
+    if let Some(e) = refused {
+        warn!(client = ?client, error = %e, "refused a request the framing guard would not pass");
+        slot.answered(false);
+        return Ok(app::count_rejections(axum::extract::State(state), e.json_response()).await);
+    }
+    // Only a request asking for it may switch protocols: the guard waits for the answer to
+    // exactly those before it reads on.
+    let connect = req.method() == http::Method::CONNECT;
+    let may_switch = connect || req.headers().contains_key(http::header::UPGRADE);
+    req.extensions_mut().insert(slot.clone());
+    let resp = app::dispatch(app, state, req.map(Body::new)).await?;
+    let status = resp.status();
+    let switched =
+        status == http::StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success());
+    if switched && !may_switch {
+        warn!(client = ?client, "refused to switch protocols for a request that did not ask to");
+        slot.answered(false);
+        return Ok(TunnelError::BadResponse.json_response());
+    }
+    slot.answered(switched);
+    Ok(resp)
 }
 
 /// Graceful shutdown once the listener is closed: clients are told, public connections and

@@ -14,6 +14,7 @@ use tunnel_protocol::mux::{BodyReceiver, BodySender};
 use tunnel_protocol::{ControlMessage, RequestHead, ResetCode, ResponseHead, StreamError};
 
 use super::headers::{prepare_request_headers, ForwardInfo};
+use crate::edge::framing::RequestSlot;
 use crate::error::TunnelError;
 use crate::observe::metrics::Metrics;
 use crate::state::AppState;
@@ -34,6 +35,8 @@ pub(super) struct Forward<'a> {
     /// A WebSocket upgrade: the request direction stays open after the head.
     pub(super) websocket: bool,
     pub(super) request_id: &'a str,
+    /// The request's place on its public connection, for a refusal by the framing guard.
+    pub(super) slot: Option<&'a RequestSlot>,
 }
 
 /// The local service's answer: its response head, the response body, and for a WebSocket
@@ -56,6 +59,7 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> 
         body,
         websocket,
         request_id,
+        slot,
     } = req;
     let conn = tunnel.connection().ok_or(TunnelError::TunnelOffline)?;
     let headers = tunnel_headers(state, tunnel, public_headers, peer, websocket);
@@ -104,7 +108,14 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> 
         Ok(Ok(Err(_))) if too_large.load(Ordering::Acquire) => {
             return Err(TunnelError::BodyTooLarge)
         }
-        Ok(Ok(Err(e))) => return Err(stream_error(&e)),
+        Ok(Ok(Err(e))) => {
+            // The framing guard cut the body off (a malformed chunk line): the public
+            // client's bytes, not the tunnel client, are at fault.
+            return Err(match slot.and_then(RequestSlot::refusal) {
+                Some(refusal) => refusal.to_error(),
+                None => stream_error(&e),
+            });
+        }
         Ok(Ok(Ok(head))) => head,
     };
     Ok(Forwarded {
