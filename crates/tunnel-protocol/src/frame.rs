@@ -33,12 +33,21 @@ pub struct DataFrame {
     pub payload: Bytes,
 }
 
+/// The fixed header of a data frame: the stream id as a big-endian `u32`, then the flags.
+///
+/// The one place the header is encoded: [`DataFrame::encode`] (for `tungstenite` peers) and
+/// the multiplexer's writer ([`crate::ws::Writer::data`], which formats it straight into its
+/// write buffer) both use it.
+pub fn data_header(stream_id: StreamId, end: bool) -> [u8; DATA_HEADER_LEN] {
+    let id = stream_id.to_be_bytes();
+    [id[0], id[1], id[2], id[3], if end { FLAG_END } else { 0 }]
+}
+
 impl DataFrame {
     /// Encodes into a binary message body (one copy of the payload).
     pub fn encode(&self) -> Bytes {
         let mut buf = BytesMut::with_capacity(DATA_HEADER_LEN + self.payload.len());
-        buf.put_u32(self.stream_id);
-        buf.put_u8(if self.end { FLAG_END } else { 0 });
+        buf.put_slice(&data_header(self.stream_id, self.end));
         buf.put_slice(&self.payload);
         buf.freeze()
     }

@@ -2,16 +2,22 @@
 //! both sides run on top of it.
 //!
 //! # Layout
+//! From the bottom up; each module depends only on the ones before it (checked by
+//! `ci/check-layout.py`):
+//! - `error`: [`ProtocolError`], why peer input was refused.
+//! - [`headers`]: HTTP header lists as they travel on the wire, with validation on the way in.
 //! - [`message`]: the JSON control messages (hello, request/response heads, flow-control credit,
 //!   resets, goodbye). Every variant is documented there.
 //! - [`frame`]: how a WebSocket message maps to a [`frame::Frame`]: text frames carry one
-//!   [`message::ControlMessage`], binary frames carry body bytes behind a fixed 5-byte header.
-//! - [`headers`]: HTTP header lists as they travel on the wire, with validation on the way in.
-//! - [`mux`]: many concurrent streams over one WebSocket, with per-stream credit windows so that a
-//!   slow reader only slows its own stream and memory per stream stays bounded.
-//! - [`heap`]: allocator settings for the processes that carry traffic.
+//!   [`message::ControlMessage`], binary frames carry body bytes behind a fixed 5-byte header
+//!   (encoded in one place, [`frame::data_header`]).
 //! - [`ws`]: the WebSocket framing itself (RFC 6455), read and written without intermediate
-//!   copies once the upgrade handshake is done.
+//!   copies once the upgrade handshake is done; it owns [`ws::Role`], which decides masking.
+//! - [`mux`]: many concurrent streams over one WebSocket, with per-stream credit windows so that a
+//!   slow reader only slows its own stream and memory per stream stays bounded. A folder of
+//!   parts: configuration, shared state, the reader/writer/keepalive tasks, the flow-control
+//!   policy, stream handles, the receive pipe, splice (see its own layout section).
+//! - [`heap`]: allocator settings for the processes that carry traffic.
 //!
 //! # Glossary
 //! - **client connection**: the one WebSocket a `tunnel-client` holds open to the server.
@@ -31,10 +37,10 @@ pub mod mux;
 pub mod ws;
 
 mod error;
-mod pipe;
 
-pub use error::{ProtocolError, StreamError};
+pub use error::ProtocolError;
 pub use message::{
     ControlMessage, GoodbyeReason, Hello, RequestHead, ResetCode, ResponseHead, StreamId, Welcome,
     PROTOCOL_VERSION,
 };
+pub use mux::StreamError;

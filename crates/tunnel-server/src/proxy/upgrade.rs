@@ -10,7 +10,7 @@ use axum::response::Response;
 use http::header::HeaderValue;
 use http::StatusCode;
 use tracing::warn;
-use tunnel_protocol::mux::{BodyReceiver, BodySender};
+use tunnel_protocol::mux::{BodyReceiver, BodySender, SpliceError};
 use tunnel_protocol::ResponseHead;
 
 use super::headers::prepare_response_headers;
@@ -151,7 +151,7 @@ impl Session {
                     error = %e,
                     "websocket session ended abnormally"
                 );
-                log.outcome = if e == "idle timeout" {
+                log.outcome = if matches!(e, SpliceError::IdleTimeout) {
                     Outcome::IdleTimeout
                 } else {
                     Outcome::WebSocketAborted

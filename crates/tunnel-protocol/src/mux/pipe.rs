@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 
-use crate::StreamError;
+use super::error::StreamError;
 
 /// What happened to pushed bytes.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,0 +1,238 @@
+//! The handles of one stream: a sending half ([`BodySender`]) and a receiving half
+//! ([`BodyReceiver`]), usable from different tasks. When the last handle goes before both
+//! directions ended, the stream is reset (see "Stream lifetime" in [`crate::mux`]).
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+
+use super::error::StreamError;
+use super::shared::{lock, OnAbandon, Outgoing, Shared, StreamState};
+use crate::frame::DataFrame;
+use crate::message::{ControlMessage, ResetCode, StreamId};
+
+/// One stream: a sending half and a receiving half, usable from different tasks.
+#[derive(Debug)]
+pub struct Stream {
+    /// The stream id.
+    pub id: StreamId,
+    /// Sends body bytes to the peer.
+    pub sender: BodySender,
+    /// Body bytes from the peer.
+    pub receiver: BodyReceiver,
+}
+
+/// What both halves of a stream share; dropping the last one ends the stream.
+#[derive(Debug)]
+struct StreamCore {
+    state: Arc<StreamState>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for StreamCore {
+    fn drop(&mut self) {
+        let state = &self.state;
+        lock(&self.shared.streams).remove(&state.id);
+        let clean = state.sent_end.load(Ordering::Acquire) && state.recv.end_received();
+        if !clean && !state.reset.load(Ordering::Acquire) && !self.shared.cancel.is_cancelled() {
+            self.shared
+                .reset_local(state, ResetCode::Cancelled, "stream abandoned".into());
+        }
+        state.cancel.cancel();
+    }
+}
+
+impl Stream {
+    /// The handles of a stream registered in `shared`'s table.
+    pub(super) fn new(shared: Arc<Shared>, state: Arc<StreamState>) -> Self {
+        let core = Arc::new(StreamCore { state, shared });
+        Self {
+            id: core.state.id,
+            sender: BodySender { core: core.clone() },
+            receiver: BodyReceiver { core },
+        }
+    }
+}
+
+/// The sending half of a stream.
+#[derive(Debug)]
+pub struct BodySender {
+    core: Arc<StreamCore>,
+}
+
+impl BodySender {
+    /// Sends bytes, split into frames, waiting for credit as needed.
+    pub async fn send(&mut self, mut data: Bytes) -> Result<(), StreamError> {
+        let max = self.core.shared.cfg.max_frame_size as usize;
+        while !data.is_empty() {
+            let n = self.acquire(data.len().min(max)).await?;
+            let chunk = data.split_to(n);
+            self.send_frame(chunk, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the last bytes of this direction, with the end marker on the final frame: one
+    /// message less per body than [`BodySender::send`] followed by [`BodySender::finish`].
+    pub async fn send_last(&mut self, mut data: Bytes) -> Result<(), StreamError> {
+        let max = self.core.shared.cfg.max_frame_size as usize;
+        while !data.is_empty() {
+            let n = self.acquire(data.len().min(max)).await?;
+            let chunk = data.split_to(n);
+            if data.is_empty() {
+                self.send_frame(chunk, true).await?;
+                self.core.state.sent_end.store(true, Ordering::Release);
+                return Ok(());
+            }
+            self.send_frame(chunk, false).await?;
+        }
+        self.finish().await
+    }
+
+    /// Sends the end marker: no more bytes in this direction (the other may go on).
+    pub async fn finish(&mut self) -> Result<(), StreamError> {
+        if self.core.state.sent_end.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.send_frame(Bytes::new(), true).await?;
+        self.core.state.sent_end.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Records that this direction has no body at all (the head said `end_stream`).
+    pub fn mark_finished(&mut self) {
+        self.core.state.sent_end.store(true, Ordering::Release);
+    }
+
+    /// Resets the stream: the peer stops all work for it.
+    pub fn reset(&self, code: ResetCode, message: &str) {
+        self.core
+            .shared
+            .reset_local(&self.core.state, code, message.to_string());
+    }
+
+    /// Resets the stream *after* everything this side already queued for it (heads, data),
+    /// so that the peer sees, say, a response head and then the failure of its body, never
+    /// the failure first. [`BodySender::reset`] is for synchronous contexts, where order does
+    /// not matter because the stream is being abandoned.
+    pub async fn abort(&self, code: ResetCode, message: &str) {
+        let state = &self.core.state;
+        if state.reset.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let msg = ControlMessage::Reset {
+            stream_id: state.id,
+            code,
+            message: message.to_string(),
+        };
+        let _ = self.core.shared.send_control(&msg).await; // connection gone: the peer knows
+        state.fail(StreamError::Cancelled);
+    }
+
+    /// Resolves when the stream is reset (by either side) or its connection ends.
+    pub async fn cancelled(&self) {
+        self.core.state.cancel.cancelled().await
+    }
+
+    /// Why the stream failed, if it did.
+    pub fn failure(&self) -> StreamError {
+        self.core.state.failure()
+    }
+
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        self.core.state.id
+    }
+
+    /// Waits for credit for at least one byte; takes up to `want` bytes of it.
+    async fn acquire(&self, want: usize) -> Result<usize, StreamError> {
+        let credit = &self.core.state.credit;
+        match credit.acquire().await {
+            Ok(p) => p.forget(),
+            Err(_) => return Err(self.core.state.failure()),
+        }
+        let extra = credit.available_permits().min(want - 1);
+        if extra > 0 {
+            match credit.try_acquire_many(extra as u32) {
+                Ok(p) => p.forget(),
+                Err(_) => return Ok(1),
+            }
+        }
+        Ok(1 + extra)
+    }
+
+    async fn send_frame(&self, payload: Bytes, end: bool) -> Result<(), StreamError> {
+        let state = &self.core.state;
+        if state.reset.load(Ordering::Acquire) || self.core.shared.cancel.is_cancelled() {
+            return Err(state.failure());
+        }
+        let len = payload.len() as u64;
+        let frame = DataFrame {
+            stream_id: state.id,
+            end,
+            payload,
+        };
+        self.core.shared.enqueue(Outgoing::Data(frame)).await?;
+        self.core
+            .shared
+            .bytes_sent
+            .fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The receiving half of a stream: a [`futures_util::Stream`] of body chunks that ends after
+/// the peer's end marker, or yields the error that ended the stream.
+#[derive(Debug)]
+pub struct BodyReceiver {
+    core: Arc<StreamCore>,
+}
+
+impl BodyReceiver {
+    /// Whether the peer's end marker has arrived.
+    pub fn is_end_received(&self) -> bool {
+        self.core.state.recv.end_received()
+    }
+
+    /// This direction's current receive window in bytes: `initial_window`, or more once
+    /// auto-tuning grew it (never more than `max_window`).
+    pub fn window(&self) -> u32 {
+        self.core.state.window.load(Ordering::Acquire)
+    }
+}
+
+impl futures_util::Stream for BodyReceiver {
+    type Item = Result<Bytes, StreamError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let state = &self.core.state;
+        let poll = state.recv.poll_next(cx);
+        if let Poll::Ready(Some(Ok(chunk))) = &poll {
+            self.core.shared.consumed(state, chunk.len());
+        }
+        poll
+    }
+}
+
+impl Drop for BodyReceiver {
+    fn drop(&mut self) {
+        let state = &self.core.state;
+        let (unread, ended) = state.recv.close_reader();
+        if ended || state.recv.failed() {
+            return;
+        }
+        match state.on_abandon {
+            OnAbandon::Reset => {
+                self.core.shared.reset_local(
+                    state,
+                    ResetCode::Cancelled,
+                    "reader went away".into(),
+                );
+            }
+            OnAbandon::Discard => self.core.shared.consumed(state, unread),
+        }
+    }
+}
