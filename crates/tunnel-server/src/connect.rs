@@ -199,7 +199,7 @@ async fn refuse(ws: &mut ServerWs, refusal: HelloError) {
 
 /// Reads the client's hello and checks its version; returns the client's agent string.
 async fn handshake(state: &AppState, ws: &mut ServerWs) -> Result<String, HelloError> {
-    let deadline = state.settings.handshake_timeout;
+    let deadline = state.settings.timeouts.handshake_timeout;
     // `recv` answers pings and skips pongs itself.
     let first = tokio::time::timeout(deadline, async {
         match ws.recv().await {

@@ -11,12 +11,15 @@
 //! - [`auth`]: API keys and tokens, hashed and compared in constant time.
 //! - [`edge`]: what a public connection brings before any route sees it: the framing guard
 //!   (request heads as raw bytes, before hyper), the peer and real client address.
-//! - [`config`]: flags and environment, validated into [`config::Settings`].
-//! - [`tunnel`]: the registry of tunnels (ids, tokens, live client connections, counters) and
-//!   each tunnel's access rules (basic auth, IP lists).
+//! - [`config`]: flags and environment, parsed and range-checked by clap into
+//!   [`config::Settings`] and its groups (timeouts, limits, rates, logging).
+//! - [`tunnel`]: the [`tunnel::TunnelRegistry`] trait (the one place a registry shared by
+//!   several processes will plug in), its in-memory implementation, one tunnel (ids, tokens,
+//!   live client connection, counters) and its access rules (basic auth, IP lists).
 //! - [`observe`]: metrics (types, and their own listener), log format and writer, request ids.
 //! - [`limits`]: rate limiters and request framing checks.
-//! - [`state`]: [`state::AppState`], shared by every handler.
+//! - [`state`]: [`state::AppState`], shared by every handler, with the trackers of every task
+//!   the server spawns.
 //!
 //! The parts that serve requests, which do not know each other:
 //! - [`proxy`]: the path-prefix reverse proxy for public requests (entry, forward, response,

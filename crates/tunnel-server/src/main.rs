@@ -56,7 +56,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let _log_guard = logging::init(settings.log_format, settings.log_timezone);
+    let _log_guard = logging::init(settings.logging.format, settings.logging.timezone);
     match runtime.block_on(serve(settings, signals)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

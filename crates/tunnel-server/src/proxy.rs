@@ -146,7 +146,7 @@ fn route<'u>(
     if !rest.starts_with('/') {
         return Err(NotRouted::AddSlash(format!("/{id}/{rest}")));
     }
-    if pq.len() > state.settings.max_uri_bytes {
+    if pq.len() > state.settings.limits.max_uri_bytes {
         return Err(NotRouted::Refused(TunnelError::UriTooLong));
     }
     Ok((id, rest))
@@ -227,7 +227,7 @@ fn admit(
             return Err(TunnelError::BasicAuthRequired);
         }
     }
-    let max = state.settings.max_body_bytes;
+    let max = state.settings.limits.max_body_bytes;
     if max > 0 {
         let declared = parts
             .headers

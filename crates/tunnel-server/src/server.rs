@@ -96,8 +96,8 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, app: Router, state: 
     let guard = FramingGuard::new(
         tcp,
         HeadLimits {
-            max_bytes: settings.max_header_bytes,
-            max_fields: settings.max_headers,
+            max_bytes: settings.limits.max_header_bytes,
+            max_fields: settings.limits.max_headers,
         },
         link.clone(),
     );
@@ -110,9 +110,9 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, app: Router, state: 
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_header_bytes)
-        .max_headers(settings.max_headers);
+        .header_read_timeout(settings.timeouts.header_read_timeout)
+        .max_buf_size(settings.limits.max_header_bytes)
+        .max_headers(settings.limits.max_headers);
     let conn = builder
         .serve_connection(TokioIo::new(guard), svc)
         .with_upgrades();
@@ -183,7 +183,7 @@ async fn drain(state: &AppState, connections: &TaskTracker) {
     let requests = &state.tasks.requests;
     connections.close();
     requests.close();
-    let grace = state.settings.shutdown_grace;
+    let grace = state.settings.timeouts.shutdown_grace;
     let in_flight = async {
         connections.wait().await;
         requests.wait().await;

@@ -68,12 +68,12 @@ impl AppState {
         let tasks = Tasks::default();
         Self {
             limits: RateLimits::new(
-                settings.api_rate_per_min,
-                settings.connect_rate_per_min,
-                settings.public_rate_per_sec,
+                settings.rates.api_per_min,
+                settings.rates.connect_per_min,
+                settings.rates.public_per_sec,
             ),
-            handshakes: Arc::new(Semaphore::new(settings.max_pending_handshakes)),
-            connections: Arc::new(Semaphore::new(settings.max_connections)),
+            handshakes: Arc::new(Semaphore::new(settings.limits.max_pending_handshakes)),
+            connections: Arc::new(Semaphore::new(settings.limits.max_connections)),
             settings,
             base_url,
             registry: Arc::new(MemoryRegistry::new(metrics.clone(), tasks.clients.clone())),
@@ -108,12 +108,12 @@ impl AppState {
     pub fn mux_config(&self) -> MuxConfig {
         let s = &self.settings;
         MuxConfig {
-            initial_window: s.window_bytes,
-            max_window: s.max_window_bytes,
+            initial_window: s.limits.window_bytes,
+            max_window: s.limits.max_window_bytes,
             max_frame_size: 64 * 1024,
-            max_streams: s.max_streams_per_tunnel,
-            ping_interval: s.ping_interval,
-            dead_after: s.ping_interval * 3 + Duration::from_secs(1),
+            max_streams: s.limits.max_streams_per_tunnel,
+            ping_interval: s.timeouts.ping_interval,
+            dead_after: s.timeouts.ping_interval * 3 + Duration::from_secs(1),
         }
     }
 }

@@ -315,10 +315,10 @@ fn manifest_config_is_the_server_defaults_and_is_accepted() {
         .value(&format!("{CONTAINER}.lifecycle.preStop.sleep.seconds"))
         .map_or(0, |s| s.parse().expect("a number"));
     assert!(
-        termination > settings.shutdown_grace.as_secs() + pre_stop,
+        termination > settings.timeouts.shutdown_grace.as_secs() + pre_stop,
         "terminationGracePeriodSeconds {termination} must exceed TUNNEL_SHUTDOWN_GRACE_SECS {} \
          + preStop {pre_stop}",
-        settings.shutdown_grace.as_secs()
+        settings.timeouts.shutdown_grace.as_secs()
     );
     assert_eq!(deployment.value("spec.replicas"), Some("1"));
     assert_eq!(deployment.value("spec.strategy.type"), Some("Recreate"));

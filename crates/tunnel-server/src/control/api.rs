@@ -168,12 +168,12 @@ pub(crate) async fn create(
     };
     let settings = &state.settings;
     let ttl = match req.ttl_secs {
-        None => settings.default_ttl,
+        None => settings.timeouts.default_ttl,
         Some(0) => return Err(TunnelError::Invalid("ttl_secs must be at least 1".into())),
-        Some(s) if Duration::from_secs(s) > settings.max_ttl => {
+        Some(s) if Duration::from_secs(s) > settings.timeouts.max_ttl => {
             return Err(TunnelError::Invalid(format!(
                 "ttl_secs must be at most {}",
-                settings.max_ttl.as_secs()
+                settings.timeouts.max_ttl.as_secs()
             )))
         }
         Some(s) => Duration::from_secs(s),
@@ -190,7 +190,7 @@ pub(crate) async fn create(
             owner,
             name: req.name.as_deref(),
             ttl,
-            max_per_key: settings.max_tunnels_per_key,
+            max_per_key: settings.limits.max_tunnels_per_key,
             access,
         })
         .await

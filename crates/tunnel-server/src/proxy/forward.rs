@@ -89,7 +89,7 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> 
     } else if has_body {
         let tunnel = tunnel.clone();
         let limit = BodyLimit {
-            max: state.settings.max_body_bytes,
+            max: state.settings.limits.max_body_bytes,
             exceeded: too_large.clone(),
         };
         let metrics = state.metrics.clone();
@@ -102,7 +102,7 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> 
         sender.mark_finished();
         None
     };
-    let head = match tokio::time::timeout(state.settings.request_timeout, head_rx).await {
+    let head = match tokio::time::timeout(state.settings.timeouts.request_timeout, head_rx).await {
         Err(_) => return Err(TunnelError::Timeout),
         Ok(Err(_)) => return Err(TunnelError::ClientDisconnected),
         Ok(Ok(Err(_))) if too_large.load(Ordering::Acquire) => {

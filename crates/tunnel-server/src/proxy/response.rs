@@ -66,7 +66,7 @@ pub(super) fn respond(
         log.outcome = Outcome::Done;
         Body::empty()
     } else {
-        let idle = state.settings.idle_timeout;
+        let idle = state.settings.timeouts.idle_timeout;
         Body::from_stream(ResponseBody {
             receiver,
             log,

@@ -87,7 +87,7 @@ pub(super) fn switch_protocols(
     let session = Session {
         sender,
         receiver,
-        idle: state.settings.idle_timeout,
+        idle: state.settings.timeouts.idle_timeout,
         metrics: state.metrics.clone(),
         log,
     };
