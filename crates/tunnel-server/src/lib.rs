@@ -35,11 +35,6 @@
 //! tunnel's [`tunnel_protocol::mux`] stream → client connection → `tunnel-client` → local
 //! service, and the response back the same way.
 
-// The lints the workspace will hold for every library crate (issue 11). Here, not in this
-// crate's Cargo.toml: `[lints] workspace = true` cannot be combined with entries of its own,
-// and in the root table they would fail the crates that do not meet them yet.
-#![warn(missing_docs, unreachable_pub)]
-
 pub mod app;
 pub mod auth;
 pub mod config;

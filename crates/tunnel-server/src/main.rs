@@ -15,8 +15,15 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     tunnel_protocol::heap::tune();
-    // The runtime and the signal handlers before anything else: from here on a SIGTERM or
-    // Ctrl-C starts a graceful shutdown (at once, if it came before the server was up), and
+    // The .env first, as it may configure the runtime too (`TOKIO_WORKER_THREADS`).
+    // A missing .env is normal; a malformed one is worth a warning.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("tunnel-server: ignoring .env: {e}");
+        }
+    }
+    // Then the runtime and the signal handlers, before anything else: from here on a SIGTERM
+    // or Ctrl-C starts a graceful shutdown (at once, if it came before the server was up), and
     // never kills the process outright half-way through its start.
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -35,12 +42,6 @@ fn main() -> ExitCode {
             }
         }
     };
-    // A missing .env is normal; a malformed one is worth a warning.
-    if let Err(e) = dotenvy::dotenv() {
-        if !e.not_found() {
-            eprintln!("tunnel-server: ignoring .env: {e}");
-        }
-    }
     let args = match ServerArgs::try_parse() {
         Ok(a) => a,
         Err(e) => {
