@@ -78,6 +78,7 @@ done
 
 echo "== cross-references in $MANIFEST (incl. the Traefik objects)"
 "$PYTHON" - "$MANIFEST" <<'EOF'
+import re
 import sys
 import yaml  # PyYAML, a dependency of kubernetes-validate
 
@@ -175,8 +176,23 @@ check(pod["securityContext"].get("runAsNonRoot") is True, "runAsNonRoot must be 
 check(route["spec"]["entryPoints"] == ["websecure"], "IngressRoute must use websecure only")
 check("tls" in route["spec"], "IngressRoute must terminate TLS")
 host = cm["data"]["TUNNEL_PUBLIC_URL"].split("://", 1)[1].rstrip("/")
+domain = cm["data"].get("TUNNEL_DOMAIN", "")
+check(domain in ("", host), f"TUNNEL_DOMAIN {domain!r} is not the public URL's host {host!r}")
 for r in route["spec"]["routes"]:
     check(f"Host(`{host}`)" in r["match"], f"route {r['match']!r} is not for {host}")
+    if domain:
+        # Traefik v3 HostRegexp: anchored, one label, the domain's dots escaped.
+        m = re.search(r"HostRegexp\(`([^`]*)`\)", r["match"])
+        check(m is not None, f"route {r['match']!r} has no HostRegexp for *.{domain}")
+        if m:
+            rx = re.compile(m.group(1))
+            check(m.group(1).startswith("^") and m.group(1).endswith("$"),
+                  f"HostRegexp {m.group(1)!r} is not anchored")
+            for name, want in ((f"myapp.{domain}", True), (f"My-App.{domain}", True),
+                               (f"a.b.{domain}", False), (f"evil{domain}", False),
+                               (domain, False), (f"myapp.{domain}.evil.net", False)):
+                check(bool(rx.match(name)) == want,
+                      f"HostRegexp {m.group(1)!r} {'misses' if want else 'matches'} {name}")
     for s in r["services"]:
         check(s["name"] == svc["metadata"]["name"], f"route targets unknown Service {s['name']}")
         check(s["port"] in (svc_port["port"], svc_port.get("name")),

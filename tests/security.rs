@@ -74,14 +74,14 @@ async fn paths_can_never_escape_their_tunnel() {
     let server = TestServer::start(&[]).await;
     let backend_a = Backend::start("a").await;
     let backend_b = Backend::start("b").await;
-    let a = TestClient::start(&server, backend_a.addr.port(), &["--name", "app"]).await;
-    let b = TestClient::start(&server, backend_b.addr.port(), &["--name", "app-admin"]).await;
+    let a = TestClient::start(&server, backend_a.addr.port(), &["--name", "web"]).await;
+    let b = TestClient::start(&server, backend_b.addr.port(), &["--name", "web-admin"]).await;
     for target in [
-        "/app/../app-admin/x",
-        "/app/%2e%2e/app-admin/x",
-        "/app/%2E%2E%2Fapp-admin/x",
-        "/app//app-admin/x",
-        "/app/..%2fapi/tunnels",
+        "/web/../web-admin/x",
+        "/web/%2e%2e/web-admin/x",
+        "/web/%2E%2E%2Fweb-admin/x",
+        "/web//web-admin/x",
+        "/web/..%2fapi/tunnels",
     ] {
         let resp = get(server.addr, target).await;
         assert_eq!(resp.status(), 200, "{target}");
@@ -89,13 +89,13 @@ async fn paths_can_never_escape_their_tunnel() {
         assert_eq!(echo["backend"], "a", "{target} reached another tunnel");
     }
     // A prefix of another tunnel's id never catches its traffic, and vice versa.
-    let resp = get(server.addr, "/app-admin/y").await;
+    let resp = get(server.addr, "/web-admin/y").await;
     let echo: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
     assert_eq!(echo["backend"], "b");
-    assert_eq!(get(server.addr, "/ap/y").await.status(), 404);
-    assert_eq!(get(server.addr, "/app-/y").await.status(), 404);
+    assert_eq!(get(server.addr, "/we/y").await.status(), 404);
+    assert_eq!(get(server.addr, "/web-/y").await.status(), 404);
     // Encoded ids are not ids.
-    assert_eq!(get(server.addr, "/%61pp/y").await.status(), 404);
+    assert_eq!(get(server.addr, "/%77eb/y").await.status(), 404);
     assert_eq!(get(server.addr, "/%2e%2e/api/tunnels").await.status(), 404);
     a.stop().await.unwrap();
     b.stop().await.unwrap();

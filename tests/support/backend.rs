@@ -131,6 +131,18 @@ fn router(hooks: Arc<Hooks>, addr: SocketAddr) -> Router {
         .route("/status/{code}", any(status))
         .route("/cookies", get(cookies))
         .route(
+            "/sw.js",
+            get(|| async {
+                (
+                    [
+                        ("content-type", "text/javascript"),
+                        ("service-worker-allowed", "/"),
+                    ],
+                    "self.addEventListener('fetch', () => {});",
+                )
+            }),
+        )
+        .route(
             "/redirect",
             get(|| async { (StatusCode::FOUND, [("location", "/target?a=1")]) }),
         )

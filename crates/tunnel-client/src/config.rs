@@ -49,6 +49,15 @@ pub struct ClientArgs {
     #[arg(long, env = "TUNNEL_NAME", value_name = "TUNNEL_NAME")]
     pub name: Option<String>,
 
+    /// A custom domain for the tunnel (e.g. app.mycompany.com): the server routes it here once
+    /// a DNS TXT record `_tunnel.<domain>` holds the value the client prints.
+    #[arg(
+        long,
+        env = "TUNNEL_CUSTOM_DOMAIN",
+        value_name = "TUNNEL_CUSTOM_DOMAIN"
+    )]
+    pub domain: Option<String>,
+
     /// Requested tunnel lifetime in seconds (the server's default when absent).
     #[arg(
         long,
@@ -195,6 +204,8 @@ pub struct ClientConfig {
     pub max_backoff: Duration,
     /// Access control asked for on create.
     pub access: AccessRequest,
+    /// The custom domain asked for on create.
+    pub domain: Option<String>,
 }
 
 /// Access control the client asks the server to enforce on its tunnel.
@@ -233,6 +244,10 @@ impl ClientConfig {
             local_host: args.local_host,
             local_port: args.port,
             name: args.name.filter(|n| !n.is_empty()),
+            domain: args
+                .domain
+                .map(|d| d.trim().to_string())
+                .filter(|d| !d.is_empty()),
             ttl_secs: args.ttl_secs,
             host_header,
             log_requests: !args.quiet,

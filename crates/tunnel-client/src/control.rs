@@ -13,10 +13,52 @@ pub struct Created {
     pub tunnel_id: String,
     /// Token to connect with.
     pub token: String,
-    /// Public URL.
+    /// Public URL, in the form the server's TUNNEL_URL_STYLE picks.
     pub public_url: String,
+    /// The path-prefix URL (absent from servers before subdomains).
+    #[serde(default)]
+    pub path_url: Option<String>,
+    /// The subdomain URL, when the server has a TUNNEL_DOMAIN.
+    #[serde(default)]
+    pub subdomain_url: Option<String>,
+    /// The custom domain asked for, and how to verify it.
+    #[serde(default)]
+    pub custom_domain: Option<CustomDomain>,
     /// When it expires (RFC 3339).
     pub expires_at: String,
+}
+
+impl Created {
+    /// The tunnel's other URLs than `shown` (the banner's), each once.
+    pub fn other_urls(&self, shown: &str) -> Vec<&str> {
+        let mut urls: Vec<&str> = Vec::new();
+        for url in [self.subdomain_url.as_deref(), self.path_url.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            if url != shown && !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+        urls
+    }
+}
+
+/// A custom domain as the server reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CustomDomain {
+    /// The domain.
+    pub domain: String,
+    /// Its URL.
+    pub url: String,
+    /// Whether it routes to the tunnel now.
+    pub verified: bool,
+    /// What the last check found (`pending`, `verified`, `missing`, `mismatch`, …).
+    pub status: String,
+    /// The TXT record to create.
+    pub txt_name: String,
+    /// The value it must hold.
+    pub txt_value: String,
 }
 
 /// Why an API call failed.
@@ -113,14 +155,19 @@ impl ControlClient {
         name: Option<&str>,
         ttl_secs: Option<u64>,
         access: &AccessRequest,
+        domain: Option<&str>,
     ) -> Result<Created, ApiError> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "name": name,
             "ttl_secs": ttl_secs,
             "basic_auth": access.basic_auth,
             "ip_allow": access.ip_allow,
             "ip_deny": access.ip_deny,
         });
+        // Only when asked for: a server before custom domains refuses unknown fields.
+        if let Some(d) = domain {
+            body["domain"] = serde_json::Value::from(d);
+        }
         let resp = self
             .send(
                 self.http
@@ -133,6 +180,22 @@ impl ControlClient {
             .map_err(|e| ApiError::Rejected {
                 status: 200,
                 message: format!("unreadable create response: {e}"),
+            })
+    }
+
+    /// `POST /api/tunnels/{id}/domain/verify`: has the server seen the TXT record now?
+    pub async fn verify_domain(&self, id: &str) -> Result<CustomDomain, ApiError> {
+        let resp = self
+            .send(
+                self.http
+                    .post(format!("{}/api/tunnels/{id}/domain/verify", self.base)),
+            )
+            .await?;
+        resp.json::<CustomDomain>()
+            .await
+            .map_err(|e| ApiError::Rejected {
+                status: 200,
+                message: format!("unreadable verify response: {e}"),
             })
     }
 

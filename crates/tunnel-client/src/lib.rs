@@ -6,10 +6,12 @@
 //! - [`session`]: connect, serve, reconnect with backoff, delete on exit.
 //! - [`forward`]: one stream → the local service → back, streamed.
 //! - [`display`]: the banner and per-request lines.
+//! - [`domain`]: the tunnel's other URLs, and a custom domain's wait for its DNS record.
 
 pub mod config;
 pub mod control;
 pub mod display;
+pub mod domain;
 pub mod forward;
 pub mod session;
 

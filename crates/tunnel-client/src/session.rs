@@ -156,6 +156,8 @@ pub async fn run(
                         &cfg.local_authority(),
                         &created.expires_at,
                     );
+                    crate::domain::announce(&printer, &created, &welcome.public_url);
+                    crate::domain::watch(&api, &created, &printer, &shutdown);
                     announced = true;
                 }
                 let (mux, events) = mux::start(ws, client_mux_config(&welcome), Role::Client);
@@ -260,14 +262,18 @@ async fn create_with_retry(
     shutdown: &CancellationToken,
 ) -> Result<Option<Created>, ClientError> {
     loop {
-        let result = match api.create(name, cfg.ttl_secs, &cfg.access).await {
+        let result = match api
+            .create(name, cfg.ttl_secs, &cfg.access, cfg.domain.as_deref())
+            .await
+        {
             Err(ApiError::Conflict(msg)) => match name {
                 Some(n) if api.exists(n).await.unwrap_or(false) => {
                     printer.info(&format!(
                         "tunnel {n} is held by an earlier session of this key; taking it over"
                     ));
                     api.delete(n).await?;
-                    api.create(name, cfg.ttl_secs, &cfg.access).await
+                    api.create(name, cfg.ttl_secs, &cfg.access, cfg.domain.as_deref())
+                        .await
                 }
                 _ => Err(ApiError::Conflict(msg)),
             },

@@ -3,6 +3,15 @@
 //!
 //! The one module besides [`crate::server`] that knows every part: the parts do not know each
 //! other's routes.
+//!
+//! # Routing
+//! Every public request gets one routing decision, [`route`], from its host and path, in this
+//! order: a host `<label>.TUNNEL_DOMAIN` is tunnel `label`, every path of it (so an app's own
+//! `/api/…` works); on the apex (`TUNNEL_DOMAIN`, the public URL's host, an IP address, or
+//! any host when `TUNNEL_DOMAIN` is unset) the server's own paths go to the route table and
+//! the rest is read as a path prefix; a deeper name is refused; any other host is a custom
+//! domain if one is verified for it, and refused (`unknown_host`) otherwise. The control API,
+//! health, readiness, the client endpoint and OpenAPI exist on the apex only.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,8 +24,55 @@ use tower::Service;
 
 use crate::connect;
 use crate::control::{api, openapi};
-use crate::proxy;
+use crate::edge::client_ip::is_trusted;
+use crate::edge::host::{request_host, HostClass, HostRules};
+use crate::edge::PeerAddr;
+use crate::error::TunnelError;
+use crate::proxy::{self, Addressed};
 use crate::state::AppState;
+
+/// The routing decision of a public request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// One of the server's own paths on the apex: the route table.
+    Server,
+    /// Any other path on the apex: `/<id>/…`, the path-prefix proxy.
+    Prefix,
+    /// `<label>.TUNNEL_DOMAIN`: every path is tunnel `label`'s.
+    Subdomain(String),
+    /// `a.b.TUNNEL_DOMAIN`: refused.
+    Nested,
+    /// Any other host: a verified custom domain, or refused.
+    Foreign(String),
+}
+
+/// Routes a request for `host` (normalized, `None` when it sent none) and `path`.
+pub fn route(hosts: &HostRules, host: Option<&str>, path: &str) -> Route {
+    match hosts.classify(host) {
+        HostClass::Apex if is_server_path(path) => Route::Server,
+        HostClass::Apex => Route::Prefix,
+        HostClass::Subdomain(label) => Route::Subdomain(label.to_string()),
+        HostClass::Nested => Route::Nested,
+        HostClass::Foreign(host) => Route::Foreign(host.to_string()),
+    }
+}
+
+/// Routes `req`: its host is `X-Forwarded-Host` when the peer is a trusted proxy, `Host`
+/// otherwise. Without `TUNNEL_DOMAIN` the host does not matter and is not read.
+pub fn route_request(state: &AppState, req: &Request) -> Route {
+    let path = req.uri().path();
+    if state.hosts.domain.is_none() {
+        return route(&state.hosts, None, path);
+    }
+    let trusted = &state.settings.trusted_proxies;
+    let peer_trusted = !trusted.is_empty()
+        && req
+            .extensions()
+            .get::<PeerAddr>()
+            .is_some_and(|p| is_trusted(p.0.ip(), trusted));
+    let host = request_host(req.headers(), peer_trusted);
+    route(&state.hosts, host.as_deref(), path)
+}
 
 /// Builds the whole application: control API, client endpoint, and the proxy as fallback.
 ///
@@ -34,6 +90,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(api::status).delete(api::delete_tunnel),
         )
         .route("/api/tunnels/{id}/status", get(api::status))
+        .route("/api/tunnels/{id}/domain/verify", post(api::verify_domain))
         .route("/api/openapi.json", get(openapi::openapi_json));
     if let Some(layer) = state.limits.api_layer() {
         control = control.route_layer(layer);
@@ -62,19 +119,48 @@ pub fn is_server_path(path: &str) -> bool {
     path == "/health" || path == "/ready" || path == "/api" || path.starts_with("/api/")
 }
 
-/// Routes one request of a public connection: the server's own paths through the router, and
-/// public traffic straight to the proxy (the router's fallback): the same handler and rejection
-/// count, without the route lookup and layers.
+/// The whole public application as one router, routing by host as [`dispatch`] does: what
+/// tests without a network drive with `oneshot`. The server itself calls [`dispatch`].
+pub fn app(state: Arc<AppState>) -> Router {
+    let table = router(state.clone());
+    Router::new().fallback(move |req: Request| {
+        let (table, state) = (table.clone(), state.clone());
+        async move {
+            match dispatch(table, state, req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        }
+    })
+}
+
+/// Routes one request of a public connection ([`route_request`]): the server's own paths
+/// through the router, and public traffic straight to the proxy: the same handler and
+/// rejection count as the router's fallback, without the route lookup and layers.
 pub async fn dispatch(
     mut router: Router,
     state: Arc<AppState>,
     req: Request,
 ) -> Result<Response, Infallible> {
-    if is_server_path(req.uri().path()) {
-        return router.call(req).await;
-    }
-    let resp = proxy::proxy(State(state.clone()), req).await;
+    let addressed = match route_request(&state, &req) {
+        Route::Server => return router.call(req).await,
+        Route::Prefix => Addressed::Prefix,
+        Route::Subdomain(label) => Addressed::Subdomain(label),
+        Route::Foreign(host) => match state.registry.get_by_domain(&host) {
+            Some(tunnel) => Addressed::Domain(tunnel),
+            None => return Ok(refuse(&state, &req, TunnelError::UnknownHost)),
+        },
+        Route::Nested => return Ok(refuse(&state, &req, TunnelError::NestedSubdomain)),
+    };
+    let resp = proxy::serve(state.clone(), req, addressed).await;
     Ok(count_rejections(State(state), resp).await)
+}
+
+/// A refusal before any tunnel was found, counted like every other.
+fn refuse(state: &AppState, req: &Request, e: TunnelError) -> Response {
+    let response = e.render(req.headers());
+    state.metrics.count_rejection(&response);
+    response
 }
 
 /// Middleware of the public router: counts every error response the server answered itself

@@ -25,6 +25,11 @@ impl SecretHash {
         Self(Sha256::digest(secret.as_bytes()).into())
     }
 
+    /// The digest's bytes (to derive other values from; never shown as they are).
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// Constant-time comparison against a presented secret.
     pub fn matches(&self, presented: &str) -> bool {
         Self::of(presented).0.ct_eq(&self.0).into()
@@ -35,31 +40,83 @@ impl SecretHash {
 /// to the key that created them.
 pub type KeyId = usize;
 
-/// The configured API keys.
+/// The configured API keys, each with an optional label (`label:key` in `TUNNEL_API_KEYS`)
+/// that `TUNNEL_RESERVED_NAMES` refers to.
 #[derive(Clone, Debug)]
 pub struct ApiKeys {
     hashes: Vec<SecretHash>,
+    labels: Vec<Option<String>>,
+    /// Digests of whole `label:key` entries, so that a key that merely contains a colon (and
+    /// was configured before labels existed) still works as it is: (digest, key).
+    whole: Vec<(SecretHash, KeyId)>,
+}
+
+/// Splits a `TUNNEL_API_KEYS` entry into its label and its secret: `ci:SECRET` → (`ci`,
+/// `SECRET`) when the part before the first colon is a lowercase label (a-z, 0-9, `-`, `_`,
+/// at most 63); anything else is a plain key.
+pub fn split_label(entry: &str) -> (Option<&str>, &str) {
+    match entry.split_once(':') {
+        Some((label, secret))
+            if !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                }) =>
+        {
+            (Some(label), secret)
+        }
+        _ => (None, entry),
+    }
 }
 
 impl ApiKeys {
-    /// Hashes the given keys.
+    /// Hashes the given `TUNNEL_API_KEYS` entries (plain keys or `label:key`).
     pub fn new(keys: &[String]) -> Self {
-        Self {
-            hashes: keys.iter().map(|k| SecretHash::of(k)).collect(),
+        let mut this = Self {
+            hashes: Vec::with_capacity(keys.len()),
+            labels: Vec::with_capacity(keys.len()),
+            whole: Vec::new(),
+        };
+        for (id, entry) in keys.iter().enumerate() {
+            let (label, secret) = split_label(entry);
+            this.hashes.push(SecretHash::of(secret));
+            this.labels.push(label.map(str::to_string));
+            if label.is_some() {
+                this.whole.push((SecretHash::of(entry), id));
+            }
         }
+        this
     }
 
     /// Returns which key `presented` is, comparing against all of them in constant time.
     pub fn check(&self, presented: &str) -> Option<KeyId> {
         let digest = SecretHash::of(presented);
         let mut found = None;
-        for (i, h) in self.hashes.iter().enumerate() {
+        let candidates = self.hashes.iter().enumerate().map(|(i, h)| (h, i));
+        for (h, i) in candidates.chain(self.whole.iter().map(|(h, i)| (h, *i))) {
             let eq: bool = h.0.ct_eq(&digest.0).into();
             if eq && found.is_none() {
                 found = Some(i);
             }
         }
         found
+    }
+
+    /// The key labelled `label`.
+    pub fn by_label(&self, label: &str) -> Option<KeyId> {
+        self.labels.iter().position(|l| l.as_deref() == Some(label))
+    }
+
+    /// The label of key `id`, if it has one.
+    pub fn label(&self, id: KeyId) -> Option<&str> {
+        self.labels.get(id)?.as_deref()
+    }
+
+    /// The digest of key `id`: what values derived from a key (a custom domain's
+    /// verification value) are computed from, so that they survive restarts and are the same
+    /// on every server holding the same keys.
+    pub fn digest(&self, id: KeyId) -> Option<&SecretHash> {
+        self.hashes.get(id)
     }
 }
 
@@ -108,6 +165,25 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("authorization", "Basic abc".parse().expect("valid"));
         assert_eq!(presented_credential(&h), None);
+    }
+
+    #[test]
+    fn keys_may_carry_a_label() {
+        let keys = ApiKeys::new(&[
+            "ci:0123456789abcdef".to_string(),
+            "plainkey-0123456789".to_string(),
+            "Odd:Key-with-colon-0123".to_string(),
+        ]);
+        assert_eq!(keys.check("0123456789abcdef"), Some(0));
+        // The whole entry still works, as it did before labels.
+        assert_eq!(keys.check("ci:0123456789abcdef"), Some(0));
+        assert_eq!(keys.check("plainkey-0123456789"), Some(1));
+        // Not a label (upper case): a plain key with a colon in it.
+        assert_eq!(keys.check("Odd:Key-with-colon-0123"), Some(2));
+        assert_eq!(keys.check("Key-with-colon-0123"), None);
+        assert_eq!(keys.by_label("ci"), Some(0));
+        assert_eq!(keys.label(1), None);
+        assert_eq!(split_label("a:b:c"), (Some("a"), "b:c"));
     }
 
     #[test]

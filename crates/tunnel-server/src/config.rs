@@ -20,6 +20,10 @@ use clap::{Args, Parser, ValueEnum};
 
 use crate::auth::ApiKeys;
 
+pub mod domains;
+
+pub use domains::{DnsResolver, DomainArgs, Domains, UrlStyle};
+
 /// Default listen port.
 pub const DEFAULT_PORT: u16 = 8989;
 
@@ -131,6 +135,10 @@ pub struct ServerArgs {
     /// Log output.
     #[command(flatten)]
     pub logging: Logging,
+
+    /// Names and domains: subdomains, blocked and reserved names, custom domains.
+    #[command(flatten)]
+    pub domains: DomainArgs,
 }
 
 /// How long things may take: waits, silences, the drain, pings, and tunnel lifetimes.
@@ -388,6 +396,12 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl From<domains::DomainSettingError> for ConfigError {
+    fn from(e: domains::DomainSettingError) -> Self {
+        invalid(e.setting, e.message)
+    }
+}
+
 fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         setting,
@@ -419,12 +433,15 @@ pub struct Settings {
     pub rates: Rates,
     /// Log output.
     pub logging: Logging,
+    /// Names and domains.
+    pub domains: Domains,
 }
 
 impl Settings {
     /// Checks what involves several settings; every value by itself was checked by clap.
     pub fn from_args(args: ServerArgs) -> Result<Self, ConfigError> {
         let (bind, api_keys, generated_key) = keys_and_bind(&args.api_keys, args.bind)?;
+        let domains = args.domains.validate(generated_key.is_some(), &api_keys)?;
         let public_url = public_url(args.public_url.as_deref())?;
         let t = &args.timeouts;
         if t.default_ttl > t.max_ttl {
@@ -473,6 +490,7 @@ impl Settings {
             limits: args.limits,
             rates: args.rates,
             logging: args.logging,
+            domains,
         })
     }
 
@@ -499,12 +517,14 @@ fn keys_and_bind(
         .map(|k| k.trim().to_string())
         .filter(|k| !k.is_empty())
         .collect();
-    if let Some(short) = keys.iter().find(|k| k.len() < 16) {
+    // A labelled key (`label:KEY`) is measured without its label.
+    let secret = |k: &String| crate::auth::split_label(k).1.len();
+    if let Some(short) = keys.iter().find(|k| secret(k) < 16) {
         return Err(invalid(
             "TUNNEL_API_KEYS",
             format!(
                 "every key must be at least 16 characters (one has {})",
-                short.len()
+                secret(short)
             ),
         ));
     }

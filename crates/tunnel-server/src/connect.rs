@@ -24,7 +24,7 @@ use crate::auth::{presented_credential, SecretHash};
 use crate::edge::PeerAddr;
 use crate::error::TunnelError;
 use crate::state::AppState;
-use crate::tunnel::record::{public_url, Tunnel};
+use crate::tunnel::record::Tunnel;
 
 /// Handles the upgrade request.
 #[utoipa::path(get, path = "/api/tunnel/connect/{id}", tag = "client",
@@ -229,7 +229,7 @@ fn welcome(state: &AppState, tunnel: &Tunnel, cfg: &MuxConfig) -> ControlMessage
     ControlMessage::Welcome(Welcome {
         protocol_version: PROTOCOL_VERSION,
         tunnel_id: tunnel.id.clone(),
-        public_url: public_url(&state.base_url, &tunnel.id),
+        public_url: state.urls.public_url(&tunnel.id),
         initial_window: cfg.initial_window,
         max_window: Some(cfg.max_window),
         max_frame_size: cfg.max_frame_size,

@@ -1,11 +1,15 @@
 //! The control API: what API-key holders and operators call.
 //!
-//! - [`api`]: the handlers of `/api/tunnels…` (create, list, status, delete), `/api`,
+//! - [`api`]: the handlers of `/api/tunnels…` (create, list, status, delete, verify a
+//!   custom domain), `/api`,
 //!   `/health` and `/ready`.
+//! - [`domain`]: custom domains: checking a tunnel's TXT record and routing by the result,
+//!   on request and every `TUNNEL_DOMAIN_RECHECK_SECS`.
 //! - [`openapi`]: the OpenAPI document of these handlers and of the client endpoint, generated
 //!   from the handlers themselves.
 //!
 //! The routes are mounted by [`crate::app::router`].
 
 pub mod api;
+pub mod domain;
 pub mod openapi;

@@ -17,6 +17,13 @@ pub enum TunnelError {
     /// No tunnel has that id.
     #[error("no tunnel with this id")]
     TunnelNotFound,
+    /// The request's host is neither this server's domain, nor one label under it, nor a
+    /// verified custom domain: no default tunnel, no open proxy.
+    #[error("this server does not serve that host")]
+    UnknownHost,
+    /// A name two or more labels under the server's domain (`a.b.tunnels.example.com`).
+    #[error("tunnels are one label under the server's domain")]
+    NestedSubdomain,
     /// The tunnel exists but no client is connected to it.
     #[error("the tunnel exists but its client is not connected")]
     TunnelOffline,
@@ -101,7 +108,7 @@ impl TunnelError {
     pub fn status(&self) -> StatusCode {
         use TunnelError::*;
         match self {
-            TunnelNotFound => StatusCode::NOT_FOUND,
+            TunnelNotFound | UnknownHost | NestedSubdomain => StatusCode::NOT_FOUND,
             TunnelOffline | ClientDisconnected | LocalUnreachable | LocalError | BadResponse => {
                 StatusCode::BAD_GATEWAY
             }
@@ -129,6 +136,8 @@ impl TunnelError {
         use TunnelError::*;
         match self {
             TunnelNotFound => "tunnel_not_found",
+            UnknownHost => "unknown_host",
+            NestedSubdomain => "nested_subdomain",
             TunnelOffline => "tunnel_offline",
             ClientDisconnected => "client_disconnected",
             LocalUnreachable => "local_service_unreachable",
@@ -161,6 +170,10 @@ impl TunnelError {
         use TunnelError::*;
         match self {
             TunnelNotFound => "Check the URL; the tunnel may have expired or been deleted.",
+            UnknownHost => {
+                "Check the URL; a custom domain answers only once its TXT record is verified."
+            }
+            NestedSubdomain => "Use https://NAME.<domain>/: a tunnel name is a single label.",
             TunnelOffline => "Start tunnel-client for this tunnel, or wait for it to reconnect.",
             ClientDisconnected => "The tunnel client went away; retry once it reconnects.",
             LocalUnreachable => {

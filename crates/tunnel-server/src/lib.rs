@@ -12,23 +12,26 @@
 //! - [`edge`]: what a public connection brings before any route sees it: the framing guard
 //!   (request heads as raw bytes, before hyper), the peer and real client address.
 //! - [`config`]: flags and environment, parsed and range-checked by clap into
-//!   [`config::Settings`] and its groups (timeouts, limits, rates, logging).
+//!   [`config::Settings`] and its groups (timeouts, limits, rates, logging, names and domains).
 //! - [`tunnel`]: the [`tunnel::TunnelRegistry`] trait (the one place a registry shared by
 //!   several processes will plug in), its in-memory implementation, one tunnel (ids, tokens,
-//!   live client connection, counters) and its access rules (basic auth, IP lists).
+//!   live client connection, counters, custom domain), who may take a name (blocked names,
+//!   reservations, grace periods), its access rules (basic auth, IP lists), its public URLs.
+//! - [`dns`]: custom-domain verification: the TXT value tied to a key, and the lookup.
 //! - [`observe`]: metrics (types, and their own listener), log format and writer, request ids.
 //! - [`limits`]: rate limiters and request framing checks.
 //! - [`state`]: [`state::AppState`], shared by every handler, with the trackers of every task
 //!   the server spawns.
 //!
 //! The parts that serve requests, which do not know each other:
-//! - [`proxy`]: the path-prefix reverse proxy for public requests (entry, forward, response,
-//!   upgrade, header rules, the access log line).
+//! - [`proxy`]: the reverse proxy for public requests, addressed by path prefix, subdomain or
+//!   custom domain (entry, forward, response, upgrade, header rules, the access log line).
 //! - [`connect`]: the WebSocket endpoint tunnel clients connect to.
 //! - [`control`]: the control API, health and readiness, and its OpenAPI document.
 //!
 //! Assembly, the only modules that know every part:
-//! - [`app`]: the route table and the public dispatch (which paths are the server's own).
+//! - [`app`]: the route table and the public dispatch: the one routing decision of a request
+//!   ([`app::Route`]: the server's own path, a path prefix, a subdomain, another host).
 //! - [`server`]: the accept loop, expiry, graceful shutdown, and the metrics listener beside.
 //!
 //! The request flow: public client → [`server`] (accept, [`edge`]) → [`app`] → [`proxy`] → the
@@ -40,6 +43,7 @@ pub mod auth;
 pub mod config;
 pub mod connect;
 pub mod control;
+pub mod dns;
 pub mod edge;
 pub mod error;
 pub mod limits;

@@ -92,6 +92,12 @@ async fn serve(settings: Settings, mut signals: Signals) -> anyhow::Result<()> {
         println!();
         println!("  Dev mode: no TUNNEL_API_KEYS set, so this server listens on {local} only.");
         println!("  Generated API key (valid until the server stops): {key}");
+        if let Some(sub) = state.urls.subdomain_url("NAME") {
+            println!(
+                "  Tunnels answer at {sub} (and {}): *.localhost is loopback, no DNS needed.",
+                state.urls.path_url("NAME")
+            );
+        }
         println!();
         println!("  Expose a local service on port 3000 with:");
         println!("    tunnel-client --server {server} --api-key {key} --port 3000");

@@ -1,10 +1,17 @@
-//! The path-prefix reverse proxy: `ANY /{tunnel_id}/{rest}` is forwarded through the tunnel's
-//! client connection to the local service as `/{rest}`.
+//! The reverse proxy: a public request reaches its tunnel's local service, addressed one of
+//! three ways ([`Addressed`], decided by [`crate::app`]):
 //!
-//! Routing happens exactly once, on the raw (still percent-encoded) path: the first segment
-//! must be a valid tunnel id as is, and everything after it is passed on byte for byte. So
-//! `%2e%2e`, `%2f` and friends reach the local service untouched and can never select another
-//! tunnel or a server route.
+//! - by path prefix: `ANY /{tunnel_id}/{rest}` on the apex is forwarded as `/{rest}`, and the
+//!   answer's `Location` and cookie paths are rooted under `/{tunnel_id}` (the tunnels share
+//!   one origin, so `Service-Worker-Allowed` is dropped);
+//! - by subdomain (`{tunnel_id}.TUNNEL_DOMAIN`) or a verified custom domain: the tunnel is
+//!   its own origin, so the target goes as it is and nothing is rewritten either way (no
+//!   `X-Forwarded-Prefix`).
+//!
+//! Prefix routing happens exactly once, on the raw (still percent-encoded) path: the first
+//! segment must be a valid tunnel id as is, and everything after it is passed on byte for
+//! byte. So `%2e%2e`, `%2f` and friends reach the local service untouched and can never
+//! select another tunnel or a server route.
 //!
 //! Bodies stream both ways as chunks under the mux's flow control; nothing is buffered whole.
 
@@ -43,25 +50,80 @@ pub fn split_target(path_and_query: &str) -> Option<(&str, &str)> {
     Some((&after[..end], &after[end..]))
 }
 
-/// Handles every request no other route took. Every log line of a proxied request carries
+/// How a public request named its tunnel.
+#[derive(Debug, Clone)]
+pub enum Addressed {
+    /// `/{id}/…` on the apex.
+    Prefix,
+    /// `{id}.TUNNEL_DOMAIN`: every path is the tunnel's.
+    Subdomain(String),
+    /// A verified custom domain, already looked up: every path is the tunnel's.
+    Domain(Arc<Tunnel>),
+}
+
+/// Handles every request no other route took (by path prefix). Every log line of a proxied request carries
 /// the request id (see [`crate::observe::request_id`]) and the tunnel as fields of its own. They are
 /// not put in a `tracing` span: creating, entering and serialising a span on every request
 /// cost about 10% of the server's CPU per small request, for lines that are almost always
 /// just the one access line.
-pub async fn proxy(State(state): State<Arc<AppState>>, mut req: Request) -> Response {
-    let request_id = crate::observe::request_id::ensure(req.headers_mut());
-    proxy_request(state, req, request_id).await
+pub async fn proxy(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    serve(state, req, Addressed::Prefix).await
 }
 
-async fn proxy_request(state: Arc<AppState>, req: Request, request_id: String) -> Response {
+/// Forwards a public request to the tunnel it was addressed to.
+pub async fn serve(state: Arc<AppState>, mut req: Request, addressed: Addressed) -> Response {
+    let request_id = crate::observe::request_id::ensure(req.headers_mut());
+    proxy_request(state, req, request_id, addressed).await
+}
+
+/// The tunnel a request is for, the target its local service gets, and the path prefix the
+/// tunnel was addressed under (`None`: by host, nothing to rewrite).
+async fn resolve(
+    state: &AppState,
+    parts: &http::request::Parts,
+    addressed: Addressed,
+) -> Result<(Arc<Tunnel>, String, Option<String>), Response> {
+    let refuse = |e: TunnelError| e.render(&parts.headers);
+    let tunnel = match addressed {
+        Addressed::Prefix => {
+            return match route(state, &parts.method, &parts.uri) {
+                Ok((id, rest)) => match find(state, id).await {
+                    Ok(tunnel) => Ok((tunnel, rest.to_string(), Some(format!("/{id}")))),
+                    Err(e) => Err(refuse(e)),
+                },
+                Err(NotRouted::Refused(e)) => Err(refuse(e)),
+                Err(NotRouted::AddSlash(location)) => Err(redirect(&location)),
+            }
+        }
+        Addressed::Subdomain(label) => {
+            check_request(state, &parts.method, &parts.uri).map_err(refuse)?;
+            if !looks_like_id(&label) {
+                return Err(refuse(TunnelError::TunnelNotFound));
+            }
+            find(state, &label).await.map_err(refuse)?
+        }
+        Addressed::Domain(tunnel) => {
+            check_request(state, &parts.method, &parts.uri).map_err(refuse)?;
+            tunnel
+        }
+    };
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    if target.len() > state.settings.limits.max_uri_bytes {
+        return Err(refuse(TunnelError::UriTooLong));
+    }
+    Ok((tunnel, target.to_string(), None))
+}
+
+async fn proxy_request(
+    state: Arc<AppState>,
+    req: Request,
+    request_id: String,
+    addressed: Addressed,
+) -> Response {
     let (mut parts, body) = req.into_parts();
-    let (tunnel, rest) = match route(&state, &parts.method, &parts.uri) {
-        Ok((id, rest)) => match find(&state, id).await {
-            Ok(tunnel) => (tunnel, rest),
-            Err(e) => return e.render(&parts.headers),
-        },
-        Err(NotRouted::Refused(e)) => return e.render(&parts.headers),
-        Err(NotRouted::AddSlash(location)) => return redirect(&location),
+    let (tunnel, rest, prefix) = match resolve(&state, &parts, addressed).await {
+        Ok(found) => found,
+        Err(refused) => return refused,
     };
     if let Err(e) = admit(&state, &tunnel, &parts) {
         return e.render(&parts.headers);
@@ -95,7 +157,8 @@ async fn proxy_request(state: Arc<AppState>, req: Request, request_id: String) -
         state: &state,
         tunnel: &tunnel,
         method: parts.method.clone(),
-        target: rest,
+        target: &rest,
+        prefix: prefix.as_deref(),
         headers: &parts.headers,
         peer: parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()),
         body,
@@ -105,7 +168,7 @@ async fn proxy_request(state: Arc<AppState>, req: Request, request_id: String) -
     })
     .await;
     match forwarded {
-        Ok(answer) => answered(&state, &tunnel, answer, on_upgrade, log),
+        Ok(answer) => answered(&state, &tunnel, answer, on_upgrade, log, prefix.as_deref()),
         Err(e) => {
             let mut log = log;
             log.status = e.status().as_u16();
@@ -131,14 +194,7 @@ fn route<'u>(
     method: &Method,
     uri: &'u http::Uri,
 ) -> Result<(&'u str, &'u str), NotRouted> {
-    if state.shutdown.is_cancelled() {
-        return Err(NotRouted::Refused(TunnelError::ShuttingDown));
-    }
-    if uri.scheme().is_some() || method == Method::CONNECT {
-        return Err(NotRouted::Refused(TunnelError::BadRequest(
-            "proxy requests (CONNECT, absolute-form) are not served",
-        )));
-    }
+    check_request(state, method, uri).map_err(NotRouted::Refused)?;
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let Some((id, rest)) = split_target(pq).filter(|(id, _)| looks_like_id(id)) else {
         return Err(NotRouted::Refused(TunnelError::TunnelNotFound));
@@ -150,6 +206,20 @@ fn route<'u>(
         return Err(NotRouted::Refused(TunnelError::UriTooLong));
     }
     Ok((id, rest))
+}
+
+/// What every public request must pass, however it is addressed: the server is not
+/// shutting down, and it is no proxy request.
+fn check_request(state: &AppState, method: &Method, uri: &http::Uri) -> Result<(), TunnelError> {
+    if state.shutdown.is_cancelled() {
+        return Err(TunnelError::ShuttingDown);
+    }
+    if uri.scheme().is_some() || method == Method::CONNECT {
+        return Err(TunnelError::BadRequest(
+            "proxy requests (CONNECT, absolute-form) are not served",
+        ));
+    }
+    Ok(())
 }
 
 /// The tunnel `id`: from what this process holds, at once, on the hot path; from the
@@ -181,6 +251,7 @@ fn answered(
     answer: Forwarded,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
     log: RequestLog,
+    prefix: Option<&str>,
 ) -> Response {
     let Forwarded {
         head,
@@ -188,18 +259,24 @@ fn answered(
         upgrade,
     } = answer;
     match (upgrade, on_upgrade) {
-        (Some(sender), Some(on_upgrade)) if head.status == 101 => {
-            switch_protocols(state, head, sender, receiver, on_upgrade, log, tunnel)
-        }
+        (Some(sender), Some(on_upgrade)) if head.status == 101 => switch_protocols(
+            state,
+            head,
+            (sender, receiver),
+            on_upgrade,
+            log,
+            tunnel,
+            prefix,
+        ),
         (Some(mut sender), _) => {
             // The local service refused the upgrade: an ordinary response, and the request
             // direction (which would have carried WebSocket bytes) ends empty.
             state.tasks.requests.spawn(async move {
                 let _ = sender.finish().await; // stream may be gone already: nothing to end
             });
-            respond(state, head, receiver, log, tunnel)
+            respond(state, head, receiver, log, tunnel, prefix)
         }
-        (None, _) => respond(state, head, receiver, log, tunnel),
+        (None, _) => respond(state, head, receiver, log, tunnel, prefix),
     }
 }
 

@@ -39,7 +39,9 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 pub async fn run(listener: TcpListener, state: Arc<AppState>) {
     let app = router(state.clone());
     let connections = TaskTracker::new();
+    reserve_names(&state).await;
     let reaper = tokio::spawn(reap_expired(state.clone()));
+    let rechecks = tokio::spawn(recheck_domains(state.clone()));
     while let Some((tcp, peer, permit)) = accept(&listener, &state).await {
         let (app, state) = (app.clone(), state.clone());
         connections.spawn(async move {
@@ -50,6 +52,7 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
     drop(listener);
     drain(&state, &connections).await;
     reaper.abort();
+    rechecks.abort();
     info!("shutdown complete");
 }
 
@@ -243,6 +246,27 @@ pub async fn run_with_metrics(
     stop.cancel();
     if let Err(e) = metrics.await {
         warn!(error = %e, "metrics task failed");
+    }
+}
+
+/// Hands the names of `TUNNEL_RESERVED_NAMES` to the registry (checked at start-up already).
+async fn reserve_names(state: &AppState) {
+    for (name, key) in &state.settings.domains.reserved {
+        if let Err(e) = state.registry.reserve(name, *key).await {
+            warn!(name = %name, error = %e, "cannot reserve the name");
+        }
+    }
+}
+
+/// Checks every custom domain's TXT record every `TUNNEL_DOMAIN_RECHECK_SECS`: a record that
+/// was removed or changed stops its domain's routing at the next check.
+async fn recheck_domains(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(state.settings.domains.domain_recheck);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is at once; new domains are checked on create
+    loop {
+        tick.tick().await;
+        crate::control::domain::recheck_all(&state).await;
     }
 }
 

@@ -11,9 +11,12 @@ use tokio_util::task::TaskTracker;
 use tunnel_protocol::mux::MuxConfig;
 
 use crate::config::Settings;
+use crate::dns::Verifier;
+use crate::edge::host::{self, HostRules};
 use crate::limits::RateLimits;
 use crate::observe::metrics::Metrics;
-use crate::tunnel::{MemoryRegistry, TunnelRegistry};
+use crate::tunnel::names::NamePolicy;
+use crate::tunnel::{MemoryRegistry, PublicUrls, TunnelRegistry};
 
 /// Every task the server spawns besides its connections, by what ends it, so that shutdown
 /// waits for each at the right time instead of cutting it off.
@@ -34,6 +37,13 @@ pub struct AppState {
     pub settings: Settings,
     /// Public base URL without trailing slash, e.g. `https://tunnels.example.com`.
     pub base_url: String,
+    /// Every public URL of a tunnel, built from the base URL and `TUNNEL_DOMAIN`.
+    pub urls: PublicUrls,
+    /// The names this server answers to (`TUNNEL_DOMAIN` and the apex's other names).
+    pub hosts: HostRules,
+    /// Custom-domain TXT lookups; `None` when the system's resolver configuration could not
+    /// be read (custom domains then stay unverified, and the start-up log says why).
+    pub verifier: Option<Verifier>,
     /// All tunnels (shared with the metrics listener, which samples its gauges from it).
     pub registry: Arc<dyn TunnelRegistry>,
     /// Cancelled when shutdown begins: readiness fails and new requests are refused.
@@ -53,8 +63,11 @@ pub struct AppState {
 impl AppState {
     /// Builds the state for a server listening on `local_addr`.
     pub fn new(settings: Settings, local_addr: SocketAddr) -> Self {
+        let domain = settings.domains.domain.clone();
         let base_url = settings.public_url.clone().unwrap_or_else(|| {
-            let host = if local_addr.ip().is_unspecified() || local_addr.ip().is_loopback() {
+            let host = if let Some(d) = &domain {
+                d.clone()
+            } else if local_addr.ip().is_unspecified() || local_addr.ip().is_loopback() {
                 "localhost".to_string()
             } else {
                 match local_addr {
@@ -64,9 +77,37 @@ impl AppState {
             };
             format!("http://{host}:{}", local_addr.port())
         });
+        let urls = PublicUrls::new(&base_url, domain.as_deref(), settings.domains.url_style);
+        let base_host = base_url
+            .split_once("://")
+            .map_or(base_url.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .map(|a| host::normalize(a).into_owned());
+        let hosts = HostRules {
+            aliases: base_host
+                .into_iter()
+                .filter(|h| Some(h) != domain.as_ref())
+                .collect(),
+            domain,
+        };
+        let verifier = match Verifier::new(settings.domains.dns_resolver) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "custom domains cannot be verified (TUNNEL_DNS_RESOLVER)");
+                None
+            }
+        };
+        let names = NamePolicy::new(
+            settings.domains.blocked_names.iter().cloned(),
+            settings.domains.name_grace,
+        );
         let metrics = Arc::new(Metrics::new());
         let tasks = Tasks::default();
         Self {
+            urls,
+            hosts,
+            verifier,
             limits: RateLimits::new(
                 settings.rates.api_per_min,
                 settings.rates.connect_per_min,
@@ -76,7 +117,11 @@ impl AppState {
             connections: Arc::new(Semaphore::new(settings.limits.max_connections)),
             settings,
             base_url,
-            registry: Arc::new(MemoryRegistry::new(metrics.clone(), tasks.clients.clone())),
+            registry: Arc::new(MemoryRegistry::new(
+                metrics.clone(),
+                tasks.clients.clone(),
+                names,
+            )),
             shutdown: CancellationToken::new(),
             metrics,
             tasks,

@@ -7,14 +7,21 @@
 //!   implementation.
 //! - [`record`]: one [`Tunnel`]: what is registered about it, its live connection, counters.
 //! - [`access`]: per-tunnel basic auth and IP allow/deny lists.
+//! - [`names`]: who may take a name: blocked names, reservations, grace periods.
+//! - [`domain`]: a tunnel's custom domain and what its last DNS check found.
+//! - [`urls`]: a tunnel's public URLs (path prefix, subdomain, custom domain).
 //!
 //! Nothing here knows about HTTP routes, the proxy or the metrics.
 
 pub mod access;
+pub mod domain;
 pub mod memory;
+pub mod names;
 pub mod record;
 pub mod registry;
+pub mod urls;
 
 pub use memory::MemoryRegistry;
-pub use record::{Connection, Tunnel, TunnelInfo};
+pub use record::{Connection, CustomDomainInfo, Tunnel, TunnelInfo};
 pub use registry::TunnelRegistry;
+pub use urls::PublicUrls;

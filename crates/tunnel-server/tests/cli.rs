@@ -26,11 +26,48 @@ fn invalid_settings_exit_64_naming_the_setting() {
         ("TUNNEL_BIND", "0.0.0.0:0", "TUNNEL_API_KEYS"),
         ("TUNNEL_API_KEYS", "short", "TUNNEL_API_KEYS"),
         ("LOG_TIMEZONE", "Nowhere/Special", "LOG_TIMEZONE"),
+        ("TUNNEL_DOMAIN", "not a domain", "TUNNEL_DOMAIN"),
+        ("TUNNEL_DOMAIN", "tunnels.example.com:443", "TUNNEL_DOMAIN"),
+        ("TUNNEL_URL_STYLE", "fancy", "TUNNEL_URL_STYLE"),
+        ("TUNNEL_NAME_GRACE_SECS", "-1", "TUNNEL_NAME_GRACE_SECS"),
+        (
+            "TUNNEL_BLOCKED_NAMES",
+            "www,bad name",
+            "TUNNEL_BLOCKED_NAMES",
+        ),
+        (
+            "TUNNEL_RESERVED_NAMES",
+            "/nonexistent/reserved",
+            "TUNNEL_RESERVED_NAMES",
+        ),
+        ("TUNNEL_DNS_RESOLVER", "dns.example", "TUNNEL_DNS_RESOLVER"),
+        (
+            "TUNNEL_DOMAIN_RECHECK_SECS",
+            "0",
+            "TUNNEL_DOMAIN_RECHECK_SECS",
+        ),
     ] {
         let out = server().env(var, value).output().unwrap();
         assert_eq!(out.status.code(), Some(64), "{var}={value}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "{var}={value}: {err}");
+    }
+    // Settings that are wrong only together with others.
+    let keys = ("TUNNEL_API_KEYS", "0123456789abcdef0123");
+    for (vars, expect) in [
+        (
+            vec![keys, ("TUNNEL_URL_STYLE", "subdomain")],
+            "TUNNEL_URL_STYLE",
+        ),
+        (
+            vec![("TUNNEL_DOMAIN", "off"), ("TUNNEL_URL_STYLE", "subdomain")],
+            "TUNNEL_URL_STYLE",
+        ),
+    ] {
+        let out = server().envs(vars.iter().copied()).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{vars:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{vars:?}: {err}");
     }
 }
 
@@ -53,6 +90,8 @@ fn dev_mode_prints_a_key_and_sigterm_shuts_down_cleanly() {
         banner.push_str(&line);
     }
     assert!(banner.contains("Generated API key"), "{banner}");
+    // Dev mode: subdomains of localhost, which resolve to loopback with no DNS set-up.
+    assert!(banner.contains("http://NAME.localhost:"), "{banner}");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

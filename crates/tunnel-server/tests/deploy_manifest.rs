@@ -187,9 +187,15 @@ fn manifest_env(docs: &[Doc]) -> (BTreeMap<String, String>, BTreeSet<String>) {
     (config, secret)
 }
 
-/// The `env = "…"` names in the server's config.rs, read as text.
+/// The `env = "…"` names in the server's config.rs and its children, read as text.
 fn server_env_names_from_source() -> BTreeSet<String> {
-    let source = workspace_file("crates/tunnel-server/src/config.rs");
+    let mut source = workspace_file("crates/tunnel-server/src/config.rs");
+    let children = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    if let Ok(dir) = std::fs::read_dir(&children) {
+        for entry in dir.flatten() {
+            source.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
     source
         .split("env = \"")
         .skip(1)

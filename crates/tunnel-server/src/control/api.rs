@@ -15,11 +15,12 @@ use serde::{Deserialize, Serialize};
 use tunnel_protocol::GoodbyeReason;
 use utoipa::ToSchema;
 
+use super::domain::{new_domain, verify, verify_later};
 use crate::auth::{presented_credential, KeyId};
 use crate::error::{ErrorBody, TunnelError};
 use crate::state::AppState;
 use crate::tunnel::access::AccessPolicy;
-use crate::tunnel::record::{public_url, TunnelInfo};
+use crate::tunnel::record::{CustomDomainInfo, TunnelInfo};
 use crate::tunnel::registry::{CreateError, NewTunnel};
 
 /// The API key a request authenticated with.
@@ -96,11 +97,13 @@ pub(crate) async fn api_info() -> Json<serde_json::Value> {
             "list": "GET /api/tunnels/list (or GET /api/tunnels)",
             "status": "GET /api/tunnels/{id}/status",
             "delete": "DELETE /api/tunnels/{id}",
+            "verify_domain": "POST /api/tunnels/{id}/domain/verify",
             "connect": "GET /api/tunnel/connect/{id} (WebSocket, Authorization: Bearer TOKEN)",
             "health": "GET /health",
             "openapi": "GET /api/openapi.json",
             "ready": "GET /ready",
-            "proxy": "ANY /{id}/{path}"
+            "proxy": "ANY /{id}/{path}",
+            "subdomain": "ANY https://{id}.TUNNEL_DOMAIN/{path}"
         }
     }))
 }
@@ -122,6 +125,10 @@ pub struct CreateRequest {
     pub ip_allow: Option<Vec<String>>,
     /// Networks refused (checked before `ip_allow`).
     pub ip_deny: Option<Vec<String>>,
+    /// A custom domain for the tunnel (`app.mycompany.com`). It answers once a TXT record
+    /// `_tunnel.<domain>` holds the value in the answer's `custom_domain.txt_value`.
+    #[schema(example = "app.mycompany.com")]
+    pub domain: Option<String>,
 }
 
 /// Answer to a create request.
@@ -131,8 +138,14 @@ pub struct CreateResponse {
     pub tunnel_id: String,
     /// The token a client authenticates with; shown only here.
     pub token: String,
-    /// Public URL.
+    /// Public URL, in the form `TUNNEL_URL_STYLE` picks (`subdomain_url` or `path_url`).
     pub public_url: String,
+    /// The path-prefix URL, `https://<host>/<id>/` (always served).
+    pub path_url: String,
+    /// The subdomain URL, `https://<id>.<TUNNEL_DOMAIN>/`, when `TUNNEL_DOMAIN` is set.
+    pub subdomain_url: Option<String>,
+    /// The custom domain and how to verify it, when one was asked for.
+    pub custom_domain: Option<CustomDomainInfo>,
     /// Where the client connects.
     pub websocket_url: String,
     /// Creation time.
@@ -149,7 +162,7 @@ pub struct CreateResponse {
         (status = 200, description = "Created; the token is shown only here", body = CreateResponse),
         (status = 400, description = "Invalid JSON, name or ttl_secs", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
-        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 409, description = "The name is taken, held by another key for its grace period, reserved for another key, or the domain is in use", body = ErrorBody),
         (status = 429, description = "This key holds TUNNEL_MAX_TUNNELS_PER_KEY tunnels", body = ErrorBody),
         (status = 503, description = "The server is shutting down", body = ErrorBody)))]
 pub(crate) async fn create(
@@ -184,6 +197,10 @@ pub(crate) async fn create(
         req.ip_deny.as_deref().unwrap_or_default(),
     )
     .map_err(|e| TunnelError::Invalid(e.to_string()))?;
+    let domain = match req.domain.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(d) => Some(new_domain(&state, owner, d)?),
+    };
     let (tunnel, token) = state
         .registry
         .create(NewTunnel {
@@ -192,19 +209,33 @@ pub(crate) async fn create(
             ttl,
             max_per_key: settings.limits.max_tunnels_per_key,
             access,
+            domain,
         })
         .await
         .map_err(|e| match e {
             CreateError::InvalidName(m) => TunnelError::Invalid(format!("invalid name: {m}")),
             CreateError::Taken(n) => TunnelError::Conflict(format!("tunnel name {n:?} is taken")),
+            e @ (CreateError::Held(_) | CreateError::Reserved(_) | CreateError::DomainTaken(_)) => {
+                TunnelError::Conflict(e.to_string())
+            }
             CreateError::TooMany(n) => TunnelError::QuotaExceeded(format!(
                 "this API key already holds {n} tunnels, the most allowed; delete one first"
             )),
             CreateError::Registry(e) => e.into(),
         })?;
     tracing::info!(tunnel = %tunnel.id, key = owner, ttl_secs = ttl.as_secs(), "tunnel created");
+    if tunnel.domain.is_some() {
+        verify_later(&state, &tunnel);
+    }
+    let urls = &state.urls;
     Ok(Json(CreateResponse {
-        public_url: public_url(&state.base_url, &tunnel.id),
+        public_url: urls.public_url(&tunnel.id),
+        path_url: urls.path_url(&tunnel.id),
+        subdomain_url: urls.subdomain_url(&tunnel.id),
+        custom_domain: tunnel
+            .domain
+            .as_ref()
+            .map(|d| CustomDomainInfo::of(d, urls)),
         websocket_url: state.websocket_url(&tunnel.id),
         tunnel_id: tunnel.id.clone(),
         token,
@@ -237,7 +268,7 @@ pub(crate) async fn list(
         .list(owner)
         .await?
         .iter()
-        .map(|t| t.info(&state.base_url))
+        .map(|t| t.info(&state.urls))
         .collect();
     Ok(Json(ListResponse {
         count: tunnels.len(),
@@ -259,7 +290,7 @@ pub(crate) async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<TunnelInfo>, TunnelError> {
     match state.registry.lookup(&id).await? {
-        Some(t) if t.owner == owner => Ok(Json(t.info(&state.base_url))),
+        Some(t) if t.owner == owner => Ok(Json(t.info(&state.urls))),
         _ => Err(TunnelError::TunnelNotFound),
     }
 }
@@ -301,4 +332,32 @@ pub(crate) async fn delete_tunnel(
         }
         _ => Err(TunnelError::TunnelNotFound),
     }
+}
+
+/// Checks the tunnel's custom domain now. The client calls it until the domain is verified;
+/// the server also checks every domain every `TUNNEL_DOMAIN_RECHECK_SECS`.
+#[utoipa::path(post, path = "/api/tunnels/{id}/domain/verify", tag = "tunnels",
+    params(("id" = String, Path, description = "Tunnel id")),
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Checked; `verified` and `status` say what was found", body = CustomDomainInfo),
+        (status = 400, description = "The tunnel has no custom domain", body = ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 404, description = "No such tunnel for this key", body = ErrorBody)))]
+pub(crate) async fn verify_domain(
+    State(state): State<Arc<AppState>>,
+    ApiKey(owner): ApiKey,
+    Path(id): Path<String>,
+) -> Result<Json<CustomDomainInfo>, TunnelError> {
+    let tunnel = match state.registry.lookup(&id).await? {
+        Some(t) if t.owner == owner => t,
+        _ => return Err(TunnelError::TunnelNotFound),
+    };
+    let Some(domain) = tunnel.domain.as_ref() else {
+        return Err(TunnelError::Invalid(
+            "this tunnel has no custom domain (create it with \"domain\")".into(),
+        ));
+    };
+    verify(&state, &tunnel).await;
+    Ok(Json(CustomDomainInfo::of(domain, &state.urls)))
 }

@@ -33,7 +33,9 @@ pub const ALIASES: &[(&str, HttpMethod, &str)] = &[
     info(
         title = "tunnel-server control API",
         description = "Create, list, inspect and delete tunnels; the endpoint tunnel clients connect to; \
-                       health and readiness. Public tunnel traffic (`ANY /{tunnel_id}/...`) is proxied \
+                       health and readiness. These paths exist on the server's own host (TUNNEL_DOMAIN) only. \
+                       Public tunnel traffic (`ANY /{tunnel_id}/...` on that host, every path of \
+                       `{tunnel_id}.TUNNEL_DOMAIN` and of a verified custom domain) is proxied \
                        to the tunnel's local service and is not described here. Errors the server \
                        answers itself carry an `X-Tunnel-Error` header with the same code as the body."
     ),
@@ -45,6 +47,7 @@ pub const ALIASES: &[(&str, HttpMethod, &str)] = &[
         api::list,
         api::status,
         api::delete_tunnel,
+        api::verify_domain,
         connect::connect,
         openapi_json,
     ),

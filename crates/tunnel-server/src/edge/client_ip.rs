@@ -34,9 +34,14 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, InvalidNetwork> {
         .map_err(|_| InvalidNetwork(s.to_string()))
 }
 
+/// Whether `peer` is one of the `trusted` proxies, whose forwarding headers are believed.
+pub fn is_trusted(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|n| n.contains(&canonical(peer)))
+}
+
 /// Finds the client address of a request that came from `peer`.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(&canonical(*ip)));
+    let is_trusted = |ip: &IpAddr| is_trusted(*ip, trusted);
     if !is_trusted(&peer) {
         return peer;
     }

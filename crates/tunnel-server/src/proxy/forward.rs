@@ -27,6 +27,8 @@ pub(super) struct Forward<'a> {
     pub(super) method: Method,
     /// `/rest?q`, raw, as the local service will see it.
     pub(super) target: &'a str,
+    /// `/<id>` when addressed by path prefix; `None` when by host.
+    pub(super) prefix: Option<&'a str>,
     /// The public request's headers, before the proxy's rules.
     pub(super) headers: &'a HeaderMap,
     /// The public connection's peer address.
@@ -54,6 +56,7 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> 
         tunnel,
         method,
         target,
+        prefix,
         headers: public_headers,
         peer,
         body,
@@ -62,7 +65,7 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> 
         slot,
     } = req;
     let conn = tunnel.connection().ok_or(TunnelError::TunnelOffline)?;
-    let headers = tunnel_headers(state, tunnel, public_headers, peer, websocket);
+    let headers = tunnel_headers(state, prefix, public_headers, peer, websocket);
     let has_body = !http_body::Body::is_end_stream(&body) && !websocket;
     let (stream, head_rx) = conn.mux.open_stream().map_err(|e| match e {
         StreamError::Reset {
@@ -130,13 +133,12 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> 
 /// took out.
 fn tunnel_headers(
     state: &AppState,
-    tunnel: &Tunnel,
+    prefix: Option<&str>,
     public_headers: &HeaderMap,
     peer: Option<IpAddr>,
     websocket: bool,
 ) -> HeaderMap {
     let mut headers = public_headers.clone();
-    let prefix = format!("/{}", tunnel.id);
     let host = public_headers.get(HOST).and_then(|h| h.to_str().ok());
     prepare_request_headers(
         &mut headers,
@@ -144,7 +146,7 @@ fn tunnel_headers(
             client_ip: peer.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             proto: state.public_proto(),
             host,
-            prefix: &prefix,
+            prefix,
         },
     );
     if websocket {

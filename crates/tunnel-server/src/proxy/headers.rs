@@ -68,12 +68,14 @@ pub struct ForwardInfo<'a> {
     pub proto: &'a str,
     /// The host the public asked for.
     pub host: Option<&'a str>,
-    /// `/<tunnel_id>`.
-    pub prefix: &'a str,
+    /// `/<tunnel_id>` when the tunnel was addressed by path prefix; `None` when by host.
+    pub prefix: Option<&'a str>,
 }
 
 /// Prepares public request headers for the local service: strips hop-by-hop headers, then sets
-/// `X-Forwarded-For` (appended to what earlier proxies set), `-Proto`, `-Host`, `-Prefix`.
+/// `X-Forwarded-For` (appended to what earlier proxies set), `-Proto`, `-Host`, and `-Prefix`
+/// for a path-prefix request (a client's own `X-Forwarded-Prefix` never passes: on a
+/// subdomain it would make an app believe it lives under a prefix it does not).
 ///
 /// Stripping runs first, so `Connection: x-forwarded-for` can remove what a client sent but
 /// never what we add.
@@ -97,7 +99,12 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, info: &ForwardInfo<'_>) 
     if let Some(host) = info.host {
         set(headers, X_FORWARDED_HOST, host);
     }
-    set(headers, X_FORWARDED_PREFIX, info.prefix);
+    match info.prefix {
+        Some(prefix) => set(headers, X_FORWARDED_PREFIX, prefix),
+        None => {
+            headers.remove(X_FORWARDED_PREFIX);
+        }
+    }
 }
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
@@ -112,11 +119,15 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 }
 
 /// Prepares the local service's response headers for the public client: strips hop-by-hop
-/// headers, roots redirects and cookies under the tunnel prefix, and removes
-/// `Service-Worker-Allowed` (all tunnels share one origin, so a service worker scoped to `/`
-/// could intercept other tunnels' pages).
-pub fn prepare_response_headers(headers: &mut HeaderMap, prefix: &str) {
+/// headers, and for a path-prefix request (`prefix` is `Some`) roots redirects and cookies
+/// under the tunnel prefix and removes `Service-Worker-Allowed` (all those tunnels share one
+/// origin, so a service worker scoped to `/` could intercept other tunnels' pages). A tunnel
+/// addressed by host is its own origin: nothing else changes.
+pub fn prepare_response_headers(headers: &mut HeaderMap, prefix: Option<&str>) {
     strip_hop_by_hop(headers);
+    let Some(prefix) = prefix else {
+        return;
+    };
     headers.remove(SERVICE_WORKER_ALLOWED);
     if let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
         if let Some(new) = rewrite_location(loc, prefix) {
@@ -202,7 +213,7 @@ mod tests {
             client_ip: "1.2.3.4".parse().expect("ip"),
             proto: "https",
             host: Some("t.example.com"),
-            prefix: "/abc",
+            prefix: Some("/abc"),
         };
         prepare_request_headers(&mut h, &info);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4");
@@ -230,7 +241,7 @@ mod tests {
             client_ip: "::1".parse().expect("ip"),
             proto: "http",
             host: None,
-            prefix: "/a",
+            prefix: Some("/a"),
         };
         prepare_request_headers(&mut h, &info);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, ::1");
@@ -270,11 +281,34 @@ mod tests {
         h.insert("location", HeaderValue::from_static("/next"));
         h.insert("service-worker-allowed", HeaderValue::from_static("/"));
         h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
-        prepare_response_headers(&mut h, "/t");
+        let mut by_host = h.clone();
+        prepare_response_headers(&mut h, Some("/t"));
         let cookies: Vec<_> = h.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["a=1; Path=/t/", "b=2; Path=/t/"]);
         assert_eq!(h["location"], "/t/next");
         assert!(!h.contains_key("service-worker-allowed"));
         assert!(!h.contains_key("transfer-encoding"));
+        // Addressed by host: the tunnel is its own origin, only hop-by-hop headers go.
+        prepare_response_headers(&mut by_host, None);
+        let cookies: Vec<_> = by_host.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; Path=/", "b=2; Path=/"]);
+        assert_eq!(by_host["location"], "/next");
+        assert_eq!(by_host["service-worker-allowed"], "/");
+        assert!(!by_host.contains_key("transfer-encoding"));
+    }
+
+    #[test]
+    fn no_prefix_header_for_host_routed_requests() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-prefix", HeaderValue::from_static("/spoofed"));
+        let info = ForwardInfo {
+            client_ip: "1.2.3.4".parse().expect("ip"),
+            proto: "https",
+            host: Some("myapp.t.example.com"),
+            prefix: None,
+        };
+        prepare_request_headers(&mut h, &info);
+        assert!(!h.contains_key("x-forwarded-prefix"));
+        assert_eq!(h["x-forwarded-host"], "myapp.t.example.com");
     }
 }

@@ -28,6 +28,7 @@ pub(super) fn respond(
     receiver: BodyReceiver,
     mut log: RequestLog,
     tunnel: &Tunnel,
+    prefix: Option<&str>,
 ) -> Response {
     tunnel.stats.requests.fetch_add(1, Ordering::Relaxed);
     let status = match StatusCode::from_u16(head.status) {
@@ -60,7 +61,7 @@ pub(super) fn respond(
             return TunnelError::BadResponse.json_response();
         }
     };
-    prepare_response_headers(&mut headers, &format!("/{}", tunnel.id));
+    prepare_response_headers(&mut headers, prefix);
     log.status = status.as_u16();
     let body = if head.end_stream {
         log.outcome = Outcome::Done;

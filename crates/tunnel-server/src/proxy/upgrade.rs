@@ -55,11 +55,11 @@ pub(super) fn requested_upgrade(headers: &http::HeaderMap) -> Upgrade {
 pub(super) fn switch_protocols(
     state: &AppState,
     head: ResponseHead,
-    sender: BodySender,
-    receiver: BodyReceiver,
+    (sender, receiver): (BodySender, BodyReceiver),
     on_upgrade: hyper::upgrade::OnUpgrade,
     mut log: RequestLog,
     tunnel: &Arc<Tunnel>,
+    prefix: Option<&str>,
 ) -> Response {
     tunnel.stats.requests.fetch_add(1, Ordering::Relaxed);
     let headers = head.headers.to_header_map().ok().filter(|h| {
@@ -77,7 +77,7 @@ pub(super) fn switch_protocols(
         log.outcome = Outcome::Failed(TunnelError::BadResponse);
         return TunnelError::BadResponse.json_response();
     };
-    prepare_response_headers(&mut headers, &format!("/{}", tunnel.id));
+    prepare_response_headers(&mut headers, prefix);
     headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(
         http::header::CONNECTION,

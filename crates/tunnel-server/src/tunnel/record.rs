@@ -14,6 +14,8 @@ use serde::Serialize;
 use tunnel_protocol::mux::Mux;
 
 use super::access::AccessPolicy;
+use super::domain::{CustomDomain, DomainStatus};
+use super::urls::PublicUrls;
 use crate::auth::{KeyId, SecretHash};
 
 /// The live client connection of a tunnel.
@@ -58,6 +60,8 @@ pub struct Tunnel {
     pub stats: TunnelStats,
     /// Who may use the public URL.
     pub access: AccessPolicy,
+    /// The custom domain asked for, if any.
+    pub domain: Option<CustomDomain>,
 }
 
 impl Tunnel {
@@ -69,8 +73,10 @@ impl Tunnel {
         created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
         access: AccessPolicy,
+        domain: Option<CustomDomain>,
     ) -> Self {
         Self {
+            domain,
             id,
             owner,
             token: SecretHash::of(token),
@@ -129,11 +135,14 @@ impl Tunnel {
     }
 
     /// A snapshot for the API.
-    pub fn info(&self, base_url: &str) -> TunnelInfo {
+    pub fn info(&self, urls: &PublicUrls) -> TunnelInfo {
         let conn = self.connection();
         TunnelInfo {
             tunnel_id: self.id.clone(),
-            public_url: public_url(base_url, &self.id),
+            public_url: urls.public_url(&self.id),
+            path_url: urls.path_url(&self.id),
+            subdomain_url: urls.subdomain_url(&self.id),
+            custom_domain: self.domain.as_ref().map(|d| CustomDomainInfo::of(d, urls)),
             created_at: self.created_at,
             expires_at: self.expires_at,
             connected: conn.is_some(),
@@ -150,9 +159,40 @@ impl Tunnel {
     }
 }
 
-/// The public URL of tunnel `id`.
-pub fn public_url(base_url: &str, id: &str) -> String {
-    format!("{base_url}/{id}/")
+/// What the API shows of a custom domain: where it will answer, the TXT record that proves
+/// it, and what the last check found.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct CustomDomainInfo {
+    /// The domain, e.g. `app.mycompany.com`.
+    pub domain: String,
+    /// Its URL (answers once verified).
+    pub url: String,
+    /// Whether requests with this host reach the tunnel now.
+    pub verified: bool,
+    /// What the last check found.
+    pub status: DomainStatus,
+    /// When it was last checked.
+    pub checked_at: Option<DateTime<Utc>>,
+    /// The TXT record to create: `_tunnel.<domain>`.
+    pub txt_name: String,
+    /// The value it must hold (derived from the API key and the domain).
+    pub txt_value: String,
+}
+
+impl CustomDomainInfo {
+    /// The API's view of `d`.
+    pub fn of(d: &CustomDomain, urls: &PublicUrls) -> Self {
+        let (status, checked_at, verified) = d.state();
+        Self {
+            domain: d.name.clone(),
+            url: urls.custom_url(&d.name),
+            verified,
+            status,
+            checked_at,
+            txt_name: d.record_name(),
+            txt_value: d.expected.clone(),
+        }
+    }
 }
 
 /// What the API shows of a tunnel.
@@ -160,8 +200,14 @@ pub fn public_url(base_url: &str, id: &str) -> String {
 pub struct TunnelInfo {
     /// Id.
     pub tunnel_id: String,
-    /// Public URL.
+    /// Public URL, in the form `TUNNEL_URL_STYLE` picks.
     pub public_url: String,
+    /// The path-prefix URL, `https://<host>/<id>/` (always served).
+    pub path_url: String,
+    /// The subdomain URL, `https://<id>.<TUNNEL_DOMAIN>/`, when `TUNNEL_DOMAIN` is set.
+    pub subdomain_url: Option<String>,
+    /// The custom domain, when one was asked for.
+    pub custom_domain: Option<CustomDomainInfo>,
     /// Creation time (RFC 3339).
     pub created_at: DateTime<Utc>,
     /// Expiry time (RFC 3339).

@@ -27,15 +27,11 @@ use tunnel_protocol::GoodbyeReason;
 use super::access::AccessPolicy;
 use super::record::{Connection, Tunnel};
 use crate::auth::KeyId;
+use crate::config::domains::SERVER_NAMES;
 use crate::error::TunnelError;
 
 /// What every registry operation that may ask the store returns.
 pub type RegistryFuture<'a, T> = BoxFuture<'a, Result<T, RegistryError>>;
-
-/// Names a tunnel may not take: they are paths the server itself serves.
-const RESERVED: &[&str] = &[
-    "api", "health", "healthz", "ready", "readyz", "metrics", "admin", "static", "www",
-];
 
 /// Why a tunnel could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +42,15 @@ pub enum CreateError {
     /// Another tunnel has that name.
     #[error("tunnel name {0:?} is taken")]
     Taken(String),
+    /// The name's tunnel is gone, but the name stays with its API key for the grace period.
+    #[error("tunnel name {0:?} belongs to another API key (its tunnel ended within TUNNEL_NAME_GRACE_SECS)")]
+    Held(String),
+    /// The name is reserved for another API key.
+    #[error("tunnel name {0:?} is reserved for another API key")]
+    Reserved(String),
+    /// The custom domain is verified for another tunnel.
+    #[error("the domain {0:?} is in use by another tunnel")]
+    DomainTaken(String),
     /// The API key holds as many tunnels as it may.
     #[error("this API key already holds {0} tunnels, the most allowed")]
     TooMany(usize),
@@ -69,7 +74,7 @@ pub fn validate_name(name: &str) -> Result<(), CreateError> {
             "use 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'".into(),
         ));
     }
-    if RESERVED.contains(&name) {
+    if SERVER_NAMES.contains(&name) {
         return Err(CreateError::InvalidName(format!("{name:?} is reserved")));
     }
     Ok(())
@@ -110,6 +115,29 @@ pub struct NewTunnel<'a> {
     pub max_per_key: usize,
     /// Who may use its public URL.
     pub access: AccessPolicy,
+    /// The custom domain asked for (routed only once verified, see
+    /// [`TunnelRegistry::bind_domain`]).
+    pub domain: Option<NewDomain>,
+}
+
+/// A custom domain to attach to a new tunnel.
+#[derive(Debug, Clone)]
+pub struct NewDomain {
+    /// The host, normalized.
+    pub name: String,
+    /// The TXT value that proves it.
+    pub expected: String,
+}
+
+/// What [`TunnelRegistry::bind_domain`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainBinding {
+    /// Requests with the domain as host now reach the tunnel.
+    Bound,
+    /// Another tunnel holds the domain.
+    Taken,
+    /// The tunnel is gone, or asked for no domain.
+    NoTunnel,
 }
 
 /// A live session claimed for a client connected to this process.
@@ -140,11 +168,19 @@ pub trait TunnelRegistry: Send + Sync + std::fmt::Debug {
     /// The tunnel `id` as this process holds it, at once: the lookup of every public request.
     fn get(&self, id: &str) -> Option<Arc<Tunnel>>;
 
+    /// The tunnel a verified custom domain (a normalized host) routes to, at once: the
+    /// lookup of every public request on a host that is not ours.
+    fn get_by_domain(&self, host: &str) -> Option<Arc<Tunnel>>;
+
     /// The tunnel `id` wherever it is stored. For a shared registry, a round trip to the store
     /// when [`get`](Self::get) does not know it.
     fn lookup<'a>(&'a self, id: &'a str) -> RegistryFuture<'a, Option<Arc<Tunnel>>>;
 
     /// Registers a tunnel; returns it and its token (the only time the token exists in clear).
+    ///
+    /// A requested name must be free: no live tunnel, not blocked, not reserved for another
+    /// key, not in another key's grace period (see [`super::names`]). A random name is never
+    /// one that is reserved, blocked or in anyone's grace period.
     fn create<'a>(
         &'a self,
         new: NewTunnel<'a>,
@@ -164,7 +200,19 @@ pub trait TunnelRegistry: Send + Sync + std::fmt::Debug {
     /// The tunnels of one owner, oldest first.
     fn list(&self, owner: KeyId) -> RegistryFuture<'_, Vec<Arc<Tunnel>>>;
 
-    /// Removes a tunnel and closes its client with `reason`.
+    /// Reserves `name` for `owner` for good (`TUNNEL_RESERVED_NAMES`): only `owner` may take
+    /// it, and it is never handed out at random.
+    fn reserve<'a>(&'a self, name: &'a str, owner: KeyId)
+        -> BoxFuture<'a, Result<(), CreateError>>;
+
+    /// Routes requests for `tunnel`'s custom domain to it, after the DNS check succeeded.
+    fn bind_domain<'a>(&'a self, tunnel: &'a Arc<Tunnel>) -> RegistryFuture<'a, DomainBinding>;
+
+    /// Stops routing `tunnel`'s custom domain to it (its TXT record went away).
+    fn unbind_domain<'a>(&'a self, tunnel: &'a Arc<Tunnel>) -> RegistryFuture<'a, ()>;
+
+    /// Removes a tunnel and closes its client with `reason`. Its name stays its owner's for
+    /// the grace period; its custom domain stops routing.
     fn remove<'a>(
         &'a self,
         id: &'a str,
@@ -172,8 +220,8 @@ pub trait TunnelRegistry: Send + Sync + std::fmt::Debug {
         message: &'a str,
     ) -> RegistryFuture<'a, Option<Arc<Tunnel>>>;
 
-    /// Removes the tunnels whose lifetime is over at `now` (closing their clients); returns
-    /// their ids.
+    /// Removes the tunnels whose lifetime is over at `now` (closing their clients), and
+    /// forgets grace periods that are over; returns the removed tunnels' ids.
     fn expire(&self, now: DateTime<Utc>) -> RegistryFuture<'_, Vec<String>>;
 
     /// Every tunnel this process holds: sampled for the gauges, told and closed at shutdown.

@@ -1,0 +1,188 @@
+//! Who may take a name: the blocked list, names reserved for a key, and names still held by
+//! the key whose tunnel had them (the grace period).
+//!
+//! # Ownership
+//! A name belongs to the API key that created its tunnel while the tunnel lives (its client
+//! may come and go), and for `TUNNEL_NAME_GRACE_SECS` after the tunnel is deleted or
+//! expires: in that time another key gets 409, so nobody can pick up a URL that people still
+//! have bookmarked or linked and serve them something else (localtunnel's takeover bug).
+//! Random names are never handed out again within the grace period, to anyone. Reserved
+//! names belong to their key for good.
+//!
+//! [`NameBook`] keeps the reservations and grace periods in memory for
+//! [`super::MemoryRegistry`]; a shared registry keeps the same facts in its store and can
+//! use [`NamePolicy`] for the rules that need no store.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+
+use super::registry::{validate_name, CreateError};
+use crate::auth::KeyId;
+
+/// The rules that need no store: the blocked list and the grace period.
+#[derive(Debug, Clone, Default)]
+pub struct NamePolicy {
+    /// Names nobody may take, unless reserved for their key (`TUNNEL_BLOCKED_NAMES`).
+    pub blocked: HashSet<String>,
+    /// How long a name stays with its key after its tunnel is gone.
+    pub grace: std::time::Duration,
+}
+
+impl NamePolicy {
+    /// A policy blocking `blocked` with a grace period of `grace`.
+    pub fn new(blocked: impl IntoIterator<Item = String>, grace: std::time::Duration) -> Self {
+        Self {
+            blocked: blocked.into_iter().collect(),
+            grace,
+        }
+    }
+
+    /// The end of the grace period of a name released at `now`.
+    pub fn grace_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono::Duration::from_std(self.grace).unwrap_or(chrono::Duration::days(1))
+    }
+}
+
+/// A name whose tunnel is gone, still its key's.
+#[derive(Debug, Clone, Copy)]
+struct Released {
+    owner: KeyId,
+    until: DateTime<Utc>,
+}
+
+/// Reservations and grace periods, in memory.
+#[derive(Debug, Default)]
+pub struct NameBook {
+    policy: NamePolicy,
+    reserved: DashMap<String, KeyId>,
+    released: DashMap<String, Released>,
+}
+
+impl NameBook {
+    /// An empty book under `policy`.
+    pub fn new(policy: NamePolicy) -> Self {
+        Self {
+            policy,
+            ..Self::default()
+        }
+    }
+
+    /// Reserves `name` for `owner` for good.
+    pub fn reserve(&self, name: &str, owner: KeyId) -> Result<(), CreateError> {
+        validate_name(name)?;
+        self.reserved.insert(name.to_string(), owner);
+        Ok(())
+    }
+
+    /// Whether `owner` may take the requested `name` at `now` (a live tunnel of that name
+    /// is the registry's to check).
+    pub fn check_requested(
+        &self,
+        name: &str,
+        owner: KeyId,
+        now: DateTime<Utc>,
+    ) -> Result<(), CreateError> {
+        validate_name(name)?;
+        match self.reserved.get(name).map(|r| *r) {
+            Some(holder) if holder == owner => return Ok(()),
+            Some(_) => return Err(CreateError::Reserved(name.to_string())),
+            None => {}
+        }
+        if self.policy.blocked.contains(name) {
+            return Err(CreateError::InvalidName(format!("{name:?} is blocked")));
+        }
+        match self.released.get(name).map(|r| *r) {
+            Some(r) if r.owner != owner && r.until > now => {
+                Err(CreateError::Held(name.to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a random `name` may be handed out at `now`: not reserved, not blocked, not in
+    /// anyone's grace period.
+    pub fn may_issue(&self, name: &str, now: DateTime<Utc>) -> bool {
+        !self.reserved.contains_key(name)
+            && !self.policy.blocked.contains(name)
+            && self.released.get(name).map_or(true, |r| r.until <= now)
+    }
+
+    /// `owner`'s tunnel `name` is gone at `now`: the grace period begins.
+    pub fn release(&self, name: &str, owner: KeyId, now: DateTime<Utc>) {
+        if self.policy.grace.is_zero() || self.reserved.contains_key(name) {
+            return;
+        }
+        let until = self.policy.grace_until(now);
+        self.released
+            .insert(name.to_string(), Released { owner, until });
+    }
+
+    /// `owner` took `name` again: its grace entry is no longer needed.
+    pub fn taken(&self, name: &str, owner: KeyId) {
+        self.released.remove_if(name, |_, r| r.owner == owner);
+    }
+
+    /// Forgets grace periods over at `now`; returns how many.
+    pub fn sweep(&self, now: DateTime<Utc>) -> usize {
+        let before = self.released.len();
+        self.released.retain(|_, r| r.until > now);
+        before - self.released.len()
+    }
+
+    /// How many names are in a grace period.
+    pub fn held(&self) -> usize {
+        self.released.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn book() -> NameBook {
+        NameBook::new(NamePolicy::new(
+            ["www".to_string(), "app".to_string()],
+            Duration::from_secs(3600),
+        ))
+    }
+
+    #[test]
+    fn grace_keeps_a_name_for_its_key_only_until_it_ends() {
+        let b = book();
+        let t0 = Utc::now();
+        b.release("demo", 1, t0);
+        assert!(matches!(
+            b.check_requested("demo", 2, t0),
+            Err(CreateError::Held(_))
+        ));
+        assert!(b.check_requested("demo", 1, t0).is_ok());
+        assert!(!b.may_issue("demo", t0));
+        let later = t0 + chrono::Duration::seconds(3601);
+        assert!(b.check_requested("demo", 2, later).is_ok());
+        assert!(b.may_issue("demo", later));
+        assert_eq!(b.sweep(later), 1);
+        assert_eq!(b.held(), 0);
+    }
+
+    #[test]
+    fn reservations_beat_the_blocked_list_for_their_key() {
+        let b = book();
+        let now = Utc::now();
+        assert!(matches!(
+            b.check_requested("www", 0, now),
+            Err(CreateError::InvalidName(_))
+        ));
+        b.reserve("app", 7).expect("valid");
+        assert!(b.check_requested("app", 7, now).is_ok());
+        assert!(matches!(
+            b.check_requested("app", 0, now),
+            Err(CreateError::Reserved(_))
+        ));
+        assert!(!b.may_issue("app", now));
+        // The server's own paths can never be reserved.
+        assert!(b.reserve("api", 7).is_err());
+    }
+}
