@@ -7,8 +7,10 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod backend;
+pub mod browser;
 pub mod dns;
 pub mod http;
+pub mod webapp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
