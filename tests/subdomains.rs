@@ -614,3 +614,48 @@ async fn custom_domains_must_be_foreign_names() {
         .starts_with("tunnel-verify="));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_host_header_choice_works_on_subdomains_as_before() {
+    let server = TestServer::start(&["--domain", DOMAIN]).await;
+    let backend = Backend::start("hosts").await;
+    let sub = format!("myapp.{DOMAIN}:{}", server.addr.port());
+    for (flag, want) in [
+        ("rewrite", format!("127.0.0.1:{}", backend.addr.port())),
+        ("preserve", sub.clone()),
+        ("fixed.internal", "fixed.internal".to_string()),
+    ] {
+        let client = TestClient::start(
+            &server,
+            backend.addr.port(),
+            &["--name", "myapp", "--host-header", flag],
+        )
+        .await;
+        let mut req = with_host("GET", "/", &sub);
+        req.headers_mut()
+            .insert("origin", format!("http://{sub}").parse().unwrap());
+        let echo = json(&send(server.addr, req).await);
+        // A same-origin Origin follows the Host the app sees (Jupyter compares them).
+        let origin = if flag == "rewrite" {
+            format!("http://{want}")
+        } else {
+            format!("http://{sub}")
+        };
+        assert_eq!(
+            echoed_header(&echo, "host"),
+            Some(want),
+            "--host-header {flag}"
+        );
+        assert_eq!(
+            echoed_header(&echo, "origin"),
+            Some(origin),
+            "--host-header {flag}"
+        );
+        assert_eq!(
+            echoed_header(&echo, "x-forwarded-host").as_deref(),
+            Some(sub.as_str())
+        );
+        client.stop().await.unwrap();
+    }
+    server.stop().await;
+}

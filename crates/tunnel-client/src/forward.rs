@@ -300,6 +300,7 @@ impl Forwarder {
         let mut headers = head.headers.to_header_map().map_err(|e| e.to_string())?;
         match &self.host_header {
             HostHeader::Rewrite => {
+                rewrite_same_origin(&mut headers, &self.authority);
                 if let Ok(v) = HeaderValue::from_str(&self.authority) {
                     headers.insert(HOST, v);
                 }
@@ -396,5 +397,77 @@ impl Failure {
             status,
             note: note.into(),
         }
+    }
+}
+
+/// With the Host rewritten to the local address, a same-origin request's `Origin` (the
+/// tunnel's public origin: `X-Forwarded-Proto` and the public `Host`) is rewritten to match,
+/// `http://<local address>`: apps that compare Origin with Host (Jupyter's WebSockets and
+/// API, Django's CSRF check) then see a same-origin request, as they would without the
+/// tunnel. An Origin of any other site is left alone, so cross-origin requests stay
+/// cross-origin.
+pub fn rewrite_same_origin(headers: &mut http::HeaderMap, local_authority: &str) {
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("http");
+    let (Some(host), Some(origin)) = (
+        headers.get(HOST).and_then(|v| v.to_str().ok()),
+        headers
+            .get(http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok()),
+    ) else {
+        return;
+    };
+    let public = format!("{proto}://{host}");
+    if !origin.eq_ignore_ascii_case(&public) {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("http://{local_authority}")) {
+        headers.insert(http::header::ORIGIN, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_a_same_origin_origin_follows_the_host() {
+        let mut h = headers(&[
+            ("host", "myapp.tunnels.example.com"),
+            ("x-forwarded-proto", "https"),
+            ("origin", "https://MyApp.tunnels.example.com"),
+        ]);
+        rewrite_same_origin(&mut h, "localhost:8888");
+        assert_eq!(h["origin"], "http://localhost:8888");
+        for other in [
+            "https://evil.example",
+            "http://myapp.tunnels.example.com",
+            "null",
+        ] {
+            let mut h = headers(&[
+                ("host", "myapp.tunnels.example.com"),
+                ("x-forwarded-proto", "https"),
+                ("origin", other),
+            ]);
+            rewrite_same_origin(&mut h, "localhost:8888");
+            assert_eq!(h["origin"], other);
+        }
+        let mut h = headers(&[("host", "a.example")]);
+        rewrite_same_origin(&mut h, "localhost:1");
+        assert!(!h.contains_key("origin"));
     }
 }

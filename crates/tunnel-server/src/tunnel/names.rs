@@ -14,6 +14,7 @@
 //! use [`NamePolicy`] for the rules that need no store.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
@@ -58,7 +59,13 @@ pub struct NameBook {
     policy: NamePolicy,
     reserved: DashMap<String, KeyId>,
     released: DashMap<String, Released>,
+    /// When [`Self::sweep`] last walked `released` (Unix seconds): at most once a minute, as
+    /// the reaper asks every second and the walk is over every held name.
+    last_sweep: AtomicI64,
 }
+
+/// Seconds between walks over the grace entries.
+const SWEEP_EVERY_SECS: i64 = 60;
 
 impl NameBook {
     /// An empty book under `policy`.
@@ -124,8 +131,19 @@ impl NameBook {
         self.released.remove_if(name, |_, r| r.owner == owner);
     }
 
-    /// Forgets grace periods over at `now`; returns how many.
+    /// Forgets grace periods over at `now` (at most once a minute; an entry past its end
+    /// already counts as free meanwhile); returns how many.
     pub fn sweep(&self, now: DateTime<Utc>) -> usize {
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        let due = now.timestamp() >= last + SWEEP_EVERY_SECS;
+        if !due
+            || self
+                .last_sweep
+                .compare_exchange(last, now.timestamp(), Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return 0;
+        }
         let before = self.released.len();
         self.released.retain(|_, r| r.until > now);
         before - self.released.len()
