@@ -108,6 +108,13 @@ impl MemoryRegistry {
                 Entry::Occupied(_) if name.is_some() => return Err(CreateError::Taken(id)),
                 Entry::Occupied(_) => continue,
                 Entry::Vacant(slot) => {
+                    // Again, under the entry's lock: a tunnel of this name removed since the
+                    // first check has begun its grace period before it left the map.
+                    if name.is_some() {
+                        self.names.check_requested(&id, owner, now)?;
+                    } else if !self.names.may_issue(&id, now) {
+                        continue;
+                    }
                     // Before the insert: a removal can only follow it, never precede it.
                     self.events.registered(&id);
                     let tunnel = Tunnel::new(
