@@ -155,7 +155,7 @@ pub fn client_config(
     ];
     args.extend_from_slice(extra);
     let parsed = <ClientArgs as clap::Parser>::try_parse_from(args).map_err(|e| e.to_string())?;
-    ClientConfig::from_args(parsed)
+    ClientConfig::from_args(parsed).map_err(|e| e.to_string())
 }
 
 /// A running in-process client.

@@ -118,6 +118,37 @@ pub struct ServerUrl {
     pub ws_base: String,
 }
 
+/// Why `--server` is not a usable server address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerUrlError {
+    /// A scheme other than `http://` and `https://`.
+    #[error("{0:?}: only http:// and https:// servers are supported")]
+    Scheme(String),
+    /// Nothing before the path.
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    /// Not a valid URI authority.
+    #[error("{0:?} is not a valid server address: {1}")]
+    Invalid(String, String),
+}
+
+/// Why the settings cannot be used; names the setting (exit status 64).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `TUNNEL_SERVER`.
+    #[error("invalid TUNNEL_SERVER: {0}")]
+    Server(#[from] ServerUrlError),
+    /// `TUNNEL_API_KEY` is empty.
+    #[error("invalid TUNNEL_API_KEY: empty")]
+    EmptyApiKey,
+    /// `TUNNEL_LOCAL_PORT` is 0.
+    #[error("invalid TUNNEL_LOCAL_PORT: 0 is not a port")]
+    PortZero,
+    /// `TUNNEL_HOST_HEADER` is neither a mode nor a usable header value.
+    #[error("invalid TUNNEL_HOST_HEADER: {0:?}")]
+    HostHeader(String),
+}
+
 /// Whether a host name or address is on this machine.
 fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -130,16 +161,14 @@ fn is_loopback_host(host: &str) -> bool {
 
 impl ServerUrl {
     /// Parses `--server`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ServerUrlError> {
         let s = s.trim().trim_end_matches('/');
         let (scheme, rest) = if let Some(r) = s.strip_prefix("https://") {
             ("https", r)
         } else if let Some(r) = s.strip_prefix("http://") {
             ("http", r)
         } else if s.contains("://") {
-            return Err(format!(
-                "{s:?}: only http:// and https:// servers are supported"
-            ));
+            return Err(ServerUrlError::Scheme(s.to_string()));
         } else {
             let authority = s.split('/').next().unwrap_or(s);
             let host = match authority.rsplit_once(':') {
@@ -156,12 +185,12 @@ impl ServerUrl {
             )
         };
         if rest.is_empty() || rest.starts_with('/') {
-            return Err(format!("{s:?} has no host"));
+            return Err(ServerUrlError::NoHost(s.to_string()));
         }
         let http_base = format!("{scheme}://{rest}");
         http_base
             .parse::<http::Uri>()
-            .map_err(|e| format!("{s:?} is not a valid server address: {e}"))?;
+            .map_err(|e| ServerUrlError::Invalid(s.to_string(), e.to_string()))?;
         let ws_scheme = if scheme == "https" { "wss" } else { "ws" };
         Ok(Self {
             ws_base: format!("{ws_scheme}://{rest}"),
@@ -221,14 +250,13 @@ pub struct AccessRequest {
 
 impl ClientConfig {
     /// Validates parsed arguments.
-    pub fn from_args(args: ClientArgs) -> Result<Self, String> {
-        let server =
-            ServerUrl::parse(&args.server).map_err(|e| format!("invalid TUNNEL_SERVER: {e}"))?;
+    pub fn from_args(args: ClientArgs) -> Result<Self, ConfigError> {
+        let server = ServerUrl::parse(&args.server)?;
         if args.api_key.trim().is_empty() {
-            return Err("invalid TUNNEL_API_KEY: empty".into());
+            return Err(ConfigError::EmptyApiKey);
         }
         if args.port == 0 {
-            return Err("invalid TUNNEL_LOCAL_PORT: 0 is not a port".into());
+            return Err(ConfigError::PortZero);
         }
         let host_header = match args.host_header.as_str() {
             "rewrite" => HostHeader::Rewrite,
@@ -236,7 +264,7 @@ impl ClientConfig {
             other if http::HeaderValue::from_str(other).is_ok() && !other.is_empty() => {
                 HostHeader::Fixed(other.to_string())
             }
-            other => return Err(format!("invalid TUNNEL_HOST_HEADER: {other:?}")),
+            other => return Err(ConfigError::HostHeader(other.to_string())),
         };
         Ok(Self {
             server,
@@ -297,7 +325,14 @@ mod tests {
         assert_eq!(u.http_base, "http://tunnels.example.com");
         let u = ServerUrl::parse("https://localhost:8443").expect("valid");
         assert_eq!(u.ws_base, "wss://localhost:8443");
-        assert!(ServerUrl::parse("ftp://x").is_err());
-        assert!(ServerUrl::parse("").is_err());
+        assert_eq!(
+            ServerUrl::parse("ftp://x"),
+            Err(ServerUrlError::Scheme("ftp://x".into()))
+        );
+        assert_eq!(
+            ServerUrl::parse("ftp://x").map_err(|e| e.to_string()),
+            Err(r#""ftp://x": only http:// and https:// servers are supported"#.into())
+        );
+        assert_eq!(ServerUrl::parse(""), Err(ServerUrlError::NoHost("".into())));
     }
 }

@@ -77,22 +77,20 @@ impl Printer {
         ));
     }
 
-    /// One finished request; `request_id` is the server's id for it (the `X-Request-Id` its
-    /// log lines and the local service see), shown so that the three logs can be joined.
-    #[allow(clippy::too_many_arguments)]
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        status: Option<u16>,
-        took: Duration,
-        bytes: u64,
-        request_id: Option<&str>,
-        note: &str,
-    ) {
+    /// One finished request.
+    pub fn request(&self, line: &RequestLine<'_>) {
         if !self.requests {
             return;
         }
+        let RequestLine {
+            method,
+            path,
+            status,
+            took,
+            bytes,
+            request_id,
+            note,
+        } = *line;
         let status_text = status.map_or_else(|| "---".to_string(), |s| s.to_string());
         let colour = match status {
             Some(s) if s < 300 => GREEN,
@@ -117,6 +115,26 @@ impl Printer {
             }
         ));
     }
+}
+
+/// What the line of one finished request shows.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLine<'a> {
+    /// The method, or `WS` for a WebSocket session.
+    pub method: &'a str,
+    /// The path (without the query).
+    pub path: &'a str,
+    /// The status the public client got, if one was sent.
+    pub status: Option<u16>,
+    /// How long it took.
+    pub took: Duration,
+    /// Body bytes (both ways for a WebSocket session).
+    pub bytes: u64,
+    /// The server's id for the request (the `X-Request-Id` its log lines and the local
+    /// service see), shown so that the three logs can be joined.
+    pub request_id: Option<&'a str>,
+    /// Why it failed, or how a session ended.
+    pub note: &'a str,
 }
 
 fn now() -> String {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::control::{ApiError, ControlClient, Created, CustomDomain};
 use crate::display::Printer;
@@ -35,12 +36,14 @@ fn waiting(d: &CustomDomain) -> String {
 }
 
 /// Asks the server to verify the custom domain every few seconds until it is, then says so.
-/// Runs beside the session; ends at shutdown, once verified, or when the server refuses.
+/// Runs beside the session, on `tasks`; ends at shutdown, once verified, or when the server
+/// refuses.
 pub fn watch(
     api: &ControlClient,
     created: &Created,
     printer: &Printer,
     shutdown: &CancellationToken,
+    tasks: &TaskTracker,
 ) {
     let Some(first) = created.custom_domain.as_ref().filter(|d| !d.verified) else {
         return;
@@ -52,7 +55,7 @@ pub fn watch(
         shutdown.clone(),
     );
     let mut last = first.status.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         loop {
             match api.verify_domain(&id).await {
                 Ok(d) if d.verified => {

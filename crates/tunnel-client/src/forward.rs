@@ -1,8 +1,11 @@
 //! Forwards one stream to the local service and streams the answer back.
 //!
 //! The HTTP client follows no redirects and decodes nothing: status, headers and body bytes
-//! pass exactly as the local service produced them.
+//! pass exactly as the local service produced them. The answer goes back through the stream's
+//! [`Responder`], which sends the response head exactly once; the body follows through the
+//! protocol crate's [`pump`] (the same one the server streams request bodies with).
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,17 +15,19 @@ use http::header::{HeaderValue, HOST, LOCATION};
 use http::{Method, Request};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, StreamBody};
-use hyper::body::Frame;
+use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tracing::Instrument;
 use tunnel_protocol::headers::WireHeaders;
-use tunnel_protocol::mux::{Mux, Stream};
-use tunnel_protocol::{ControlMessage, RequestHead, ResetCode, ResponseHead, StreamError};
+use tunnel_protocol::mux::{
+    pump, splice, BodyReceiver, IncomingRequest, PumpError, Responder, ResponseParts,
+};
+use tunnel_protocol::{ProtocolError, RequestHead, ResetCode, StreamError};
 
 use crate::config::{ClientConfig, HostHeader};
-use crate::display::{format_bytes, Printer};
+use crate::display::{format_bytes, Printer, RequestLine};
 
 /// Body type sent to the local service.
 pub type LocalBody = BoxBody<Bytes, StreamError>;
@@ -34,6 +39,19 @@ pub struct Forwarder {
     authority: String,
     host_header: HostHeader,
     printer: Printer,
+}
+
+/// Why a request head from the server cannot be sent to the local service.
+#[derive(Debug, thiserror::Error)]
+enum BadRequest {
+    #[error("invalid method")]
+    Method,
+    #[error("request target is not a path")]
+    NotAPath,
+    #[error("invalid request target")]
+    Target,
+    #[error(transparent)]
+    Headers(#[from] ProtocolError),
 }
 
 impl Forwarder {
@@ -55,19 +73,20 @@ impl Forwarder {
     /// Serves one stream to completion, inside a `request` span carrying the request id the
     /// server assigned (its `X-Request-Id`), which the per-request line shows too: the same id
     /// is on the server's log lines of this request and reaches the local service.
-    pub async fn forward(self: Arc<Self>, mux: Mux, head: RequestHead, stream: Stream) {
+    pub async fn forward(self: Arc<Self>, request: IncomingRequest) {
         let started = Instant::now();
+        let head = &request.head;
         let method = head.method.clone();
         let path = head.target.split('?').next().unwrap_or("/").to_string();
-        let websocket = is_websocket(&head);
-        let request_id = request_id(&head);
+        let websocket = head.headers.upgrades_to_websocket();
+        let request_id = request_id(head);
         let span = tracing::info_span!(
             "request",
             request_id = request_id.as_deref().unwrap_or("-"),
             stream = head.stream_id,
         );
         let outcome = self
-            .exchange(&mux, head, stream, websocket)
+            .exchange(request, websocket)
             .instrument(span.clone())
             .await;
         let (status, bytes, note) = match outcome {
@@ -88,51 +107,52 @@ impl Forwarder {
         } else {
             method.as_str()
         };
+        let took = started.elapsed();
         span.in_scope(|| {
             tracing::debug!(
                 method,
                 path = %path,
                 status,
                 bytes,
-                ms = started.elapsed().as_millis() as u64,
+                ms = took.as_millis() as u64,
                 note = %note,
                 "request"
             )
         });
-        self.printer.request(
+        self.printer.request(&RequestLine {
             method,
-            &path,
+            path: &path,
             status,
-            started.elapsed(),
+            took,
             bytes,
-            request_id.as_deref(),
-            &note,
-        );
+            request_id: request_id.as_deref(),
+            note: &note,
+        });
     }
 
+    /// The request to the local service, and its answer back through the stream.
     async fn exchange(
         &self,
-        mux: &Mux,
-        head: RequestHead,
-        stream: Stream,
+        request: IncomingRequest,
         websocket: bool,
     ) -> Result<Exchanged, Failure> {
-        let Stream {
-            id,
-            mut sender,
-            receiver,
-        } = stream;
+        let IncomingRequest {
+            head,
+            body,
+            responder,
+        } = request;
         // For an upgrade the request has no body; the stream's request direction carries the
         // public client's WebSocket bytes once the local service said 101.
-        let (body_receiver, upgrade_receiver) = if websocket {
-            (None, Some(receiver))
+        let (body, upgrade_body) = if websocket {
+            (None, Some(body))
         } else {
-            (Some(receiver), None)
+            (Some(body), None)
         };
-        let request = match self.build_request(&head, body_receiver) {
+        let local = match self.build_request(&head, body) {
             Ok(r) => r,
             Err(why) => {
-                sender.reset(ResetCode::ProtocolError, &why);
+                let why = why.to_string();
+                responder.reset(ResetCode::ProtocolError, &why);
                 return Err(Failure::new(
                     Some(502),
                     format!("bad request from server: {why}"),
@@ -140,101 +160,80 @@ impl Forwarder {
             }
         };
         let response = tokio::select! {
-            r = self.http.request(request) => r,
-            _ = sender.cancelled() => return Err(Failure::new(None, "cancelled by the public client")),
+            r = self.http.request(local) => r,
+            _ = responder.cancelled() => return Err(Failure::cancelled(None)),
         };
         let response = match response {
             Ok(r) => r,
-            Err(e) => {
-                let (code, status, note) = if e.is_connect() {
-                    (
-                        ResetCode::LocalConnectFailed,
-                        502,
-                        format!("cannot connect to http://{}", self.authority),
-                    )
-                } else {
-                    (
-                        ResetCode::LocalError,
-                        502,
-                        "local service failed".to_string(),
-                    )
-                };
-                let detail = crate::control::error_chain(&e);
-                sender.reset(code, &detail);
-                return Err(Failure::new(Some(status), format!("{note}: {detail}")));
-            }
+            Err(e) => return Err(self.local_failed(responder, &e)),
         };
-        if let Some(receiver) = upgrade_receiver {
-            if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                return self
-                    .switch_protocols(mux, id, response, sender, receiver, &head.target)
-                    .await;
+        match upgrade_body {
+            Some(receiver) if response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                self.switch_protocols(responder, response, receiver, &head.target)
+                    .await
+            }
+            upgrade_body => {
+                // A refused upgrade: an ordinary response; the request direction is let go.
+                drop(upgrade_body);
+                self.relay_response(responder, response).await
             }
         }
-        let (mut parts, mut body) = response.into_parts();
+    }
+
+    /// The local service could not be reached or failed: the stream is refused with a code
+    /// the server maps to the public client's status.
+    fn local_failed(&self, responder: Responder, e: &hyper_util::client::legacy::Error) -> Failure {
+        let (code, note) = if e.is_connect() {
+            (
+                ResetCode::LocalConnectFailed,
+                format!("cannot connect to http://{}", self.authority),
+            )
+        } else {
+            (ResetCode::LocalError, "local service failed".to_string())
+        };
+        let detail = crate::control::error_chain(e);
+        responder.reset(code, &detail);
+        Failure::new(Some(502), format!("{note}: {detail}"))
+    }
+
+    /// Sends the local service's response head, then pumps its body into the stream.
+    async fn relay_response(
+        &self,
+        responder: Responder,
+        response: http::Response<Incoming>,
+    ) -> Result<Exchanged, Failure> {
+        let (mut parts, body) = response.into_parts();
         self.rewrite_location(&mut parts.headers);
         let status = parts.status.as_u16();
-        let end_stream = http_body::Body::is_end_stream(&body);
-        let head = ResponseHead {
-            stream_id: id,
+        let head = ResponseParts {
             status,
             headers: WireHeaders::from_header_map(&parts.headers),
-            end_stream,
         };
-        if mux
-            .send_control(ControlMessage::Response(head))
-            .await
-            .is_err()
-        {
-            return Err(Failure::new(Some(status), "tunnel connection lost"));
-        }
-        if end_stream {
-            sender.mark_finished();
-            return Ok(Exchanged::Http { status, bytes: 0 });
-        }
-        let mut bytes = 0u64;
-        loop {
-            let frame = tokio::select! {
-                f = body.frame() => f,
-                _ = sender.cancelled() => {
-                    return Err(Failure::new(Some(status), "cancelled by the public client"));
-                }
+        if http_body::Body::is_end_stream(&body) {
+            return match responder.respond_empty(head).await {
+                Ok(()) => Ok(Exchanged::Http { status, bytes: 0 }),
+                Err(_) => Err(Failure::connection_lost(status)),
             };
-            match frame {
-                None => {
-                    if sender.finish().await.is_err() {
-                        return Err(Failure::new(Some(status), "tunnel connection lost"));
-                    }
-                    return Ok(Exchanged::Http { status, bytes });
-                }
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    }; // trailers are dropped
-                    bytes += data.len() as u64;
-                    // hyper knows a Content-Length body is complete with its last chunk: end
-                    // the stream on that frame instead of sending an empty one after it.
-                    let last = http_body::Body::is_end_stream(&body);
-                    let sent = if last {
-                        sender.send_last(data).await
-                    } else {
-                        sender.send(data).await
-                    };
-                    if let Err(e) = sent {
-                        return Err(Failure::new(Some(status), format!("stream ended: {e}")));
-                    }
-                    if last {
-                        return Ok(Exchanged::Http { status, bytes });
-                    }
-                }
-                Some(Err(e)) => {
-                    sender.abort(ResetCode::LocalError, &e.to_string()).await;
-                    return Err(Failure::new(
-                        Some(status),
-                        format!("local service broke off: {e}"),
-                    ));
-                }
+        }
+        let Ok(mut sender) = responder.respond(head).await else {
+            return Err(Failure::connection_lost(status));
+        };
+        match pump(body, &mut sender, |_| Ok::<_, Infallible>(())).await {
+            Ok(bytes) => Ok(Exchanged::Http { status, bytes }),
+            Err(PumpError::Cancelled) => Err(Failure::cancelled(Some(status))),
+            Err(PumpError::Finish(_)) => Err(Failure::connection_lost(status)),
+            Err(PumpError::Send(e)) => {
+                Err(Failure::new(Some(status), format!("stream ended: {e}")))
             }
+            Err(PumpError::Body(e)) => {
+                // After the head: the server must see the head, then the failure.
+                sender.abort(ResetCode::LocalError, &e.to_string()).await;
+                Err(Failure::new(
+                    Some(status),
+                    format!("local service broke off: {e}"),
+                ))
+            }
+            Err(PumpError::Stopped(never)) => match never {},
         }
     }
 
@@ -242,27 +241,19 @@ impl Forwarder {
     /// upgraded connection to the stream until both sides are done.
     async fn switch_protocols(
         &self,
-        mux: &Mux,
-        id: tunnel_protocol::StreamId,
-        mut response: http::Response<hyper::body::Incoming>,
-        sender: tunnel_protocol::mux::BodySender,
-        receiver: tunnel_protocol::mux::BodyReceiver,
+        responder: Responder,
+        mut response: http::Response<Incoming>,
+        receiver: BodyReceiver,
         target: &str,
     ) -> Result<Exchanged, Failure> {
         let on_upgrade = hyper::upgrade::on(&mut response);
-        let head = ResponseHead {
-            stream_id: id,
+        let head = ResponseParts {
             status: 101,
             headers: WireHeaders::from_header_map(response.headers()),
-            end_stream: false,
         };
-        if mux
-            .send_control(ControlMessage::Response(head))
-            .await
-            .is_err()
-        {
-            return Err(Failure::new(Some(101), "tunnel connection lost"));
-        }
+        let Ok(sender) = responder.respond(head).await else {
+            return Err(Failure::connection_lost(101));
+        };
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
@@ -275,7 +266,7 @@ impl Forwarder {
         };
         let path = target.split('?').next().unwrap_or("/");
         self.printer.websocket_opened(path);
-        match tunnel_protocol::mux::splice(TokioIo::new(upgraded), sender, receiver, None).await {
+        match splice(TokioIo::new(upgraded), sender, receiver, None).await {
             Ok(stats) => Ok(Exchanged::WebSocket {
                 sent: stats.sent,
                 received: stats.received,
@@ -287,17 +278,16 @@ impl Forwarder {
     fn build_request(
         &self,
         head: &RequestHead,
-        receiver: Option<tunnel_protocol::mux::BodyReceiver>,
-    ) -> Result<Request<LocalBody>, String> {
-        let method =
-            Method::from_bytes(head.method.as_bytes()).map_err(|_| "invalid method".to_string())?;
+        receiver: Option<BodyReceiver>,
+    ) -> Result<Request<LocalBody>, BadRequest> {
+        let method = Method::from_bytes(head.method.as_bytes()).map_err(|_| BadRequest::Method)?;
         if !head.target.starts_with('/') {
-            return Err("request target is not a path".into());
+            return Err(BadRequest::NotAPath);
         }
         let uri: http::Uri = format!("http://{}{}", self.authority, head.target)
             .parse()
-            .map_err(|_| "invalid request target".to_string())?;
-        let mut headers = head.headers.to_header_map().map_err(|e| e.to_string())?;
+            .map_err(|_| BadRequest::Target)?;
+        let mut headers = head.headers.to_header_map()?;
         match &self.host_header {
             HostHeader::Rewrite => {
                 rewrite_same_origin(&mut headers, &self.authority);
@@ -371,13 +361,6 @@ pub fn request_id(head: &RequestHead) -> Option<String> {
     ok.then(|| String::from_utf8_lossy(&value.0).into_owned())
 }
 
-/// Whether a request head asks for a WebSocket upgrade (the server forwards no other kind).
-fn is_websocket(head: &RequestHead) -> bool {
-    head.headers.0.iter().any(|(name, value)| {
-        name.eq_ignore_ascii_case("upgrade") && value.0.eq_ignore_ascii_case(b"websocket")
-    })
-}
-
 /// How an exchange ended well.
 enum Exchanged {
     /// An HTTP response of `bytes` body bytes.
@@ -397,6 +380,14 @@ impl Failure {
             status,
             note: note.into(),
         }
+    }
+
+    fn cancelled(status: Option<u16>) -> Self {
+        Self::new(status, "cancelled by the public client")
+    }
+
+    fn connection_lost(status: u16) -> Self {
+        Self::new(Some(status), "tunnel connection lost")
     }
 }
 

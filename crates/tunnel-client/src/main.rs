@@ -11,11 +11,38 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     tunnel_protocol::heap::tune();
+    // The .env first, as it may configure what follows.
     if let Err(e) = dotenvy::dotenv() {
         if !e.not_found() {
             eprintln!("tunnel-client: ignoring .env: {e}");
         }
     }
+    // One thread: the client only moves bytes between one WebSocket and the local service, and
+    // on a single thread no wake-up crosses threads (a futex call per request on a
+    // multi-threaded runtime). Measured with bench/run.sh: +13% small requests per second.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tunnel-client: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Then the signal handlers, before anything else: from here on a Ctrl-C or SIGTERM is a
+    // graceful exit (at once, if it came before the tunnel was up), never a kill half-way
+    // through the start (say between creating the tunnel and being able to delete it).
+    let signals = {
+        let _context = runtime.enter();
+        match Signals::register() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("tunnel-client: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
     let args = match ClientArgs::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -37,26 +64,16 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    // One thread: the client only moves bytes between one WebSocket and the local service, and
-    // on a single thread no wake-up crosses threads (a futex call per request on a
-    // multi-threaded runtime). Measured with bench/run.sh: +13% small requests per second.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tunnel-client: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let trigger = shutdown.clone();
+        // The first signal: leave gracefully (in-flight requests finish, the tunnel is
+        // deleted). The second: leave now.
         tokio::spawn(async move {
-            wait_for_signal().await;
+            let mut signals = signals;
+            signals.next().await;
             trigger.cancel();
-            wait_for_signal().await;
+            signals.next().await;
             std::process::exit(130);
         });
         let (status, _) = tokio::sync::watch::channel(Status::Starting);
@@ -70,17 +87,42 @@ fn main() -> ExitCode {
     })
 }
 
-async fn wait_for_signal() {
+/// SIGINT (Ctrl-C) and SIGTERM, listened to from the moment they are registered: a signal
+/// that comes before anyone waits for it is kept, not lost (nor deadly).
+struct Signals {
     #[cfg(unix)]
-    {
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn register() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn register() -> std::io::Result<Self> {
+        Ok(Self {})
+    }
+
+    /// Resolves at the next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
             }
-            return;
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
 }

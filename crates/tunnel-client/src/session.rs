@@ -6,15 +6,16 @@ use std::time::Duration;
 
 use rand::Rng;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tunnel_protocol::frame::websocket_config;
-use tunnel_protocol::mux::{self, Event, Mux, MuxConfig, Role};
+use tunnel_protocol::mux::{self, ClientEvent, ClientMux, Goodbye, MuxConfig, Role};
 use tunnel_protocol::ws::{Message, WebSocket};
-use tunnel_protocol::{ControlMessage, GoodbyeReason, Hello, Welcome, PROTOCOL_VERSION};
+use tunnel_protocol::{ControlMessage, GoodbyeReason, Hello, ResetCode, Welcome, PROTOCOL_VERSION};
 
 use crate::config::ClientConfig;
 use crate::control::{error_chain, ApiError, ControlClient, Created};
@@ -112,8 +113,12 @@ async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
     }
 }
 
-/// Runs the client until `shutdown` is cancelled (then deletes the tunnel and returns `Ok`) or
-/// an unrecoverable error.
+/// How long in-flight requests may take to finish after Ctrl-C, before the connection closes
+/// (cutting them) and the tunnel is deleted. A second Ctrl-C quits at once.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the client until `shutdown` is cancelled (then lets in-flight requests finish, deletes
+/// the tunnel and returns `Ok`) or an unrecoverable error.
 pub async fn run(
     cfg: ClientConfig,
     shutdown: CancellationToken,
@@ -121,134 +126,298 @@ pub async fn run(
 ) -> Result<(), ClientError> {
     let printer = Printer::new(cfg.log_requests);
     let api = ControlClient::new(&cfg.server, &cfg.api_key)?;
-    let forwarder = Arc::new(Forwarder::new(&cfg, printer.clone()));
-    let mut backoff = Backoff::new(cfg.max_backoff);
-
-    let Some(mut created) = create_with_retry(
-        &api,
-        &cfg,
-        cfg.name.as_deref(),
-        &printer,
-        &mut backoff,
-        &shutdown,
-    )
-    .await?
-    else {
+    let mut client = Client {
+        forwarder: Arc::new(Forwarder::new(&cfg, printer.clone())),
+        backoff: Backoff::new(cfg.max_backoff),
+        tasks: TaskTracker::new(),
+        background: TaskTracker::new(),
+        background_stop: shutdown.child_token(),
+        announced: false,
+        cfg,
+        api,
+        printer,
+        shutdown,
+        status,
+    };
+    let name = client.cfg.name.clone();
+    let Some(mut created) = client.create(name.as_deref()).await? else {
         return Ok(());
     };
-    let mut announced = false;
-    let result = loop {
-        if shutdown.is_cancelled() {
-            break Ok(());
-        }
-        match connect(&cfg, &created).await {
-            Ok((ws, welcome)) => {
-                backoff.reset();
-                let _ = status.send(Status::Online {
-                    tunnel_id: welcome.tunnel_id.clone(),
-                    public_url: welcome.public_url.clone(),
-                });
-                if announced {
-                    printer.info(&format!("reconnected: {}", welcome.public_url));
-                } else {
-                    printer.online(
-                        &welcome.public_url,
-                        &cfg.local_authority(),
-                        &created.expires_at,
-                    );
-                    crate::domain::announce(&printer, &created, &welcome.public_url);
-                    crate::domain::watch(&api, &created, &printer, &shutdown);
-                    announced = true;
-                }
-                let (mux, events) = mux::start(ws, client_mux_config(&welcome), Role::Client);
-                match serve(&mux, events, &forwarder, &shutdown).await {
-                    End::Shutdown => {
-                        mux.close(GoodbyeReason::ClientShutdown, "client shutting down")
-                            .await;
-                        break Ok(());
-                    }
-                    End::Final(reason, message) => {
-                        let why = match reason {
-                            GoodbyeReason::Replaced => "another tunnel-client connected to this tunnel and took it over",
-                            GoodbyeReason::Deleted => "the tunnel was deleted on the server",
-                            GoodbyeReason::Expired => "the tunnel expired (its TTL ended); start the client again for a new one",
-                            GoodbyeReason::VersionMismatch => "protocol version mismatch",
-                            _ => "the server ended the tunnel",
-                        };
-                        return Err(ClientError::Ended(format!("{why} ({message})")));
-                    }
-                    End::Lost(reason) => {
-                        printer.warn(&format!("connection lost ({reason}); reconnecting"));
-                        let _ = status.send(Status::Reconnecting { reason });
-                        continue;
-                    }
-                }
+    let result = client.keep_online(&mut created).await;
+    client.end_background().await;
+    result?;
+    client.delete(&created).await;
+    Ok(())
+}
+
+/// A running client: what every step of its life needs.
+struct Client {
+    cfg: ClientConfig,
+    api: ControlClient,
+    printer: Printer,
+    forwarder: Arc<Forwarder>,
+    backoff: Backoff,
+    /// Every forward (one per request), so that Ctrl-C can wait for them.
+    tasks: TaskTracker,
+    /// Everything else spawned beside the session (the custom domain's watch), which ends at
+    /// shutdown, or when the client ends for another reason (`background_stop`).
+    background: TaskTracker,
+    background_stop: CancellationToken,
+    /// Whether the banner was printed (later connections say "reconnected").
+    announced: bool,
+    shutdown: CancellationToken,
+    status: watch::Sender<Status>,
+}
+
+/// What to do after a connection attempt.
+enum Next {
+    /// Try again at once.
+    Now,
+    /// Try again after the backoff.
+    Later,
+    /// Stop: shutdown was asked for.
+    Stop,
+}
+
+impl Client {
+    /// Connects, serves, and reconnects after any drop, until shutdown (`Ok`) or an end the
+    /// client cannot recover from. `created` follows re-creations of the tunnel.
+    async fn keep_online(&mut self, created: &mut Created) -> Result<(), ClientError> {
+        loop {
+            if self.shutdown.is_cancelled() {
+                return Ok(());
             }
-            Err(ConnectError::Unauthorized) => {
-                // Either the server restarted and forgot the tunnel, or it was deleted.
-                match api.exists(&created.tunnel_id).await {
-                    Ok(false) => {
-                        printer.info(&format!(
-                            "the server no longer knows tunnel {}; creating it again",
-                            created.tunnel_id
-                        ));
-                        let id = created.tunnel_id.clone();
-                        match create_with_retry(
-                            &api,
-                            &cfg,
-                            Some(&id),
-                            &printer,
-                            &mut backoff,
-                            &shutdown,
-                        )
-                        .await?
-                        {
-                            Some(c) => created = c,
-                            None => break Ok(()),
-                        }
-                        continue;
-                    }
-                    Ok(true) => {
-                        return Err(ClientError::Ended(
-                            "the server refused this client's tunnel token".into(),
-                        ))
-                    }
-                    Err(ApiError::Unreachable { detail, .. }) => {
-                        printer.warn(&format!("server unreachable: {detail}"));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+            let next = match connect(&self.cfg, created).await {
+                Ok((ws, welcome)) => self.online(ws, welcome, created).await?,
+                Err(e) => self.not_connected(e, created).await?,
+            };
+            match next {
+                Next::Now => continue,
+                Next::Stop => return Ok(()),
+                Next::Later => {}
             }
-            Err(ConnectError::Unreachable(detail)) => {
-                printer.warn(&format!("cannot reach {}: {detail}", cfg.server.ws_base));
-                let _ = status.send(Status::Reconnecting { reason: detail });
-            }
-            Err(ConnectError::Version(message)) => {
-                return Err(ClientError::VersionMismatch(message))
-            }
-            Err(ConnectError::Refused(message)) => {
-                printer.warn(&format!("server refused the connection: {message}"))
+            let wait = self.backoff.next();
+            self.printer
+                .info(&format!("retrying in {:.1}s", wait.as_secs_f64()));
+            if pause(wait, &self.shutdown).await {
+                return Ok(());
             }
         }
-        let wait = backoff.next();
-        printer.info(&format!("retrying in {:.1}s", wait.as_secs_f64()));
-        if pause(wait, &shutdown).await {
-            break Ok(());
-        }
-    };
-    // Leaving on purpose: remove the tunnel so its URL stops answering.
-    match tokio::time::timeout(Duration::from_secs(5), api.delete(&created.tunnel_id)).await {
-        Ok(Ok(())) => printer.info(&format!("tunnel {} deleted", created.tunnel_id)),
-        Ok(Err(e)) => printer.warn(&format!(
-            "could not delete tunnel {}: {e}",
-            created.tunnel_id
-        )),
-        Err(_) => printer.warn(&format!(
-            "could not delete tunnel {}: timed out",
-            created.tunnel_id
-        )),
     }
-    result
+
+    /// Serves one connection until it ends.
+    async fn online(
+        &mut self,
+        ws: ClientWs,
+        welcome: Welcome,
+        created: &Created,
+    ) -> Result<Next, ClientError> {
+        self.backoff.reset();
+        let _ = self.status.send(Status::Online {
+            tunnel_id: welcome.tunnel_id.clone(),
+            public_url: welcome.public_url.clone(),
+        });
+        if self.announced {
+            self.printer
+                .info(&format!("reconnected: {}", welcome.public_url));
+        } else {
+            self.printer.online(
+                &welcome.public_url,
+                &self.cfg.local_authority(),
+                &created.expires_at,
+            );
+            crate::domain::announce(&self.printer, created, &welcome.public_url);
+            crate::domain::watch(
+                &self.api,
+                created,
+                &self.printer,
+                &self.background_stop,
+                &self.background,
+            );
+            self.announced = true;
+        }
+        let (mux, mut events) = mux::start_client(ws, client_mux_config(&welcome));
+        match self.serve(&mux, &mut events).await {
+            End::Shutdown => {
+                self.drain(&mux, events).await;
+                Ok(Next::Stop)
+            }
+            End::Final(reason, message) => Err(ended(reason, &message)),
+            End::Lost(reason) => {
+                self.printer
+                    .warn(&format!("connection lost ({reason}); reconnecting"));
+                let _ = self.status.send(Status::Reconnecting { reason });
+                Ok(Next::Now)
+            }
+        }
+    }
+
+    /// Hands every request to a forward of its own until shutdown or the connection's end.
+    async fn serve(&self, mux: &ClientMux, events: &mut mpsc::Receiver<ClientEvent>) -> End {
+        let mut said = None;
+        loop {
+            let event = tokio::select! {
+                _ = self.shutdown.cancelled() => return End::Shutdown,
+                e = events.recv() => e,
+            };
+            match event {
+                Some(ClientEvent::Request(request)) => {
+                    self.tasks.spawn(self.forwarder.clone().forward(request));
+                }
+                Some(ClientEvent::Goodbye(Goodbye { reason, message })) => {
+                    if !reason.should_reconnect() {
+                        mux.abort("server ended the tunnel");
+                        return End::Final(reason, message);
+                    }
+                    said = Some(message);
+                }
+                None => {
+                    let reason = said
+                        .or_else(|| mux.close_reason())
+                        .unwrap_or_else(|| "connection closed".into());
+                    return End::Lost(reason);
+                }
+            }
+        }
+    }
+
+    /// After Ctrl-C: the requests in flight finish (for at most [`DRAIN_GRACE`]) while new
+    /// ones are refused, then the connection closes. Forwards still running then end with it
+    /// (their streams fail at once).
+    async fn drain(&self, mux: &ClientMux, mut events: mpsc::Receiver<ClientEvent>) {
+        self.tasks.close();
+        if !self.tasks.is_empty() {
+            self.printer.info(&format!(
+                "finishing {} request(s) in flight (Ctrl-C again to quit at once)",
+                self.tasks.len()
+            ));
+        }
+        let deadline = tokio::time::sleep(DRAIN_GRACE);
+        tokio::pin!(deadline);
+        let mut open = true;
+        loop {
+            tokio::select! {
+                () = self.tasks.wait() => break,
+                () = &mut deadline => {
+                    self.printer.warn("requests still in flight after the grace period; closing");
+                    break;
+                }
+                e = events.recv(), if open => match e {
+                    Some(ClientEvent::Request(request)) => request
+                        .responder
+                        .reset(ResetCode::Refused, "client shutting down"),
+                    Some(ClientEvent::Goodbye(_)) => {}
+                    None => open = false,
+                },
+            }
+        }
+        mux.close(GoodbyeReason::ClientShutdown, "client shutting down")
+            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.tasks.wait()).await;
+    }
+
+    /// A connection attempt failed: what to do about it.
+    async fn not_connected(
+        &mut self,
+        e: ConnectError,
+        created: &mut Created,
+    ) -> Result<Next, ClientError> {
+        match e {
+            ConnectError::Unauthorized => self.unauthorized(created).await,
+            ConnectError::Unreachable(detail) => {
+                self.printer.warn(&format!(
+                    "cannot reach {}: {detail}",
+                    self.cfg.server.ws_base
+                ));
+                let _ = self.status.send(Status::Reconnecting { reason: detail });
+                Ok(Next::Later)
+            }
+            ConnectError::Version(message) => Err(ClientError::VersionMismatch(message)),
+            ConnectError::Refused(message) => {
+                self.printer
+                    .warn(&format!("server refused the connection: {message}"));
+                Ok(Next::Later)
+            }
+        }
+    }
+
+    /// The server refused the tunnel's token: either it restarted and forgot the tunnel
+    /// (created again under the same id), or the tunnel was deleted (the end).
+    async fn unauthorized(&mut self, created: &mut Created) -> Result<Next, ClientError> {
+        match self.api.exists(&created.tunnel_id).await {
+            Ok(false) => {
+                self.printer.info(&format!(
+                    "the server no longer knows tunnel {}; creating it again",
+                    created.tunnel_id
+                ));
+                let id = created.tunnel_id.clone();
+                match self.create(Some(&id)).await? {
+                    Some(c) => *created = c,
+                    None => return Ok(Next::Stop),
+                }
+                Ok(Next::Now)
+            }
+            Ok(true) => Err(ClientError::Ended(
+                "the server refused this client's tunnel token".into(),
+            )),
+            Err(ApiError::Unreachable { detail, .. }) => {
+                self.printer.warn(&format!("server unreachable: {detail}"));
+                Ok(Next::Later)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stops and waits for what runs beside the session (it ends at once when told).
+    async fn end_background(&self) {
+        self.background_stop.cancel();
+        self.background.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.background.wait()).await;
+    }
+
+    /// Leaving on purpose: removes the tunnel so that its URL stops answering.
+    async fn delete(&self, created: &Created) {
+        let id = &created.tunnel_id;
+        match tokio::time::timeout(Duration::from_secs(5), self.api.delete(id)).await {
+            Ok(Ok(())) => self.printer.info(&format!("tunnel {id} deleted")),
+            Ok(Err(e)) => self
+                .printer
+                .warn(&format!("could not delete tunnel {id}: {e}")),
+            Err(_) => self
+                .printer
+                .warn(&format!("could not delete tunnel {id}: timed out")),
+        }
+    }
+
+    /// Creates the tunnel, retrying while the server is unreachable; `None` if shutdown came
+    /// first.
+    async fn create(&mut self, name: Option<&str>) -> Result<Option<Created>, ClientError> {
+        create_with_retry(
+            &self.api,
+            &self.cfg,
+            name,
+            &self.printer,
+            &mut self.backoff,
+            &self.shutdown,
+        )
+        .await
+    }
+}
+
+/// The error for a goodbye that ends the tunnel for good.
+fn ended(reason: GoodbyeReason, message: &str) -> ClientError {
+    let why = match reason {
+        GoodbyeReason::Replaced => {
+            "another tunnel-client connected to this tunnel and took it over"
+        }
+        GoodbyeReason::Deleted => "the tunnel was deleted on the server",
+        GoodbyeReason::Expired => {
+            "the tunnel expired (its TTL ended); start the client again for a new one"
+        }
+        GoodbyeReason::VersionMismatch => "protocol version mismatch",
+        _ => "the server ended the tunnel",
+    };
+    ClientError::Ended(format!("{why} ({message})"))
 }
 
 /// Creates the tunnel, retrying while the server is unreachable. A requested name held by a
@@ -312,10 +481,18 @@ fn client_mux_config(welcome: &Welcome) -> MuxConfig {
     }
 }
 
+/// Opens the tunnel's WebSocket and exchanges hello and welcome.
 async fn connect(
     cfg: &ClientConfig,
     created: &Created,
 ) -> Result<(ClientWs, Welcome), ConnectError> {
+    let mut ws = upgrade(cfg, created).await?;
+    let welcome = hello(&mut ws).await?;
+    Ok((ws, welcome))
+}
+
+/// The WebSocket upgrade of `/api/tunnel/connect/<id>`, authenticated with the token.
+async fn upgrade(cfg: &ClientConfig, created: &Created) -> Result<ClientWs, ConnectError> {
     let url = format!(
         "{}/api/tunnel/connect/{}",
         cfg.server.ws_base, created.tunnel_id
@@ -347,11 +524,16 @@ async fn connect(
     };
     // tungstenite did the upgrade; the frames are ours from here on. Nothing can be lost in
     // its buffers: the server sends nothing before our hello.
-    let mut ws = WebSocket::new(
+    Ok(WebSocket::new(
         ws.into_inner(),
         Role::Client,
         tunnel_protocol::frame::max_message(1024 * 1024),
-    );
+    ))
+}
+
+/// Sends our hello and reads the server's answer: a welcome of our protocol version, or why
+/// not.
+async fn hello(ws: &mut ClientWs) -> Result<Welcome, ConnectError> {
     let hello = ControlMessage::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         agent: concat!("tunnel-client/", env!("CARGO_PKG_VERSION")).to_string(),
@@ -360,19 +542,22 @@ async fn connect(
     ws.send_text(&hello)
         .await
         .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
-    let first = tokio::time::timeout(Duration::from_secs(15), async {
-        match ws.recv().await {
-            Some(Ok(Message::Text(t))) => Ok(t),
-            Some(Ok(other)) => Err(format!("unexpected {other:?} before welcome")),
-            Some(Err(e)) => Err(e.to_string()),
-            None => Err("closed before welcome".into()),
+    let first = match tokio::time::timeout(Duration::from_secs(15), ws.recv()).await {
+        Err(_) => {
+            return Err(ConnectError::Unreachable(
+                "no welcome from the server".into(),
+            ))
         }
-    })
-    .await
-    .map_err(|_| ConnectError::Unreachable("no welcome from the server".into()))?
-    .map_err(ConnectError::Unreachable)?;
+        Ok(Some(Ok(Message::Text(t)))) => t,
+        Ok(Some(Ok(other))) => {
+            let why = format!("unexpected {other:?} before welcome");
+            return Err(ConnectError::Unreachable(why));
+        }
+        Ok(Some(Err(e))) => return Err(ConnectError::Unreachable(e.to_string())),
+        Ok(None) => return Err(ConnectError::Unreachable("closed before welcome".into())),
+    };
     match tunnel_protocol::frame::Frame::decode_text(&first) {
-        Ok(ControlMessage::Welcome(w)) if w.protocol_version == PROTOCOL_VERSION => Ok((ws, w)),
+        Ok(ControlMessage::Welcome(w)) if w.protocol_version == PROTOCOL_VERSION => Ok(w),
         Ok(ControlMessage::Welcome(w)) => Err(ConnectError::Version(format!(
             "the server speaks tunnel protocol {}, this client {PROTOCOL_VERSION}: use a matching tunnel-client",
             w.protocol_version
@@ -387,43 +572,11 @@ async fn connect(
     }
 }
 
+/// How serving one connection ended.
 enum End {
     Shutdown,
     Final(GoodbyeReason, String),
     Lost(String),
-}
-
-async fn serve(
-    mux: &Mux,
-    mut events: tokio::sync::mpsc::Receiver<Event>,
-    forwarder: &Arc<Forwarder>,
-    shutdown: &CancellationToken,
-) -> End {
-    let mut said = None;
-    loop {
-        let event = tokio::select! {
-            _ = shutdown.cancelled() => return End::Shutdown,
-            e = events.recv() => e,
-        };
-        match event {
-            Some(Event::Request { head, stream }) => {
-                tokio::spawn(forwarder.clone().forward(mux.clone(), head, stream));
-            }
-            Some(Event::Goodbye { reason, message }) => {
-                if !reason.should_reconnect() {
-                    mux.abort("server ended the tunnel");
-                    return End::Final(reason, message);
-                }
-                said = Some(message);
-            }
-            None => {
-                let reason = said
-                    .or_else(|| mux.close_reason())
-                    .unwrap_or_else(|| "connection closed".into());
-                return End::Lost(reason);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -101,6 +101,14 @@ impl WireHeaders {
         )
     }
 
+    /// Whether these headers ask for (in a request) or agree to (in a `101`) a switch to
+    /// WebSocket: an `Upgrade` header naming it. See [`upgrades_to_websocket`].
+    pub fn upgrades_to_websocket(&self) -> bool {
+        self.0
+            .iter()
+            .any(|(name, value)| name.eq_ignore_ascii_case("upgrade") && names_websocket(&value.0))
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -124,6 +132,19 @@ impl WireHeaders {
         }
         Ok(map)
     }
+}
+
+/// Whether a header map asks for (in a request) or agrees to (in a `101`) a switch to
+/// WebSocket: its `Upgrade` header names the protocol `websocket`, in any case (RFC 6455
+/// §4.1). The one definition both sides use, on a parsed map and on [`WireHeaders`]; whether
+/// a request also says `Connection: upgrade` is the caller's own rule.
+pub fn upgrades_to_websocket(map: &HeaderMap) -> bool {
+    map.get(http::header::UPGRADE)
+        .is_some_and(|v| names_websocket(v.as_bytes()))
+}
+
+fn names_websocket(value: &[u8]) -> bool {
+    value.trim_ascii().eq_ignore_ascii_case(b"websocket")
 }
 
 /// Shortens untrusted text before it goes into an error (and so into a log line).
@@ -172,6 +193,29 @@ mod tests {
             let h = WireHeaders(vec![(name.into(), value.into())]);
             assert!(h.to_header_map().is_err(), "{name:?}: {value:?} accepted");
         }
+    }
+
+    #[test]
+    fn websocket_upgrades_are_recognised_the_same_in_both_forms() {
+        for (value, yes) in [
+            ("websocket", true),
+            ("WebSocket", true),
+            (" websocket ", true),
+            ("h2c", false),
+            ("websocket2", false),
+            ("", false),
+        ] {
+            let wire = WireHeaders(vec![("Upgrade".into(), value.into())]);
+            assert_eq!(wire.upgrades_to_websocket(), yes, "{value:?}");
+            let mut map = HeaderMap::new();
+            map.insert(
+                http::header::UPGRADE,
+                HeaderValue::from_str(value).expect("valid"),
+            );
+            assert_eq!(upgrades_to_websocket(&map), yes, "{value:?}");
+        }
+        assert!(!WireHeaders::default().upgrades_to_websocket());
+        assert!(!upgrades_to_websocket(&HeaderMap::new()));
     }
 
     #[test]

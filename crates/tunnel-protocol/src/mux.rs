@@ -1,6 +1,6 @@
 //! Many concurrent streams over one WebSocket.
 //!
-//! [`start`] splits a WebSocket into three tasks: a **reader** that routes every incoming frame
+//! [`start_server`] or [`start_client`] splits a WebSocket into three tasks: a **reader** that routes every incoming frame
 //! to its stream, a **writer** that owns the socket's sink (everything else hands it messages
 //! through one bounded channel and it writes them in batches, one flush per batch), and a
 //! **keepalive** that pings and drops a peer that went silent.
@@ -41,37 +41,53 @@
 //! bounded channel. It stays bounded because each stream has at most one credit entry and one
 //! reset queued at a time, and the connection at most one ping.
 //!
+//! # Streams in types
+//! The server opens a stream with its request head ([`Mux::open_stream`],
+//! [`Mux::send_request`]) and gets the answer through a [`ResponseFuture`]; the client is
+//! handed an [`IncomingRequest`] and answers it by consuming its [`Responder`]. So a head goes
+//! exactly once and before its body, and which end may do what is in the handle's type
+//! ([`ServerMux`], [`ClientMux`]). Both sides stream an HTTP body into a stream with
+//! [`pump()`], and join an upgraded connection to one with [`splice()`].
+//!
 //! # Stream lifetime
 //! A stream ends cleanly once both directions sent their end marker. When the last handle of a
 //! stream is dropped before that, the stream is reset (`cancelled`) so that the peer stops work
 //! for it at once: this is how a public client that goes away cancels the local request.
 //!
 //! # Layout
-//! This file is the entry point ([`start`], the [`Mux`] handle); the parts, each depending
-//! only on the ones listed before it:
+//! This file is the entry point ([`start_server`], [`start_client`], the [`Mux`] handle); the
+//! parts, each depending only on the ones listed before it:
 //! - `config`: [`MuxConfig`]; `error`: [`StreamError`].
 //! - `flow`: the flow-control policy (round-trip estimate, when a window grows), pure
 //!   bookkeeping.
 //! - `pipe`: one stream direction's receive queue, bounded in bytes.
 //! - `shared`: the state every part shares (stream table, queues, close reason) and the
 //!   operations on it that several parts need.
-//! - `stream`: a stream's handles, [`BodySender`] and [`BodyReceiver`].
-//! - `events`: what the owner is told ([`Event`]).
+//! - `stream`: a stream's handles, [`BodySender`] and [`BodyReceiver`], each counting its bytes.
+//! - `exchange`: the order of heads ([`RequestParts`], [`ResponseFuture`], [`IncomingRequest`],
+//!   [`Responder`]).
+//! - `events`: what an owner is told ([`Goodbye`], [`ClientEvent`]); `side`: which end a
+//!   handle is ([`Side`]).
 //! - `reader`, `writer`, `keepalive`: the three tasks of a connection.
-//! - `splice`: an upgraded connection joined to a stream ([`splice()`]).
+//! - `pump`: an HTTP body into a stream ([`pump()`]); `splice`: an upgraded connection joined
+//!   to a stream ([`splice()`]).
 
 mod config;
 mod error;
 mod events;
+mod exchange;
 mod flow;
 mod keepalive;
 mod pipe;
+mod pump;
 mod reader;
 mod shared;
+mod side;
 mod splice;
 mod stream;
 mod writer;
 
+use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,32 +98,72 @@ use tracing::Instrument;
 
 pub use self::config::MuxConfig;
 pub use self::error::StreamError;
-pub use self::events::Event;
+pub use self::events::{ClientEvent, Goodbye};
+pub use self::exchange::{
+    IncomingRequest, IncomingResponse, RequestParts, Responder, ResponseFuture, ResponseParts,
+};
+pub use self::pump::{pump, PumpError};
+pub use self::side::{ClientSide, ServerSide, Side};
 pub use self::splice::{splice, IoOp, SpliceError, SpliceStats};
-pub use self::stream::{BodyReceiver, BodySender, Stream};
+pub use self::stream::{BodyReceiver, BodySender};
 pub use crate::ws::Role;
 
 use self::flow::MAX_WINDOW;
-use self::shared::{goodbye, lock, OnAbandon, Outgoing, Shared, CLOSE_NORMAL};
+use self::shared::{goodbye, lock, OnAbandon, Outgoing, Shared, StreamState, CLOSE_NORMAL};
+use self::stream::halves;
 use crate::message::{ControlMessage, GoodbyeReason, ResetCode, ResponseHead};
 use crate::ws::WebSocket;
 
-/// Capacity of the channel of [`Event`]s to the owner of the connection.
+/// Capacity of the channel of events to the owner of the connection.
 const EVENT_QUEUE: usize = 64;
 
-/// Handle to a running connection; cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Mux {
+/// Handle to a running connection; cheap to clone. `S` says which end it is.
+#[derive(Debug)]
+pub struct Mux<S: Side> {
     shared: Arc<Shared>,
+    side: PhantomData<fn() -> S>,
 }
 
-/// Starts the reader, writer and keepalive tasks on an established (and handshaken) WebSocket.
-///
-/// Returns the handle and the channel of [`Event`]s; the channel closes when the connection
-/// ends, for whatever reason ([`Mux::close_reason`] then says which).
-pub fn start<S>(ws: WebSocket<S>, mut cfg: MuxConfig, role: Role) -> (Mux, mpsc::Receiver<Event>)
+/// The server's end of a client connection: opens streams.
+pub type ServerMux = Mux<ServerSide>;
+/// The client's end: is handed the streams the server opens.
+pub type ClientMux = Mux<ClientSide>;
+
+impl<S: Side> Clone for Mux<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            side: PhantomData,
+        }
+    }
+}
+
+/// Starts the server's end on an established (and handshaken) WebSocket framed for
+/// [`Role::Server`]. Returns the handle and the channel of goodbyes from the client; the
+/// channel closes when the connection ends, for whatever reason ([`Mux::close_reason`] then
+/// says which).
+pub fn start_server<IO>(ws: WebSocket<IO>, cfg: MuxConfig) -> (ServerMux, mpsc::Receiver<Goodbye>)
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    start(ws, cfg)
+}
+
+/// Starts the client's end on a WebSocket framed for [`Role::Client`]. Returns the handle and
+/// the channel of [`ClientEvent`]s, which closes when the connection ends.
+pub fn start_client<IO>(
+    ws: WebSocket<IO>,
+    cfg: MuxConfig,
+) -> (ClientMux, mpsc::Receiver<ClientEvent>)
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
+{
+    start(ws, cfg)
+}
+
+fn start<S: Side, IO>(ws: WebSocket<IO>, mut cfg: MuxConfig) -> (Mux<S>, mpsc::Receiver<S::Event>)
+where
+    IO: AsyncRead + AsyncWrite + Send + 'static,
 {
     let cap = u32::try_from(MAX_WINDOW).unwrap_or(u32::MAX);
     cfg.max_window = cfg.max_window.min(cap).max(cfg.initial_window);
@@ -118,22 +174,53 @@ where
     stream.set_max_message(crate::frame::max_message(cfg.max_frame_size));
     let (out_tx, out_rx) = mpsc::channel(writer::OUT_QUEUE);
     let (ev_tx, ev_rx) = mpsc::channel(EVENT_QUEUE);
-    let shared = Arc::new(Shared::new(cfg, role, out_tx));
-    tokio::spawn(reader::read_loop(shared.clone(), stream, ev_tx).in_current_span());
+    let shared = Arc::new(Shared::new(cfg, S::ROLE, out_tx));
+    tokio::spawn(reader::read_loop::<S, _>(shared.clone(), stream, ev_tx).in_current_span());
     tokio::spawn(writer::write_loop(shared.clone(), sink, out_rx).in_current_span());
     tokio::spawn(keepalive::keepalive(shared.clone()).in_current_span());
     // A first round-trip sample, so that windows can grow from the first streams on.
     shared.request_ping();
-    (Mux { shared }, ev_rx)
+    let side = PhantomData;
+    (Mux { shared, side }, ev_rx)
 }
 
-impl Mux {
-    /// (Server role) opens a new stream for a public request. The returned receiver yields the
-    /// client's response head (or why none will come). Send the [`crate::RequestHead`] with
-    /// [`Mux::send_control`] before any body bytes.
-    pub fn open_stream(
+impl Mux<ServerSide> {
+    /// Opens a stream for a public request whose body follows (or, for an upgrade, whose
+    /// direction stays open for the public client's bytes after a `101`): sends the head and
+    /// returns the request body's sender and the response to come.
+    pub async fn open_stream(
         &self,
-    ) -> Result<(Stream, oneshot::Receiver<Result<ResponseHead, StreamError>>), StreamError> {
+        request: RequestParts,
+    ) -> Result<(BodySender, ResponseFuture), StreamError> {
+        self.open(request, false).await
+    }
+
+    /// Opens a stream for a public request without a body: the request direction ends with
+    /// its head.
+    pub async fn send_request(&self, request: RequestParts) -> Result<ResponseFuture, StreamError> {
+        let (_finished, response) = self.open(request, true).await?;
+        Ok(response)
+    }
+
+    async fn open(
+        &self,
+        request: RequestParts,
+        end_stream: bool,
+    ) -> Result<(BodySender, ResponseFuture), StreamError> {
+        let (state, head) = self.register()?;
+        let id = state.id;
+        let (mut sender, body) = halves(self.shared.clone(), state);
+        let response = ResponseFuture::new(head, body);
+        let head = ControlMessage::Request(request.into_head(id, end_stream));
+        sender.send_head(&head).await?;
+        if end_stream {
+            sender.mark_finished();
+        }
+        Ok((sender, response))
+    }
+
+    /// A new stream in the table, with the receiver of its response head.
+    fn register(&self) -> Result<(Arc<StreamState>, HeadReceiver), StreamError> {
         let shared = &self.shared;
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         if id == 0 || id == u32::MAX {
@@ -143,27 +230,25 @@ impl Mux {
         let state = shared.new_stream(id, OnAbandon::Reset);
         let (tx, rx) = oneshot::channel();
         *lock(&state.head_tx) = Some(tx);
-        {
-            let mut streams = lock(&shared.streams);
-            if shared.cancel.is_cancelled() {
-                return Err(StreamError::ConnectionClosed);
-            }
-            if streams.len() >= shared.cfg.max_streams {
-                return Err(StreamError::Reset {
-                    code: ResetCode::Refused,
-                    message: "too many concurrent streams".into(),
-                });
-            }
-            streams.insert(id, state.clone());
+        let mut streams = lock(&shared.streams);
+        if shared.cancel.is_cancelled() {
+            return Err(StreamError::ConnectionClosed);
         }
-        Ok((Stream::new(shared.clone(), state), rx))
+        if streams.len() >= shared.cfg.max_streams {
+            return Err(StreamError::Reset {
+                code: ResetCode::Refused,
+                message: "too many concurrent streams".into(),
+            });
+        }
+        streams.insert(id, state.clone());
+        Ok((state, rx))
     }
+}
 
-    /// Queues a control message behind everything queued before it.
-    pub async fn send_control(&self, msg: ControlMessage) -> Result<(), StreamError> {
-        self.shared.send_control(&msg).await
-    }
+/// Where an opened stream's response head arrives.
+type HeadReceiver = oneshot::Receiver<Result<ResponseHead, StreamError>>;
 
+impl<S: Side> Mux<S> {
     /// Sends a goodbye, then a close frame, then ends the connection; takes at most two
     /// seconds even if the peer stopped reading.
     pub async fn close(&self, reason: GoodbyeReason, message: &str) {

@@ -17,9 +17,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tunnel_protocol::frame::{DataFrame, Frame};
 use tunnel_protocol::headers::{WireHeaders, WireValue};
-use tunnel_protocol::mux::{self, MuxConfig, Role};
+use tunnel_protocol::mux::{self, MuxConfig, RequestParts, Role};
 use tunnel_protocol::ws::WebSocket;
-use tunnel_protocol::ControlMessage;
+use tunnel_protocol::{ControlMessage, GoodbyeReason};
 
 const MAX_PAYLOAD: usize = 64 * 1024;
 
@@ -173,6 +173,34 @@ proptest! {
 }
 
 /// Raw frames a hostile peer might send.
+/// A request for the server mux to open.
+fn request() -> RequestParts {
+    RequestParts {
+        method: "GET".into(),
+        target: "/".into(),
+        headers: WireHeaders::default(),
+    }
+}
+
+/// Sends `frames` until the mux closes the connection (a legitimate outcome).
+async fn hostile_peer<S>(raw_sink: &mut S, frames: Vec<Message>)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    for frame in frames {
+        if raw_sink.send(frame).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// However it went, closing is bounded.
+async fn close_bounded(close: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(5), close)
+        .await
+        .expect("close hung");
+}
+
 fn hostile_message() -> impl Strategy<Value = Message> {
     prop_oneof![
         control_message().prop_map(|m| Frame::Control(m).into_message().unwrap()),
@@ -213,24 +241,31 @@ proptest! {
             let (mut raw_sink, mut raw_stream) = raw.split();
             let drain = tokio::spawn(async move { while let Some(Ok(_)) = raw_stream.next().await {} });
             let cfg = MuxConfig { initial_window: 4096, max_streams: 4, ..MuxConfig::default() };
-            let role = if server_side { Role::Server } else { Role::Client };
-            let (mux, mut events) = mux::start(ws, cfg, role);
-            let opened = if server_side { mux.open_stream().ok() } else { None };
-            let consume = tokio::spawn(async move { while events.recv().await.is_some() {} });
-            for frame in frames {
-                if raw_sink.send(frame).await.is_err() {
-                    break; // the mux closed the connection: a legitimate outcome
+            let consume = if server_side {
+                let (mux, events) = mux::start_server(ws, cfg);
+                let opened = mux.open_stream(request()).await.ok();
+                let consume = tokio::spawn(async move {
+                    let mut events = events;
+                    while events.recv().await.is_some() {}
+                });
+                hostile_peer(&mut raw_sink, frames).await;
+                close_bounded(mux.close(GoodbyeReason::Other, "done")).await;
+                if let Some((sender, response)) = opened {
+                    let answer = tokio::time::timeout(Duration::from_secs(5), response).await;
+                    assert!(answer.is_ok(), "an opened stream never ended");
+                    drop(sender);
                 }
-            }
-            // However it went, closing is bounded and every opened stream ends.
-            tokio::time::timeout(Duration::from_secs(5), mux.close(tunnel_protocol::GoodbyeReason::Other, "done"))
-                .await
-                .expect("close hung");
-            if let Some((stream, head_rx)) = opened {
-                let head = tokio::time::timeout(Duration::from_secs(5), head_rx).await;
-                assert!(head.is_ok(), "an opened stream never ended");
-                drop(stream);
-            }
+                consume
+            } else {
+                let (mux, events) = mux::start_client(ws, cfg);
+                let consume = tokio::spawn(async move {
+                    let mut events = events;
+                    while events.recv().await.is_some() {}
+                });
+                hostile_peer(&mut raw_sink, frames).await;
+                close_bounded(mux.close(GoodbyeReason::Other, "done")).await;
+                consume
+            };
             tokio::time::timeout(Duration::from_secs(5), consume).await.expect("events never ended").unwrap();
             drain.abort();
         });

@@ -16,7 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tracing::{info, info_span, warn, Instrument};
 use tunnel_protocol::frame::{max_message, Frame};
-use tunnel_protocol::mux::{self, Event, MuxConfig, Role};
+use tunnel_protocol::headers::upgrades_to_websocket;
+use tunnel_protocol::mux::{self, Goodbye, MuxConfig, Role};
 use tunnel_protocol::ws::{Message, WebSocket, WsError};
 use tunnel_protocol::{ControlMessage, GoodbyeReason, ProtocolError, Welcome, PROTOCOL_VERSION};
 
@@ -125,10 +126,7 @@ async fn authenticate(
 /// The `Sec-WebSocket-Key` of a WebSocket (version 13) upgrade request; `None` for anything
 /// else.
 fn websocket_key(headers: &http::HeaderMap) -> Option<Vec<u8>> {
-    let is_upgrade = headers
-        .get(UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let is_upgrade = upgrades_to_websocket(headers);
     let version_ok = headers
         .get("sec-websocket-version")
         .is_some_and(|v| v.as_bytes() == b"13");
@@ -256,7 +254,7 @@ async fn serve_client(
         warn!(error = %e, "client left during the handshake");
         return;
     }
-    let (mux, mut events) = mux::start(ws, cfg, Role::Server);
+    let (mux, mut events) = mux::start_server(ws, cfg);
     let claim = match state.registry.claim(&tunnel, mux.clone(), remote).await {
         Ok(claim) => claim,
         Err(e) => {
@@ -294,18 +292,9 @@ async fn serve_client(
         mux.announce(GoodbyeReason::ServerShutdown, "the server is restarting")
             .await;
     }
-    while let Some(event) = events.recv().await {
-        match event {
-            Event::Goodbye { reason, message } => {
-                info!(?reason, %message, "client says goodbye");
-            }
-            Event::Request { stream, .. } => {
-                // The mux never produces requests on the server side; refuse if it ever did.
-                stream
-                    .sender
-                    .reset(tunnel_protocol::ResetCode::ProtocolError, "unexpected");
-            }
-        }
+    // The server's end is only told of goodbyes: it opens streams, never takes them.
+    while let Some(Goodbye { reason, message }) = events.recv().await {
+        info!(?reason, %message, "client says goodbye");
     }
     if let Err(e) = state.registry.release(&tunnel, claim.generation).await {
         warn!(error = %e, "cannot release the tunnel");

@@ -1,23 +1,22 @@
 //! What the reader hands to the owner of the connection.
 
-use super::stream::Stream;
-use crate::message::{GoodbyeReason, RequestHead};
+use super::exchange::IncomingRequest;
+use crate::message::GoodbyeReason;
 
-/// Something the owner of the connection has to act on.
+/// The peer said it is about to close the connection (in-flight streams may still finish).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Goodbye {
+    /// Why.
+    pub reason: GoodbyeReason,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// Something the owner of a client connection has to act on.
 #[derive(Debug)]
-pub enum Event {
-    /// (Client role) the server opened a stream for a public request.
-    Request {
-        /// The request head.
-        head: RequestHead,
-        /// The stream to read the request body from and send the response on.
-        stream: Stream,
-    },
-    /// The peer said it is about to close the connection.
-    Goodbye {
-        /// Why.
-        reason: GoodbyeReason,
-        /// Human-readable detail.
-        message: String,
-    },
+pub enum ClientEvent {
+    /// The server opened a stream for a public request.
+    Request(IncomingRequest),
+    /// The server is about to close the connection.
+    Goodbye(Goodbye),
 }

@@ -1,6 +1,6 @@
 //! The reader task: takes every frame off the WebSocket and routes it. Data goes to its
 //! stream's pipe, credit to its stream's semaphore, heads to their waiting opener (server) or
-//! to the owner as an [`Event`] (client). A violation of the protocol ends the connection,
+//! to the owner as a [`super::ClientEvent`] (client). A violation of the protocol ends the connection,
 //! with a goodbye and a close frame that say why.
 
 use std::sync::atomic::Ordering;
@@ -13,11 +13,13 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::error::StreamError;
-use super::events::Event;
+use super::events::Goodbye;
+use super::exchange::{IncomingRequest, Responder};
 use super::flow::MAX_WINDOW;
 use super::pipe::Push;
 use super::shared::{goodbye, lock, OnAbandon, Outgoing, Shared, Urgent, CLOSE_PROTOCOL};
-use super::stream::Stream;
+use super::side::Side;
+use super::stream::halves;
 use crate::frame::{DataFrame, Frame};
 use crate::message::{
     ControlMessage, GoodbyeReason, RequestHead, ResetCode, ResponseHead, StreamId,
@@ -26,10 +28,10 @@ use crate::ws::{self, Role};
 use crate::ProtocolError;
 
 /// Reads until the connection ends, then shuts it down with the reason.
-pub(super) async fn read_loop<R>(
+pub(super) async fn read_loop<S: Side, R>(
     shared: Arc<Shared>,
     mut stream: ws::Reader<R>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<S::Event>,
 ) where
     R: AsyncRead + Unpin,
 {
@@ -51,7 +53,7 @@ pub(super) async fn read_loop<R>(
                 on_data(&shared, d);
             }),
             ws::Message::Text(text) => match Frame::decode_text(&text) {
-                Ok(c) => on_control(&shared, c, &events).await,
+                Ok(c) => on_control::<S>(&shared, c, &events).await,
                 Err(e) => Err(e),
             },
             ws::Message::Ping(payload) => {
@@ -129,10 +131,10 @@ fn on_data(shared: &Arc<Shared>, frame: DataFrame) {
 }
 
 /// Handles a control message; returns an error only for violations that end the connection.
-async fn on_control(
+async fn on_control<S: Side>(
     shared: &Arc<Shared>,
     msg: ControlMessage,
-    events: &mpsc::Sender<Event>,
+    events: &mpsc::Sender<S::Event>,
 ) -> Result<(), ProtocolError> {
     match msg {
         ControlMessage::Window {
@@ -144,12 +146,15 @@ async fn on_control(
             code,
             message,
         } => on_reset(shared, stream_id, code, message),
-        ControlMessage::Response(head) if shared.role == Role::Server => on_response(shared, head),
-        ControlMessage::Request(head) if shared.role == Role::Client => {
-            return on_request(shared, head, events).await
-        }
+        ControlMessage::Response(head) if S::ROLE == Role::Server => on_response(shared, head),
+        // Only an end that takes streams has a way to hand them on.
+        ControlMessage::Request(head) => match S::ACCEPT {
+            Some(accept) => return on_request(shared, head, events, accept).await,
+            None => return Err(ProtocolError::Unexpected("request not allowed here".into())),
+        },
         ControlMessage::Goodbye { reason, message } => {
-            let _ = events.send(Event::Goodbye { reason, message }).await; // owner gone: closing anyway
+            let goodbye = S::goodbye(Goodbye { reason, message });
+            let _ = events.send(goodbye).await; // owner gone: closing anyway
         }
         other => {
             return Err(ProtocolError::Unexpected(format!(
@@ -216,10 +221,11 @@ fn on_response(shared: &Arc<Shared>, head: ResponseHead) {
 
 /// (Client role) the server opened a stream: registered, and handed to the owner, unless
 /// there are too many (refused) or the id is in use (a violation).
-async fn on_request(
+async fn on_request<E>(
     shared: &Arc<Shared>,
     head: RequestHead,
-    events: &mpsc::Sender<Event>,
+    events: &mpsc::Sender<E>,
+    accept: fn(IncomingRequest) -> E,
 ) -> Result<(), ProtocolError> {
     let id = head.stream_id;
     let state = {
@@ -251,8 +257,13 @@ async fn on_request(
     if head.end_stream {
         state.recv.push(Bytes::new(), true);
     }
-    let stream = Stream::new(shared.clone(), state);
-    if events.send(Event::Request { head, stream }).await.is_err() {
+    let (sender, body) = halves(shared.clone(), state);
+    let request = IncomingRequest {
+        head,
+        body,
+        responder: Responder::new(sender),
+    };
+    if events.send(accept(request)).await.is_err() {
         debug!("request arrived while the client is shutting down");
     }
     Ok(())

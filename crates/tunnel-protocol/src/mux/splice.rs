@@ -87,6 +87,7 @@ where
     IO: AsyncRead + AsyncWrite + Send,
 {
     let (mut rd, mut wr) = tokio::io::split(io);
+    let before = (sender.bytes_sent(), receiver.bytes_received());
     let activity = Activity::new();
     let result = both_ways(
         copy_up(&mut rd, &mut sender, &activity),
@@ -98,37 +99,39 @@ where
         sender.reset(ResetCode::IdleTimeout, "no traffic for the idle timeout");
     }
     // On error the halves are dropped unfinished, which resets the stream for the peer.
-    result
+    result.map(|()| SpliceStats {
+        sent: sender.bytes_sent() - before.0,
+        received: receiver.bytes_received() - before.1,
+    })
 }
 
 /// Runs both directions until both are done, the first error, or the idle watch firing.
 async fn both_ways(
-    up: impl Future<Output = Result<u64, SpliceError>>,
-    down: impl Future<Output = Result<u64, SpliceError>>,
+    up: impl Future<Output = Result<(), SpliceError>>,
+    down: impl Future<Output = Result<(), SpliceError>>,
     idle: impl Future<Output = ()>,
-) -> Result<SpliceStats, SpliceError> {
+) -> Result<(), SpliceError> {
     tokio::pin!(up, down, idle);
-    let (mut sent, mut received) = (None, None);
+    let (mut up_done, mut down_done) = (false, false);
     loop {
         tokio::select! {
-            r = &mut up, if sent.is_none() => sent = Some(r?),
-            r = &mut down, if received.is_none() => received = Some(r?),
+            r = &mut up, if !up_done => up_done = r.map(|()| true)?,
+            r = &mut down, if !down_done => down_done = r.map(|()| true)?,
             () = &mut idle => return Err(SpliceError::IdleTimeout),
         }
-        if let (Some(sent), Some(received)) = (sent, received) {
-            return Ok(SpliceStats { sent, received });
+        if up_done && down_done {
+            return Ok(());
         }
     }
 }
 
-/// `io` → peer, then the end marker; returns the bytes sent.
+/// `io` → peer, then the end marker.
 async fn copy_up<R: AsyncRead + Unpin>(
     rd: &mut R,
     sender: &mut BodySender,
     activity: &Activity,
-) -> Result<u64, SpliceError> {
+) -> Result<(), SpliceError> {
     let mut buf = bytes::BytesMut::with_capacity(READ_CHUNK);
-    let mut sent = 0u64;
     loop {
         buf.reserve(READ_CHUNK);
         let n = rd
@@ -137,33 +140,26 @@ async fn copy_up<R: AsyncRead + Unpin>(
             .map_err(SpliceError::io(IoOp::Read))?;
         activity.touch();
         if n == 0 {
-            sender.finish().await?;
-            return Ok(sent);
+            return Ok(sender.finish().await?);
         }
-        sent += n as u64;
         sender.send(buf.split().freeze()).await?;
     }
 }
 
-/// Peer → `io`, then `io`'s write side shut down; returns the bytes received.
+/// Peer → `io`, then `io`'s write side shut down.
 async fn copy_down<W: AsyncWrite + Unpin>(
     receiver: &mut BodyReceiver,
     wr: &mut W,
     activity: &Activity,
-) -> Result<u64, SpliceError> {
-    let mut received = 0u64;
+) -> Result<(), SpliceError> {
     while let Some(chunk) = receiver.next().await {
         let chunk = chunk?;
         activity.touch();
-        received += chunk.len() as u64;
         wr.write_all(&chunk)
             .await
             .map_err(SpliceError::io(IoOp::Write))?;
     }
-    wr.shutdown()
-        .await
-        .map_err(SpliceError::io(IoOp::Shutdown))?;
-    Ok(received)
+    wr.shutdown().await.map_err(SpliceError::io(IoOp::Shutdown))
 }
 
 /// When a byte last passed either way.

@@ -1,6 +1,9 @@
 //! The handles of one stream: a sending half ([`BodySender`]) and a receiving half
 //! ([`BodyReceiver`]), usable from different tasks. When the last handle goes before both
 //! directions ended, the stream is reset (see "Stream lifetime" in [`crate::mux`]).
+//!
+//! Each half counts the body bytes it moved: the one count of a stream's traffic, which
+//! [`super::splice()`], [`super::pump()`] and their callers report from.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -13,17 +16,6 @@ use super::error::StreamError;
 use super::shared::{lock, OnAbandon, Outgoing, Shared, StreamState};
 use crate::frame::DataFrame;
 use crate::message::{ControlMessage, ResetCode, StreamId};
-
-/// One stream: a sending half and a receiving half, usable from different tasks.
-#[derive(Debug)]
-pub struct Stream {
-    /// The stream id.
-    pub id: StreamId,
-    /// Sends body bytes to the peer.
-    pub sender: BodySender,
-    /// Body bytes from the peer.
-    pub receiver: BodyReceiver,
-}
 
 /// What both halves of a stream share; dropping the last one ends the stream.
 #[derive(Debug)]
@@ -45,22 +37,24 @@ impl Drop for StreamCore {
     }
 }
 
-impl Stream {
-    /// The handles of a stream registered in `shared`'s table.
-    pub(super) fn new(shared: Arc<Shared>, state: Arc<StreamState>) -> Self {
-        let core = Arc::new(StreamCore { state, shared });
-        Self {
-            id: core.state.id,
-            sender: BodySender { core: core.clone() },
-            receiver: BodyReceiver { core },
-        }
-    }
+/// The two halves of a stream registered in `shared`'s table.
+pub(super) fn halves(shared: Arc<Shared>, state: Arc<StreamState>) -> (BodySender, BodyReceiver) {
+    let core = Arc::new(StreamCore { state, shared });
+    (
+        BodySender {
+            core: core.clone(),
+            sent: 0,
+        },
+        BodyReceiver { core, received: 0 },
+    )
 }
 
 /// The sending half of a stream.
 #[derive(Debug)]
 pub struct BodySender {
     core: Arc<StreamCore>,
+    /// Body bytes sent so far.
+    sent: u64,
 }
 
 impl BodySender {
@@ -71,6 +65,7 @@ impl BodySender {
             let n = self.acquire(data.len().min(max)).await?;
             let chunk = data.split_to(n);
             self.send_frame(chunk, false).await?;
+            self.sent += n as u64;
         }
         Ok(())
     }
@@ -82,12 +77,13 @@ impl BodySender {
         while !data.is_empty() {
             let n = self.acquire(data.len().min(max)).await?;
             let chunk = data.split_to(n);
-            if data.is_empty() {
-                self.send_frame(chunk, true).await?;
+            let last = data.is_empty();
+            self.send_frame(chunk, last).await?;
+            self.sent += n as u64;
+            if last {
                 self.core.state.sent_end.store(true, Ordering::Release);
                 return Ok(());
             }
-            self.send_frame(chunk, false).await?;
         }
         self.finish().await
     }
@@ -102,9 +98,21 @@ impl BodySender {
         Ok(())
     }
 
-    /// Records that this direction has no body at all (the head said `end_stream`).
-    pub fn mark_finished(&mut self) {
+    /// Records that this direction has no body at all (its head said `end_stream`).
+    pub(super) fn mark_finished(&mut self) {
         self.core.state.sent_end.store(true, Ordering::Release);
+    }
+
+    /// Queues this stream's head behind everything queued before it: the one way a head
+    /// leaves, used by [`super::Mux::open_stream`] and [`super::Responder`], so that it goes
+    /// exactly once and before any body byte.
+    pub(super) async fn send_head(&self, head: &ControlMessage) -> Result<(), StreamError> {
+        self.core.shared.send_control(head).await
+    }
+
+    /// Body bytes sent on this stream so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent
     }
 
     /// Resets the stream: the peer stops all work for it.
@@ -189,6 +197,8 @@ impl BodySender {
 #[derive(Debug)]
 pub struct BodyReceiver {
     core: Arc<StreamCore>,
+    /// Body bytes handed out so far.
+    received: u64,
 }
 
 impl BodyReceiver {
@@ -202,16 +212,28 @@ impl BodyReceiver {
     pub fn window(&self) -> u32 {
         self.core.state.window.load(Ordering::Acquire)
     }
+
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        self.core.state.id
+    }
+
+    /// Body bytes handed out by this receiver so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.received
+    }
 }
 
 impl futures_util::Stream for BodyReceiver {
     type Item = Result<Bytes, StreamError>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let state = &self.core.state;
+        let this = self.get_mut();
+        let state = &this.core.state;
         let poll = state.recv.poll_next(cx);
         if let Poll::Ready(Some(Ok(chunk))) = &poll {
-            self.core.shared.consumed(state, chunk.len());
+            this.core.shared.consumed(state, chunk.len());
+            this.received += chunk.len() as u64;
         }
         poll
     }

@@ -2,37 +2,36 @@
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tunnel_protocol::mux::Stream;
 use tunnel_protocol::{ResetCode, StreamError};
 
 use crate::support::*;
+
+fn is_cancelled_by_peer(e: &StreamError) -> bool {
+    matches!(
+        e,
+        StreamError::Reset {
+            code: ResetCode::Cancelled,
+            ..
+        }
+    )
+}
 
 /// The public client goes away: the server drops its receiver before the response ended. The
 /// stream is reset; the client side's `cancelled()` resolves and its sends fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dropping_the_server_receiver_resets_the_stream() {
     let mut pair = mux_pair(config()).await;
-    let (server, head_rx, client) = open_pair(&mut pair, false).await;
-    let id = server.id;
-    let Stream {
-        sender: mut client_tx,
-        receiver: mut client_rx,
-        ..
-    } = client;
-    send_response(&pair.client, id, 200, false).await;
+    let (mut opened, request) = open_pair(&mut pair, false).await;
+    let mut client_rx = request.body;
+    let mut client_tx = respond(request.responder, 200, false)
+        .await
+        .expect("a body follows");
     within("a chunk", client_tx.send(Bytes::from_static(b"partial")))
         .await
         .expect("first chunk");
 
-    let Stream {
-        sender: mut server_tx,
-        receiver: mut server_rx,
-        ..
-    } = server;
-    within("the response head", head_rx)
-        .await
-        .expect("head sender kept")
-        .expect("answered");
+    let mut server_tx = opened.sender();
+    let mut server_rx = response(opened.response).await.expect("answered").body;
     let chunk = within("a chunk", server_rx.next())
         .await
         .expect("a chunk")
@@ -45,27 +44,12 @@ async fn dropping_the_server_receiver_resets_the_stream() {
         .send(Bytes::from_static(b"more"))
         .await
         .expect_err("a send after the reset fails");
-    assert!(
-        matches!(
-            err,
-            StreamError::Reset {
-                code: ResetCode::Cancelled,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(is_cancelled_by_peer(&err), "{err:?}");
     assert_eq!(client_tx.failure(), err);
     assert!(client_tx.finish().await.is_err());
     let next = within("the request body", client_rx.next()).await;
     assert!(
-        matches!(
-            next,
-            Some(Err(StreamError::Reset {
-                code: ResetCode::Cancelled,
-                ..
-            }))
-        ),
+        matches!(&next, Some(Err(e)) if is_cancelled_by_peer(e)),
         "{next:?}"
     );
 
@@ -78,43 +62,34 @@ async fn dropping_the_server_receiver_resets_the_stream() {
 
     // Only that stream: the connection is fine.
     assert!(!pair.server.is_closed() && !pair.client.is_closed());
-    let (_s, _h, _c) = open_pair(&mut pair, true).await;
+    let (_opened, _request) = open_pair(&mut pair, true).await;
 }
 
-/// The local service is down: the client resets with `local_connect_failed`, and the server's
-/// head receiver says exactly that.
+/// The local service is down: the client refuses the request with `local_connect_failed`,
+/// and the server's response future says exactly that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn client_reset_reaches_the_server_head_receiver() {
     let mut pair = mux_pair(config()).await;
-    let (mut server, head_rx, client) = open_pair(&mut pair, false).await;
-    client.sender.reset(
+    let (mut opened, request) = open_pair(&mut pair, false).await;
+    let mut client_rx = request.body;
+    request.responder.reset(
         ResetCode::LocalConnectFailed,
         "connection refused: 127.0.0.1:3000",
     );
 
-    let res = within("the head receiver", head_rx)
-        .await
-        .expect("head sender kept");
+    let mut server_tx = opened.sender();
+    let res = response(opened.response).await;
     let want = StreamError::Reset {
         code: ResetCode::LocalConnectFailed,
         message: "connection refused: 127.0.0.1:3000".into(),
     };
-    assert_eq!(res, Err(want.clone()));
-    within("the server to see the reset", server.sender.cancelled()).await;
-    assert_eq!(
-        server.sender.send(Bytes::from_static(b"body")).await,
-        Err(want.clone())
-    );
-    assert_eq!(
-        within("the response body", server.receiver.next()).await,
-        Some(Err(want))
-    );
+    assert_eq!(res.err(), Some(want.clone()));
+    within("the server to see the reset", server_tx.cancelled()).await;
+    assert_eq!(server_tx.send(Bytes::from_static(b"body")).await, Err(want));
     // The resetting side fails locally with `Cancelled`.
-    let mut client = client;
-    within("local cancel", client.sender.cancelled()).await;
     assert_eq!(
-        client.sender.send(Bytes::from_static(b"x")).await,
-        Err(StreamError::Cancelled)
+        within("the request body", client_rx.next()).await,
+        Some(Err(StreamError::Cancelled))
     );
 }
 
@@ -124,34 +99,26 @@ async fn dropping_a_whole_stream_cancels_the_peer() {
     let mut pair = mux_pair(config()).await;
 
     // Server drops the stream (public client left before the response).
-    let (server, _head_rx, client) = open_pair(&mut pair, false).await;
-    drop(server);
-    within("the client to see the cancel", client.sender.cancelled()).await;
-    assert!(matches!(
-        client.sender.failure(),
-        StreamError::Reset {
-            code: ResetCode::Cancelled,
-            ..
-        }
-    ));
-    drop(client);
+    let (opened, mut request) = open_pair(&mut pair, false).await;
+    drop(opened);
+    within(
+        "the client to see the cancel",
+        request.responder.cancelled(),
+    )
+    .await;
+    let next = within("the request body", request.body.next()).await;
+    assert!(
+        matches!(&next, Some(Err(e)) if is_cancelled_by_peer(e)),
+        "{next:?}"
+    );
+    drop(request);
 
     // Client drops the stream without answering.
-    let (server, head_rx, client) = open_pair(&mut pair, false).await;
-    drop(client);
-    let res = within("the head receiver", head_rx)
-        .await
-        .expect("head sender kept");
-    assert!(
-        matches!(
-            res,
-            Err(StreamError::Reset {
-                code: ResetCode::Cancelled,
-                ..
-            })
-        ),
-        "{res:?}"
-    );
-    within("the server to see the cancel", server.sender.cancelled()).await;
+    let (mut opened, request) = open_pair(&mut pair, false).await;
+    drop(request);
+    let server_tx = opened.sender();
+    let res = response(opened.response).await;
+    assert!(matches!(&res, Err(e) if is_cancelled_by_peer(e)), "{res:?}");
+    within("the server to see the cancel", server_tx.cancelled()).await;
     assert_eq!(pair.client.open_streams(), 0);
 }

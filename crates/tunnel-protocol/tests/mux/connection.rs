@@ -11,7 +11,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
-use tunnel_protocol::mux::{self, BodyReceiver, BodySender, Event, Mux, MuxConfig, Role};
+use tunnel_protocol::mux::{
+    self, BodySender, ClientEvent, Goodbye, MuxConfig, ResponseFuture, Role, ServerMux,
+};
 use tunnel_protocol::{ControlMessage, GoodbyeReason, ResetCode, StreamError};
 
 use crate::raw::*;
@@ -24,27 +26,23 @@ async fn abort_fails_everything_on_both_sides() {
     let mut pair = mux_pair(config()).await;
 
     // Stream 1: no response yet; the server uploads more than a window, so it waits for credit.
-    let (s1, head1, mut c1) = open_pair(&mut pair, false).await;
-    let mut upload1 = spawn_upload(s1.sender, pattern(4 * WINDOW as usize, 7));
+    let (mut s1, mut c1) = open_pair(&mut pair, false).await;
+    let mut upload1 = spawn_upload(s1.sender(), pattern(4 * WINDOW as usize, 7));
     assert!(timeout(NOT_YET, &mut upload1).await.is_err());
 
     // Stream 2: response head received, response body pending.
-    let (s2, head2, mut c2) = open_pair(&mut pair, true).await;
-    send_response(&pair.client, s2.id, 200, false).await;
-    within("stream 2's head", head2)
+    let (s2, c2) = open_pair(&mut pair, true).await;
+    let mut c2_tx = respond(c2.responder, 200, false)
         .await
-        .expect("head sender kept")
-        .expect("answered");
-    let mut s2_rx = s2.receiver;
+        .expect("a body follows");
+    let mut s2_rx = response(s2.response).await.expect("answered").body;
 
     pair.client.abort("test abort");
 
     // The server side notices promptly.
     assert_eq!(
-        within("stream 1's head", head1)
-            .await
-            .expect("head sender kept"),
-        Err(StreamError::ConnectionClosed)
+        response(s1.response).await.err(),
+        Some(StreamError::ConnectionClosed)
     );
     assert_eq!(
         within("stream 2's body", s2_rx.next()).await,
@@ -63,7 +61,7 @@ async fn abort_fails_everything_on_both_sides() {
         .is_none());
     assert!(pair.server.close_reason().is_some());
     assert!(matches!(
-        pair.server.open_stream(),
+        pair.server.open_stream(request_parts()).await,
         Err(StreamError::ConnectionClosed)
     ));
 
@@ -71,11 +69,11 @@ async fn abort_fails_everything_on_both_sides() {
     assert!(pair.client.is_closed());
     assert_eq!(pair.client.close_reason().as_deref(), Some("test abort"));
     assert_eq!(
-        within("stream 1's request body", c1.receiver.next()).await,
+        within("stream 1's request body", c1.body.next()).await,
         Some(Err(StreamError::ConnectionClosed))
     );
     assert_eq!(
-        c2.sender.send(Bytes::from_static(b"x")).await,
+        c2_tx.send(Bytes::from_static(b"x")).await,
         Err(StreamError::ConnectionClosed)
     );
     assert!(within("the client's events", pair.client_events.recv())
@@ -87,32 +85,28 @@ async fn abort_fails_everything_on_both_sides() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dropped_transport_fails_everything() {
     let (mux, mut events, mut raw) = mux_server_raw_client(config()).await;
-    let (mut answered, answered_head) = raw_open(&mux, &mut raw).await;
+    let answered = raw_open(&mux, &mut raw, true).await;
     raw_send(
         &mut raw,
         ControlMessage::Response(response_head(answered.id, 200, false)),
     )
     .await;
-    within("the head", answered_head)
-        .await
-        .expect("head sender kept")
-        .expect("answered");
-    let (mut pending, pending_head) = raw_open(&mux, &mut raw).await;
+    let mut answered_rx = response(answered.response).await.expect("answered").body;
+    let mut pending = raw_open(&mux, &mut raw, false).await;
+    let mut pending_tx = pending.sender();
 
     drop(raw);
 
     assert_eq!(
-        within("the pending head", pending_head)
-            .await
-            .expect("head sender kept"),
-        Err(StreamError::ConnectionClosed)
+        response(pending.response).await.err(),
+        Some(StreamError::ConnectionClosed)
     );
     assert_eq!(
-        within("the response body", answered.receiver.next()).await,
+        within("the response body", answered_rx.next()).await,
         Some(Err(StreamError::ConnectionClosed))
     );
     assert_eq!(
-        pending.sender.send(Bytes::from_static(b"x")).await,
+        pending_tx.send(Bytes::from_static(b"x")).await,
         Err(StreamError::ConnectionClosed)
     );
     within("the mux to close", mux.closed()).await;
@@ -128,7 +122,7 @@ async fn goodbye_and_close_reach_the_peer() {
         .announce(GoodbyeReason::ServerShutdown, "restarting")
         .await;
     match within("the goodbye", pair.client_events.recv()).await {
-        Some(Event::Goodbye { reason, message }) => {
+        Some(ClientEvent::Goodbye(Goodbye { reason, message })) => {
             assert_eq!(reason, GoodbyeReason::ServerShutdown);
             assert_eq!(message, "restarting");
         }
@@ -142,13 +136,14 @@ async fn goodbye_and_close_reach_the_peer() {
     )
     .await;
     assert!(pair.client.is_closed());
-    match within("the goodbye", pair.server_events.recv()).await {
-        Some(Event::Goodbye { reason, message }) => {
-            assert_eq!(reason, GoodbyeReason::ClientShutdown);
-            assert_eq!(message, "ctrl-c");
-        }
-        other => panic!("expected a goodbye, got {other:?}"),
-    }
+    let goodbye = within("the goodbye", pair.server_events.recv()).await;
+    assert_eq!(
+        goodbye,
+        Some(Goodbye {
+            reason: GoodbyeReason::ClientShutdown,
+            message: "ctrl-c".into()
+        })
+    );
     within("the server mux to close", pair.server.closed()).await;
     assert!(within("the server's events", pair.server_events.recv())
         .await
@@ -167,8 +162,8 @@ async fn silent_peer_is_dropped() {
         dead_after: Duration::from_millis(200),
         ..config()
     };
-    let (mux, mut events) = mux::start(ws, cfg, mux::Role::Server);
-    let (_stream, head_rx) = mux.open_stream().expect("open");
+    let (mux, mut events) = mux::start_server(ws, cfg);
+    let opened = open_request(&mux, true).await;
 
     within_for(
         Duration::from_secs(2),
@@ -179,8 +174,8 @@ async fn silent_peer_is_dropped() {
     let reason = mux.close_reason().expect("a close reason");
     assert!(reason.contains("pong"), "{reason}");
     assert_eq!(
-        within("the head", head_rx).await.expect("head sender kept"),
-        Err(StreamError::ConnectionClosed)
+        response(opened.response).await.err(),
+        Some(StreamError::ConnectionClosed)
     );
     assert!(within("the events", events.recv()).await.is_none());
 }
@@ -200,7 +195,7 @@ async fn idle_live_peers_stay_connected() {
         .await
         .is_err());
     assert!(!pair.client.is_closed(), "{:?}", pair.client.close_reason());
-    let (_s, _h, _c) = open_pair(&mut pair, true).await;
+    let (_opened, _request) = open_pair(&mut pair, true).await;
 }
 
 /// With `max_streams` 2 the server refuses a third concurrent stream, and accepts one again
@@ -212,9 +207,9 @@ async fn server_refuses_streams_past_its_limit() {
         ..config()
     };
     let pair = mux_pair(cfg).await;
-    let first = pair.server.open_stream().expect("first stream");
-    let _second = pair.server.open_stream().expect("second stream");
-    match pair.server.open_stream() {
+    let first = open_request(&pair.server, false).await;
+    let _second = open_request(&pair.server, true).await;
+    match pair.server.open_stream(request_parts()).await {
         Err(StreamError::Reset {
             code: ResetCode::Refused,
             ..
@@ -223,7 +218,7 @@ async fn server_refuses_streams_past_its_limit() {
     }
     assert_eq!(pair.server.open_streams(), 2);
     drop(first);
-    let (third, _) = pair.server.open_stream().expect("room again");
+    let third = open_request(&pair.server, false).await;
     assert!(third.id > 2, "stream ids are never reused");
 }
 
@@ -261,15 +256,14 @@ async fn close_reason_names_the_local_close_message() {
 /// A server mux whose peer stopped reading: the writer task is blocked writing into a full
 /// transport, and a stream's sender is blocked on the full writer queue.
 struct StuckWriter {
-    mux: Mux,
+    mux: ServerMux,
     /// The peer's end of the transport, never read.
     peer_end: DuplexStream,
     /// The blocked upload.
     upload: JoinHandle<Result<BodySender, StreamError>>,
     // Kept alive so that nothing but the test ends the connection or the stream.
-    _events: mpsc::Receiver<Event>,
-    _receiver: BodyReceiver,
-    _head: HeadRx,
+    _events: mpsc::Receiver<Goodbye>,
+    _response: ResponseFuture,
 }
 
 async fn mux_with_stuck_writer() -> StuckWriter {
@@ -279,9 +273,9 @@ async fn mux_with_stuck_writer() -> StuckWriter {
         initial_window: 4 << 20,
         ..config()
     };
-    let (mux, events) = mux::start(ws, cfg, mux::Role::Server);
-    let (stream, head) = mux.open_stream().expect("open");
-    let upload = spawn_upload(stream.sender, pattern(4 << 20, 8));
+    let (mux, events) = mux::start_server(ws, cfg);
+    let mut opened = open_request(&mux, false).await;
+    let upload = spawn_upload(opened.sender(), pattern(4 << 20, 8));
     // Wait until the sender stops making progress: the writer queue is full and the writer
     // is stuck on the transport. (Polling: there is no event to wait for.)
     let mut last = u64::MAX;
@@ -303,8 +297,7 @@ async fn mux_with_stuck_writer() -> StuckWriter {
         peer_end,
         upload,
         _events: events,
-        _receiver: stream.receiver,
-        _head: head,
+        _response: opened.response,
     }
 }
 

@@ -3,8 +3,8 @@
 
 use futures_util::FutureExt;
 use tokio::time::timeout;
-use tunnel_protocol::mux::Stream;
-use tunnel_protocol::{ControlMessage, StreamError};
+use tunnel_protocol::mux::IncomingRequest;
+use tunnel_protocol::StreamError;
 
 use crate::support::*;
 
@@ -17,10 +17,9 @@ async fn flow_control_bounds_buffering_and_isolates_streams() {
     let window = u64::from(WINDOW);
 
     // Stream A: the client does not read the request body.
-    let (a, _a_head, mut client_a) = open_pair(&mut pair, false).await;
+    let (mut a, mut client_a) = open_pair(&mut pair, false).await;
     let body_a = pattern(4 * WINDOW as usize, 3);
-    let mut upload_a = spawn_upload(a.sender, body_a.clone());
-    let mut a_rx = a.receiver;
+    let mut upload_a = spawn_upload(a.sender(), body_a.clone());
 
     // Negative check: sending four windows cannot complete while nobody reads.
     assert!(
@@ -39,30 +38,24 @@ async fn flow_control_bounds_buffering_and_isolates_streams() {
     );
 
     // Stream B completes in both directions while A is stalled.
-    let (b, b_head, client_b) = open_pair(&mut pair, false).await;
+    let (mut b, client_b) = open_pair(&mut pair, false).await;
     let b_id = b.id;
     let body_b = pattern(4 * WINDOW as usize + 3, 4);
-    let upload_b = spawn_upload(b.sender, body_b.clone());
-    let client_mux = pair.client.clone();
+    let upload_b = spawn_upload(b.sender(), body_b.clone());
     let client_b = tokio::spawn(async move {
-        let Stream {
-            sender: mut tx,
-            receiver: mut rx,
+        let IncomingRequest {
+            body: mut rx,
+            responder,
             ..
         } = client_b;
         let got = read_all(&mut rx).await?;
-        client_mux
-            .send_control(ControlMessage::Response(response_head(b_id, 200, false)))
-            .await?;
+        let mut tx = responder.respond(response_parts(200)).await?;
         send_chunked(&mut tx, b"stream b done").await?;
         Ok::<_, StreamError>((got, tx, rx))
     });
-    let mut b_rx = b.receiver;
-    let head = within("stream B's response head", b_head)
-        .await
-        .expect("head sender kept")
-        .expect("stream B answered");
-    assert_eq!(head.stream_id, b_id);
+    let answer = response(b.response).await.expect("stream B answered");
+    assert_eq!(answer.head.stream_id, b_id);
+    let mut b_rx = answer.body;
     let got = within("stream B's response body", read_all(&mut b_rx))
         .await
         .expect("stream B's response");
@@ -84,7 +77,7 @@ async fn flow_control_bounds_buffering_and_isolates_streams() {
     );
 
     // Now the client reads A: everything arrives and the upload completes.
-    let got_a = within("stream A's body", read_all(&mut client_a.receiver))
+    let got_a = within("stream A's body", read_all(&mut client_a.body))
         .await
         .expect("stream A");
     assert_same_body(&got_a, &body_a, "stream A");
@@ -95,8 +88,11 @@ async fn flow_control_bounds_buffering_and_isolates_streams() {
 
     // The same holds in the other direction: the client's sender stalls on the server's
     // unread receiver.
-    send_response(&pair.client, client_a.id, 200, false).await;
-    let mut upload_back = spawn_upload(client_a.sender, pattern(4 * WINDOW as usize, 5));
+    let back = respond(client_a.responder, 200, false)
+        .await
+        .expect("a body follows");
+    let mut a_rx = response(a.response).await.expect("stream A answered").body;
+    let mut upload_back = spawn_upload(back, pattern(4 * WINDOW as usize, 5));
     assert!(
         timeout(NOT_YET, &mut upload_back).await.is_err(),
         "the response body was sent although the server reads nothing"
@@ -121,17 +117,13 @@ async fn flow_control_bounds_buffering_and_isolates_streams() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn client_may_answer_without_reading_the_request_body() {
     let mut pair = mux_pair(config()).await;
-    let (server, head_rx, client) = open_pair(&mut pair, false).await;
-    let id = server.id;
-    let Stream {
-        sender: mut client_tx,
-        receiver: client_rx,
-        ..
-    } = client;
-    let upload = spawn_upload(server.sender, pattern(6 * WINDOW as usize, 6));
+    let (mut opened, request) = open_pair(&mut pair, false).await;
+    let upload = spawn_upload(opened.sender(), pattern(6 * WINDOW as usize, 6));
 
-    drop(client_rx);
-    send_response(&pair.client, id, 413, false).await;
+    drop(request.body);
+    let mut client_tx = respond(request.responder, 413, false)
+        .await
+        .expect("a body follows");
     within(
         "the response body",
         send_chunked(&mut client_tx, b"too large, not read"),
@@ -139,12 +131,9 @@ async fn client_may_answer_without_reading_the_request_body() {
     .await
     .expect("response body");
 
-    let mut server_rx = server.receiver;
-    let head = within("the response head", head_rx)
-        .await
-        .expect("head sender kept")
-        .expect("answered");
-    assert_eq!(head.status, 413);
+    let answer = response(opened.response).await.expect("answered");
+    assert_eq!(answer.head.status, 413);
+    let mut server_rx = answer.body;
     let got = within("the response body", read_all(&mut server_rx))
         .await
         .expect("response body");

@@ -13,5 +13,6 @@ mod cancellation;
 mod connection;
 mod flow_control;
 mod misbehaving_peer;
+mod pump;
 mod round_trip;
 mod tuning;

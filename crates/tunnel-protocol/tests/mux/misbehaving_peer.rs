@@ -5,7 +5,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tunnel_protocol::frame::{DataFrame, Frame};
-use tunnel_protocol::mux::{MuxConfig, Stream};
+use tunnel_protocol::mux::MuxConfig;
 use tunnel_protocol::{ControlMessage, Hello, ResetCode, StreamError, PROTOCOL_VERSION};
 
 use crate::raw::*;
@@ -16,17 +16,14 @@ use crate::support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_beyond_the_window_resets_with_flow_control() {
     let (mux, _events, mut raw) = mux_server_raw_client(config()).await;
-    let (mut stream, head_rx) = raw_open(&mux, &mut raw).await;
-    let id = stream.id;
+    let opened = raw_open(&mux, &mut raw, true).await;
+    let id = opened.id;
     raw_send(
         &mut raw,
         ControlMessage::Response(response_head(id, 200, false)),
     )
     .await;
-    within("the head", head_rx)
-        .await
-        .expect("head sender kept")
-        .expect("answered");
+    let mut body = response(opened.response).await.expect("answered").body;
 
     // One window exactly is fine; one more frame is not (nobody reads, no credit comes back).
     for _ in 0..(WINDOW / FRAME) {
@@ -47,7 +44,7 @@ async fn data_beyond_the_window_resets_with_flow_control() {
         "{reset:?}"
     );
     // The buffered window is dropped and the local reader sees an error, not a short body.
-    let next = within("the body", stream.receiver.next()).await;
+    let next = within("the body", body.next()).await;
     assert!(matches!(next, Some(Err(_))), "{next:?}");
 
     // Late frames for the reset stream are ignored, and do not earn a second reset.
@@ -62,7 +59,7 @@ async fn data_beyond_the_window_resets_with_flow_control() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_text_frame_closes_the_connection() {
     let (mux, mut events, mut raw) = mux_server_raw_client(config()).await;
-    let (_stream, head_rx) = raw_open(&mux, &mut raw).await;
+    let opened = raw_open(&mux, &mut raw, true).await;
 
     within(
         "a raw send",
@@ -74,8 +71,8 @@ async fn malformed_text_frame_closes_the_connection() {
     expect_protocol_error_close(&mut raw).await;
     within("the mux to close", mux.closed()).await;
     assert_eq!(
-        within("the head", head_rx).await.expect("head sender kept"),
-        Err(StreamError::ConnectionClosed)
+        response(opened.response).await.err(),
+        Some(StreamError::ConnectionClosed)
     );
     assert!(within("the events", events.recv()).await.is_none());
 }
@@ -133,7 +130,7 @@ async fn other_protocol_violations_close_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_for_unknown_streams_is_ignored() {
     let (mux, _events, mut raw) = mux_server_raw_client(config()).await;
-    let (_stream, _head) = raw_open(&mux, &mut raw).await;
+    let _opened = raw_open(&mux, &mut raw, true).await;
     raw_send_data(&mut raw, 999, false, vec![1; 100]).await;
     raw_send_data(&mut raw, 0, true, Vec::new()).await;
     raw_send_data(&mut raw, u32::MAX, false, vec![1; FRAME as usize]).await;
@@ -169,8 +166,8 @@ async fn data_for_unknown_streams_is_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn second_response_head_resets_with_protocol_error() {
     let (mux, _events, mut raw) = mux_server_raw_client(config()).await;
-    let (mut stream, head_rx) = raw_open(&mux, &mut raw).await;
-    let id = stream.id;
+    let opened = raw_open(&mux, &mut raw, true).await;
+    let id = opened.id;
     raw_send(
         &mut raw,
         ControlMessage::Response(response_head(id, 200, false)),
@@ -181,11 +178,9 @@ async fn second_response_head_resets_with_protocol_error() {
         ControlMessage::Response(response_head(id, 500, false)),
     )
     .await;
-    let head = within("the head", head_rx)
-        .await
-        .expect("head sender kept")
-        .expect("the first head");
-    assert_eq!(head.status, 200);
+    let answer = response(opened.response).await.expect("the first head");
+    assert_eq!(answer.head.status, 200);
+    let mut body = answer.body;
     let (reset, _) = raw_until(&mut raw, |m| is_reset_of(m, id)).await;
     assert!(
         matches!(
@@ -197,7 +192,7 @@ async fn second_response_head_resets_with_protocol_error() {
         ),
         "{reset:?}"
     );
-    let next = within("the body", stream.receiver.next()).await;
+    let next = within("the body", body.next()).await;
     assert!(matches!(next, Some(Err(_))), "{next:?}");
     probe(&mux, &mut raw).await;
 }
@@ -207,13 +202,9 @@ async fn second_response_head_resets_with_protocol_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn absurd_window_increment_resets_with_flow_control() {
     let (mux, _events, mut raw) = mux_server_raw_client(config()).await;
-    let (stream, _head_rx) = raw_open(&mux, &mut raw).await;
-    let id = stream.id;
-    let Stream {
-        sender: mut tx,
-        receiver: _rx,
-        ..
-    } = stream;
+    let mut opened = raw_open(&mux, &mut raw, false).await;
+    let id = opened.id;
+    let mut tx = opened.sender();
     for _ in 0..200 {
         raw_send(
             &mut raw,
@@ -240,7 +231,7 @@ async fn absurd_window_increment_resets_with_flow_control() {
     assert!(tx.send(Bytes::from_static(b"x")).await.is_err());
 
     // A grant that only adds up to too much is caught too.
-    let (other, _other_head) = raw_open(&mux, &mut raw).await;
+    let other = raw_open(&mux, &mut raw, true).await;
     let other_id = other.id;
     for _ in 0..3 {
         raw_send(
@@ -285,9 +276,9 @@ async fn client_refuses_streams_past_its_limit_and_reused_ids() {
     for id in 1..=3 {
         raw_send(&mut raw, ControlMessage::Request(request_head(id, true))).await;
     }
-    let (_, s1) = next_request(&mut events).await;
-    let (_, s2) = next_request(&mut events).await;
-    assert_eq!((s1.id, s2.id), (1, 2));
+    let s1 = next_request(&mut events).await;
+    let s2 = next_request(&mut events).await;
+    assert_eq!((s1.responder.id(), s2.responder.id()), (1, 2));
     let (reset, skipped) = raw_until(&mut raw, |m| is_reset_of(m, 3)).await;
     assert!(skipped.is_empty(), "{skipped:?}");
     assert!(
@@ -311,23 +302,20 @@ async fn client_refuses_streams_past_its_limit_and_reused_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn window_violation_is_reported_locally_as_flow_control() {
     let (mux, _events, mut raw) = mux_server_raw_client(config()).await;
-    let (mut stream, head_rx) = raw_open(&mux, &mut raw).await;
-    let id = stream.id;
+    let opened = raw_open(&mux, &mut raw, true).await;
+    let id = opened.id;
     raw_send(
         &mut raw,
         ControlMessage::Response(response_head(id, 200, false)),
     )
     .await;
-    within("the head", head_rx)
-        .await
-        .expect("head sender kept")
-        .expect("answered");
+    let mut body = response(opened.response).await.expect("answered").body;
     for _ in 0..=(WINDOW / FRAME) {
         raw_send_data(&mut raw, id, false, vec![1; FRAME as usize]).await;
     }
     raw_until(&mut raw, |m| is_reset_of(m, id)).await;
     assert_eq!(
-        within("the body", stream.receiver.next()).await,
+        within("the body", body.next()).await,
         Some(Err(StreamError::FlowControl))
     );
 }

@@ -5,7 +5,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tunnel_protocol::frame::{DataFrame, Frame};
-use tunnel_protocol::mux::{Mux, Stream};
+use tunnel_protocol::mux::ServerMux;
 use tunnel_protocol::{ControlMessage, GoodbyeReason, StreamId};
 
 use crate::support::*;
@@ -71,34 +71,31 @@ pub(crate) fn is_reset_of(m: &ControlMessage, id: StreamId) -> bool {
 }
 
 /// (Server mux, raw client) opens a stream and has the raw peer see its head.
-pub(crate) async fn raw_open(mux: &Mux, raw: &mut Ws) -> (Stream, HeadRx) {
-    let (stream, head_rx, _) = open_request(mux, true).await;
-    let id = stream.id;
+pub(crate) async fn raw_open(mux: &ServerMux, raw: &mut Ws, end_stream: bool) -> Opened {
+    let opened = open_request(mux, end_stream).await;
+    let id = opened.id;
     let (_, skipped) = raw_until(
         raw,
         |m| matches!(m, ControlMessage::Request(h) if h.stream_id == id),
     )
     .await;
     assert!(skipped.is_empty(), "unexpected messages: {skipped:?}");
-    (stream, head_rx)
+    opened
 }
 
 /// Proves a server mux with a raw client peer still works: a fresh stream gets its head
 /// across and the raw peer's answer back. Returns control messages seen on the way.
-pub(crate) async fn probe(mux: &Mux, raw: &mut Ws) -> Vec<ControlMessage> {
-    let (stream, head_rx, _) = open_request(mux, true).await;
-    let id = stream.id;
+pub(crate) async fn probe(mux: &ServerMux, raw: &mut Ws) -> Vec<ControlMessage> {
+    let opened = open_request(mux, true).await;
+    let id = opened.id;
     let (_, skipped) = raw_until(
         raw,
         |m| matches!(m, ControlMessage::Request(h) if h.stream_id == id),
     )
     .await;
     raw_send(raw, ControlMessage::Response(response_head(id, 204, true))).await;
-    let head = within("the probe's response head", head_rx)
-        .await
-        .expect("head sender kept")
-        .expect("probe answered");
-    assert_eq!(head.status, 204);
+    let answer = response(opened.response).await.expect("probe answered");
+    assert_eq!(answer.head.status, 204);
     assert!(!mux.is_closed());
     skipped
 }

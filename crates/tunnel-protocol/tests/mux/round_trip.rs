@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tunnel_protocol::mux::Stream;
-use tunnel_protocol::{ControlMessage, StreamError};
+use tunnel_protocol::mux::IncomingRequest;
+use tunnel_protocol::StreamError;
 
 use crate::support::*;
 
@@ -16,37 +16,27 @@ async fn round_trip_large_bodies_then_clean_end() {
     let request_body = pattern(5 << 20, 1);
     let response_body = pattern((2 << 20) + 12_345, 2);
 
-    let (server_stream, head_rx, client_stream) = open_pair(&mut pair, false).await;
-    let id = server_stream.id;
-    let Stream {
-        sender: server_tx,
-        receiver: mut server_rx,
-        ..
-    } = server_stream;
-    let upload = spawn_upload(server_tx, request_body.clone());
+    let (mut opened, request) = open_pair(&mut pair, false).await;
+    let id = opened.id;
+    let upload = spawn_upload(opened.sender(), request_body.clone());
 
     // The client answers while the request body is still arriving (full duplex).
-    let client_mux = pair.client.clone();
     let body = response_body.clone();
     let client = tokio::spawn(async move {
-        let Stream {
-            sender: mut tx,
-            receiver: mut rx,
+        let IncomingRequest {
+            body: mut rx,
+            responder,
             ..
-        } = client_stream;
-        client_mux
-            .send_control(ControlMessage::Response(response_head(id, 200, false)))
-            .await?;
+        } = request;
+        let mut tx = responder.respond(response_parts(200)).await?;
         let (got, sent) = tokio::join!(read_all(&mut rx), send_chunked(&mut tx, &body));
         sent?;
         Ok::<_, StreamError>((got?, tx, rx))
     });
 
-    let head = within("the response head", head_rx)
-        .await
-        .expect("head sender kept")
-        .expect("a response head");
-    assert_eq!(head, response_head(id, 200, false));
+    let answer = response(opened.response).await.expect("a response head");
+    assert_eq!(answer.head, response_head(id, 200, false));
+    let mut server_rx = answer.body;
     let got_response = within_for(
         Duration::from_secs(30),
         "the response body",
@@ -80,6 +70,11 @@ async fn round_trip_large_bodies_then_clean_end() {
         pair.client.bytes(),
         (response_body.len() as u64, request_body.len() as u64)
     );
+    // Each half counted what it moved.
+    assert_eq!(server_tx.bytes_sent(), request_body.len() as u64);
+    assert_eq!(client_rx.bytes_received(), request_body.len() as u64);
+    assert_eq!(client_tx.bytes_sent(), response_body.len() as u64);
+    assert_eq!(server_rx.bytes_received(), response_body.len() as u64);
 
     // Dropping finished streams forgets them on both sides and leaves the connection up.
     assert_eq!(pair.server.open_streams(), 1);
@@ -88,19 +83,18 @@ async fn round_trip_large_bodies_then_clean_end() {
     assert_eq!(pair.client.open_streams(), 0);
     assert!(!pair.server.is_closed() && !pair.client.is_closed());
 
-    // The connection still carries new streams, including bodiless ones.
-    let (mut s, head_rx, mut c) = open_pair(&mut pair, true).await;
-    assert!(within("empty request body", c.receiver.next())
+    // The connection still carries new streams, including bodiless ones: such a request has
+    // no sender at all, and an empty answer none either.
+    let (opened, mut request) = open_pair(&mut pair, true).await;
+    assert!(opened.sender.is_none());
+    assert!(within("empty request body", request.body.next())
         .await
         .is_none());
-    send_response(&pair.client, s.id, 204, true).await;
-    c.sender.mark_finished();
-    let head = within("the response head", head_rx)
-        .await
-        .expect("head sender kept")
-        .expect("a response head");
-    assert_eq!(head.status, 204);
-    assert!(within("empty response body", s.receiver.next())
+    assert!(respond(request.responder, 204, true).await.is_none());
+    let mut answer = response(opened.response).await.expect("a response head");
+    assert_eq!(answer.head.status, 204);
+    assert!(answer.head.end_stream);
+    assert!(within("empty response body", answer.body.next())
         .await
         .is_none());
 }
@@ -108,14 +102,11 @@ async fn round_trip_large_bodies_then_clean_end() {
 #[tokio::test]
 async fn send_last_ends_the_direction_on_its_final_frame() {
     let mut pair = mux_pair(config()).await;
-    let (server_stream, head_rx, client_stream) = open_pair(&mut pair, true).await;
-    let id = server_stream.id;
-    send_response(&pair.client, id, 200, false).await;
-    let Stream {
-        sender: mut tx,
-        receiver: client_rx,
-        ..
-    } = client_stream;
+    let (opened, request) = open_pair(&mut pair, true).await;
+    let mut tx = respond(request.responder, 200, false)
+        .await
+        .expect("a body follows");
+    let client_rx = request.body;
     // Larger than a frame and than the window: split, waits for credit, END on the last frame.
     let body = pattern(3 * WINDOW as usize + 17, 9);
     let sending = {
@@ -125,15 +116,10 @@ async fn send_last_ends_the_direction_on_its_final_frame() {
             Ok::<_, StreamError>((tx, client_rx))
         })
     };
-    within("the response head", head_rx)
+    let mut server_rx = response(opened.response)
         .await
-        .expect("head sender kept")
-        .expect("a response head");
-    let Stream {
-        sender: server_tx,
-        receiver: mut server_rx,
-        ..
-    } = server_stream;
+        .expect("a response head")
+        .body;
     let got = within("the body", read_all(&mut server_rx))
         .await
         .expect("a clean end");
@@ -144,7 +130,7 @@ async fn send_last_ends_the_direction_on_its_final_frame() {
         .expect("joined")
         .expect("sent");
     let mut client_events = pair.client_events;
-    drop((tx, rx, server_tx, server_rx));
+    drop((tx, rx, server_rx));
     assert!(
         tokio::time::timeout(Duration::from_millis(200), client_events.recv())
             .await

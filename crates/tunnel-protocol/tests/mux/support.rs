@@ -7,19 +7,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::DuplexStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tunnel_protocol::headers::WireHeaders;
-use tunnel_protocol::mux::{self, BodyReceiver, BodySender, Event, Mux, MuxConfig, Role, Stream};
+use tunnel_protocol::mux::{
+    self, BodyReceiver, BodySender, ClientEvent, ClientMux, Goodbye, IncomingRequest,
+    IncomingResponse, MuxConfig, RequestParts, Responder, ResponseFuture, ResponseParts, Role,
+    ServerMux,
+};
 use tunnel_protocol::ws::WebSocket;
-use tunnel_protocol::{ControlMessage, RequestHead, ResponseHead, StreamError, StreamId};
+use tunnel_protocol::{RequestHead, ResponseHead, StreamError, StreamId};
 
 pub(crate) type Ws = WebSocketStream<DuplexStream>;
-pub(crate) type HeadRx = oneshot::Receiver<Result<ResponseHead, StreamError>>;
 
 /// Credit per stream and direction in most tests: small, so that flow control kicks in often.
 pub(crate) const WINDOW: u32 = 64 * 1024;
@@ -67,16 +70,16 @@ pub(crate) fn ours(
 
 /// A server mux and a client mux connected to each other.
 pub(crate) struct Pair {
-    pub(crate) server: Mux,
-    pub(crate) server_events: mpsc::Receiver<Event>,
-    pub(crate) client: Mux,
-    pub(crate) client_events: mpsc::Receiver<Event>,
+    pub(crate) server: ServerMux,
+    pub(crate) server_events: mpsc::Receiver<Goodbye>,
+    pub(crate) client: ClientMux,
+    pub(crate) client_events: mpsc::Receiver<ClientEvent>,
 }
 
 pub(crate) async fn mux_pair(cfg: MuxConfig) -> Pair {
     let (s, c) = tokio::io::duplex(1 << 20);
-    let (server, server_events) = mux::start(ours(s, Role::Server), cfg.clone(), Role::Server);
-    let (client, client_events) = mux::start(ours(c, Role::Client), cfg, Role::Client);
+    let (server, server_events) = mux::start_server(ours(s, Role::Server), cfg.clone());
+    let (client, client_events) = mux::start_client(ours(c, Role::Client), cfg);
     Pair {
         server,
         server_events,
@@ -86,19 +89,23 @@ pub(crate) async fn mux_pair(cfg: MuxConfig) -> Pair {
 }
 
 /// A server-role mux whose peer is a raw WebSocket driven by the test.
-pub(crate) async fn mux_server_raw_client(cfg: MuxConfig) -> (Mux, mpsc::Receiver<Event>, Ws) {
+pub(crate) async fn mux_server_raw_client(
+    cfg: MuxConfig,
+) -> (ServerMux, mpsc::Receiver<Goodbye>, Ws) {
     let (s, c) = tokio::io::duplex(1 << 20);
     let mut c = WebSocketStream::from_raw_socket(c, WsRole::Client, None).await;
-    let (mux, events) = mux::start(ours(s, Role::Server), cfg, Role::Server);
+    let (mux, events) = mux::start_server(ours(s, Role::Server), cfg);
     answer_opening_ping(&mut c).await;
     (mux, events, c)
 }
 
 /// A client-role mux whose peer is a raw WebSocket driven by the test.
-pub(crate) async fn mux_client_raw_server(cfg: MuxConfig) -> (Mux, mpsc::Receiver<Event>, Ws) {
+pub(crate) async fn mux_client_raw_server(
+    cfg: MuxConfig,
+) -> (ClientMux, mpsc::Receiver<ClientEvent>, Ws) {
     let (s, c) = tokio::io::duplex(1 << 20);
     let mut s = WebSocketStream::from_raw_socket(s, WsRole::Server, None).await;
-    let (mux, events) = mux::start(ours(c, Role::Client), cfg, Role::Client);
+    let (mux, events) = mux::start_client(ours(c, Role::Client), cfg);
     answer_opening_ping(&mut s).await;
     (mux, events, s)
 }
@@ -115,70 +122,140 @@ pub(crate) async fn answer_opening_ping(raw: &mut Ws) {
     within("the pong", raw.flush()).await.expect("pong sent");
 }
 
-pub(crate) fn request_head(stream_id: StreamId, end_stream: bool) -> RequestHead {
-    RequestHead {
-        stream_id,
+/// The request every test sends: a body, binary header values, a query.
+pub(crate) fn request_parts() -> RequestParts {
+    RequestParts {
         method: "POST".into(),
         target: "/upload?x=1&y".into(),
         headers: WireHeaders(vec![
             ("content-type".into(), "application/octet-stream".into()),
             ("x-bin".into(), vec![0xff, 0x00, b'a'].into()),
         ]),
+    }
+}
+
+/// [`request_parts`] as a raw peer sends it.
+pub(crate) fn request_head(stream_id: StreamId, end_stream: bool) -> RequestHead {
+    let RequestParts {
+        method,
+        target,
+        headers,
+    } = request_parts();
+    RequestHead {
+        stream_id,
+        method,
+        target,
+        headers,
         end_stream,
     }
 }
 
+pub(crate) fn response_parts(status: u16) -> ResponseParts {
+    ResponseParts {
+        status,
+        headers: WireHeaders(vec![("content-type".into(), "text/plain".into())]),
+    }
+}
+
+/// [`response_parts`] as it arrives (or as a raw peer sends it).
 pub(crate) fn response_head(stream_id: StreamId, status: u16, end_stream: bool) -> ResponseHead {
+    let ResponseParts { status, headers } = response_parts(status);
     ResponseHead {
         stream_id,
         status,
-        headers: WireHeaders(vec![("content-type".into(), "text/plain".into())]),
+        headers,
         end_stream,
     }
 }
 
-/// (Server mux) opens a stream and sends its request head.
-pub(crate) async fn open_request(server: &Mux, end_stream: bool) -> (Stream, HeadRx, RequestHead) {
-    let (mut stream, head_rx) = server.open_stream().expect("open a stream");
-    let head = request_head(stream.id, end_stream);
-    within(
-        "the request head to be queued",
-        server.send_control(ControlMessage::Request(head.clone())),
-    )
-    .await
-    .expect("send the request head");
-    if end_stream {
-        stream.sender.mark_finished();
+/// The server's end of an opened stream: the request body's sender (none for a bodiless
+/// request) and the response to come.
+pub(crate) struct Opened {
+    pub(crate) id: StreamId,
+    pub(crate) sender: Option<BodySender>,
+    pub(crate) response: ResponseFuture,
+}
+
+impl Opened {
+    /// The request body's sender; the request was opened with a body.
+    pub(crate) fn sender(&mut self) -> BodySender {
+        self.sender.take().expect("opened with a body")
     }
-    (stream, head_rx, head)
+}
+
+/// (Server mux) opens a stream with [`request_parts`], with or without a body.
+pub(crate) async fn open_request(server: &ServerMux, end_stream: bool) -> Opened {
+    let opening = async {
+        if end_stream {
+            server
+                .send_request(request_parts())
+                .await
+                .map(|response| (None, response))
+        } else {
+            server
+                .open_stream(request_parts())
+                .await
+                .map(|(sender, response)| (Some(sender), response))
+        }
+    };
+    let (sender, response) = within("the request head to be queued", opening)
+        .await
+        .expect("open a stream");
+    Opened {
+        id: response.id(),
+        sender,
+        response,
+    }
 }
 
 /// (Client mux) waits for the next request event.
-pub(crate) async fn next_request(events: &mut mpsc::Receiver<Event>) -> (RequestHead, Stream) {
+pub(crate) async fn next_request(events: &mut mpsc::Receiver<ClientEvent>) -> IncomingRequest {
     match within("a request event", events.recv()).await {
-        Some(Event::Request { head, stream }) => (head, stream),
+        Some(ClientEvent::Request(request)) => request,
         other => panic!("expected a request event, got {other:?}"),
     }
 }
 
 /// Opens a stream on the server mux and accepts it on the client mux.
-pub(crate) async fn open_pair(pair: &mut Pair, end_stream: bool) -> (Stream, HeadRx, Stream) {
-    let (server_stream, head_rx, sent) = open_request(&pair.server, end_stream).await;
-    let (got, client_stream) = next_request(&mut pair.client_events).await;
-    assert_eq!(got, sent, "the request head arrives unchanged");
-    assert_eq!(client_stream.id, server_stream.id);
-    (server_stream, head_rx, client_stream)
+pub(crate) async fn open_pair(pair: &mut Pair, end_stream: bool) -> (Opened, IncomingRequest) {
+    let opened = open_request(&pair.server, end_stream).await;
+    let request = next_request(&mut pair.client_events).await;
+    assert_eq!(
+        request.head,
+        request_head(opened.id, end_stream),
+        "the request head arrives unchanged"
+    );
+    assert_eq!(request.responder.id(), opened.id);
+    (opened, request)
 }
 
-pub(crate) async fn send_response(mux: &Mux, id: StreamId, status: u16, end_stream: bool) {
-    within(
-        "the response head to be queued",
-        mux.send_control(ControlMessage::Response(response_head(
-            id, status, end_stream,
-        ))),
-    )
-    .await
-    .expect("send the response head");
+/// (Client) answers with [`response_parts`]; returns the response body's sender unless the
+/// response has none.
+pub(crate) async fn respond(
+    responder: Responder,
+    status: u16,
+    end_stream: bool,
+) -> Option<BodySender> {
+    let parts = response_parts(status);
+    if end_stream {
+        within(
+            "the response head to be queued",
+            responder.respond_empty(parts),
+        )
+        .await
+        .expect("send the response head");
+        None
+    } else {
+        let sender = within("the response head to be queued", responder.respond(parts))
+            .await
+            .expect("send the response head");
+        Some(sender)
+    }
+}
+
+/// (Server) waits for the response of an opened stream.
+pub(crate) async fn response(response: ResponseFuture) -> Result<IncomingResponse, StreamError> {
+    within("the response head", response).await
 }
 
 /// Deterministic pseudo-random bytes.

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tunnel_protocol::mux::{self, BodyReceiver, Mux, MuxConfig, Role};
+use tunnel_protocol::mux::{self, BodyReceiver, MuxConfig, Role, ServerMux};
 use tunnel_protocol::StreamError;
 
 use crate::raw::*;
@@ -23,7 +23,7 @@ use crate::support::*;
 async fn rtt_comes_from_pongs_that_answer_our_ping() {
     let (s, raw) = tokio::io::duplex(1 << 20);
     let mut raw = WebSocketStream::from_raw_socket(raw, WsRole::Client, None).await;
-    let (mux, _events) = mux::start(ours(s, Role::Server), config(), Role::Server);
+    let (mux, _events) = mux::start_server(ours(s, Role::Server), config());
     let ping = match within("the opening ping", raw.next()).await {
         Some(Ok(Message::Ping(payload))) => payload,
         other => panic!("expected the opening ping, got {other:?}"),
@@ -121,8 +121,8 @@ async fn delayed_mux_pair(cfg: MuxConfig, delay: Duration) -> Pair {
     delay_line(client_relay_rd, server_relay_wr, delay);
     let s = ours(server_io, Role::Server);
     let c = ours(client_io, Role::Client);
-    let (server, server_events) = mux::start(s, cfg.clone(), mux::Role::Server);
-    let (client, client_events) = mux::start(c, cfg, mux::Role::Client);
+    let (server, server_events) = mux::start_server(s, cfg.clone());
+    let (client, client_events) = mux::start_client(c, cfg);
     Pair {
         server,
         server_events,
@@ -132,7 +132,7 @@ async fn delayed_mux_pair(cfg: MuxConfig, delay: Duration) -> Pair {
 }
 
 /// Waits (polling: there is no event for it) until `mux` has a round-trip estimate.
-async fn rtt_of(mux: &Mux) -> Duration {
+async fn rtt_of(mux: &ServerMux) -> Duration {
     within("a round-trip estimate", async {
         loop {
             if let Some(rtt) = mux.rtt() {
@@ -180,14 +180,14 @@ async fn start_download(cfg: MuxConfig, body: Bytes) -> Download {
         rtt >= 2 * DELAY,
         "a round trip crosses the delay line twice: {rtt:?}"
     );
-    let (server_stream, head_rx, client_stream) = open_pair(&mut pair, true).await;
-    let id = server_stream.id;
-    send_response(&pair.client, id, 200, false).await;
-    within("the response head", head_rx)
+    let (opened, request) = open_pair(&mut pair, true).await;
+    let mut tx = respond(request.responder, 200, false)
         .await
-        .expect("head sender kept")
-        .expect("a response head");
-    let mut tx = client_stream.sender;
+        .expect("a body follows");
+    let rx = response(opened.response)
+        .await
+        .expect("a response head")
+        .body;
     let sent = body.clone();
     let upload = tokio::spawn(async move {
         // In several sends, like a proxied body, the last one with the end marker.
@@ -199,7 +199,7 @@ async fn start_download(cfg: MuxConfig, body: Bytes) -> Download {
     });
     Download {
         pair,
-        rx: server_stream.receiver,
+        rx,
         upload,
         body,
     }

@@ -2,21 +2,20 @@
 //! control, then the wait for the response head.
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
 use http::header::{HeaderValue, HOST};
 use http::{HeaderMap, Method};
-use http_body_util::BodyExt;
 use tunnel_protocol::headers::WireHeaders;
-use tunnel_protocol::mux::{BodyReceiver, BodySender};
-use tunnel_protocol::{ControlMessage, RequestHead, ResetCode, ResponseHead, StreamError};
+use tunnel_protocol::mux::{pump, BodyReceiver, BodySender, PumpError, RequestParts};
+use tunnel_protocol::{ResetCode, ResponseHead, StreamError};
 
 use super::headers::{prepare_request_headers, ForwardInfo};
+use super::log::Traffic;
 use crate::edge::framing::RequestSlot;
 use crate::error::TunnelError;
-use crate::observe::metrics::Metrics;
 use crate::state::AppState;
 use crate::tunnel::Tunnel;
 
@@ -67,51 +66,41 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> 
     let conn = tunnel.connection().ok_or(TunnelError::TunnelOffline)?;
     let headers = tunnel_headers(state, prefix, public_headers, peer, websocket);
     let has_body = !http_body::Body::is_end_stream(&body) && !websocket;
-    let (stream, head_rx) = conn.mux.open_stream().map_err(|e| match e {
-        StreamError::Reset {
-            code: ResetCode::Refused,
-            ..
-        } => TunnelError::Overloaded,
-        _ => TunnelError::ClientDisconnected,
-    })?;
-    let head = RequestHead {
-        stream_id: stream.id,
+    let parts = RequestParts {
         method: method.as_str().to_string(),
         target: target.to_string(),
         headers: WireHeaders::from_header_map(&headers),
-        end_stream: !has_body && !websocket,
     };
-    conn.mux
-        .send_control(ControlMessage::Request(head))
-        .await
-        .map_err(|_| TunnelError::ClientDisconnected)?;
-    let mut sender = stream.sender;
-    let too_large = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let kept = if websocket {
-        Some(sender)
-    } else if has_body {
-        let tunnel = tunnel.clone();
-        let limit = BodyLimit {
-            max: state.settings.limits.max_body_bytes,
-            exceeded: too_large.clone(),
-        };
-        let metrics = state.metrics.clone();
-        let request_id = request_id.to_string();
-        state.tasks.requests.spawn(pump_request_body(
-            body, sender, tunnel, limit, metrics, request_id,
-        ));
-        None
+    // A request with a body, or an upgrade (its direction carries the public client's bytes
+    // after a `101`), keeps its sender; any other ends with its head.
+    let (sender, response) = if has_body || websocket {
+        let (sender, response) = conn.mux.open_stream(parts).await.map_err(open_error)?;
+        (Some(sender), response)
     } else {
-        sender.mark_finished();
-        None
+        let response = conn.mux.send_request(parts).await.map_err(open_error)?;
+        (None, response)
     };
-    let head = match tokio::time::timeout(state.settings.timeouts.request_timeout, head_rx).await {
-        Err(_) => return Err(TunnelError::Timeout),
-        Ok(Err(_)) => return Err(TunnelError::ClientDisconnected),
-        Ok(Ok(Err(_))) if too_large.load(Ordering::Acquire) => {
-            return Err(TunnelError::BodyTooLarge)
+    let too_large = Arc::new(AtomicBool::new(false));
+    let upgrade = match sender {
+        sender if websocket => sender,
+        Some(sender) => {
+            let pump = RequestBody {
+                sender,
+                traffic: Traffic::new(tunnel.clone(), state.metrics.clone()),
+                max: state.settings.limits.max_body_bytes,
+                too_large: too_large.clone(),
+                request_id: request_id.to_string(),
+            };
+            state.tasks.requests.spawn(pump.run(body));
+            None
         }
-        Ok(Ok(Err(e))) => {
+        None => None,
+    };
+    let answer = match tokio::time::timeout(state.settings.timeouts.request_timeout, response).await
+    {
+        Err(_) => return Err(TunnelError::Timeout),
+        Ok(Err(_)) if too_large.load(Ordering::Acquire) => return Err(TunnelError::BodyTooLarge),
+        Ok(Err(e)) => {
             // The framing guard cut the body off (a malformed chunk line): the public
             // client's bytes, not the tunnel client, are at fault.
             return Err(match slot.and_then(RequestSlot::refusal) {
@@ -119,13 +108,24 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> 
                 None => stream_error(&e),
             });
         }
-        Ok(Ok(Ok(head))) => head,
+        Ok(Ok(answer)) => answer,
     };
     Ok(Forwarded {
-        head,
-        receiver: stream.receiver,
-        upgrade: kept,
+        head: answer.head,
+        receiver: answer.body,
+        upgrade,
     })
+}
+
+/// Why no stream could be opened.
+fn open_error(e: StreamError) -> TunnelError {
+    match e {
+        StreamError::Reset {
+            code: ResetCode::Refused,
+            ..
+        } => TunnelError::Overloaded,
+        _ => TunnelError::ClientDisconnected,
+    }
 }
 
 /// The headers the local service gets: the public ones under the proxy's rules
@@ -177,68 +177,49 @@ pub(super) fn stream_error(e: &StreamError) -> TunnelError {
     }
 }
 
-/// The body size limit for one request, and whether it was hit.
-struct BodyLimit {
+/// The public request body on its way into the tunnel (a task of its own, so that the
+/// response can start before the upload ends).
+struct RequestBody {
+    sender: BodySender,
+    traffic: Traffic,
+    /// Most bytes a body may have (0: no limit).
     max: u64,
-    exceeded: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the body went past `max`.
+    too_large: Arc<AtomicBool>,
+    request_id: String,
 }
 
-/// Streams the public request body into the tunnel, chunk by chunk, under flow control. A
-/// chunked body that grows past the limit is cut and the stream reset (`Content-Length`
-/// bodies were refused before anything was sent).
-async fn pump_request_body(
-    body: Body,
-    mut sender: BodySender,
-    tunnel: Arc<Tunnel>,
-    limit: BodyLimit,
-    metrics: Arc<Metrics>,
-    request_id: String,
-) {
-    let mut body = body;
-    let mut total = 0u64;
-    loop {
-        let frame = tokio::select! {
-            f = body.frame() => f,
-            _ = sender.cancelled() => return,
-        };
-        match frame {
-            None => {
-                if let Err(e) = sender.finish().await {
-                    tracing::debug!(%request_id, tunnel = %tunnel.id, error = %e, "request body end not delivered");
-                }
-                return;
+impl RequestBody {
+    /// Streams the body, chunk by chunk, under flow control. A chunked body that grows past
+    /// the limit is cut and the stream reset (`Content-Length` bodies were refused before
+    /// anything was sent).
+    async fn run(mut self, body: Body) {
+        let (max, traffic) = (self.max, &self.traffic);
+        let mut total = 0u64;
+        let pumped = pump(body, &mut self.sender, |n| {
+            total += n as u64;
+            if max > 0 && total > max {
+                return Err(TunnelError::BodyTooLarge);
             }
-            Some(Ok(frame)) => {
-                // Trailers are not forwarded.
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                total += data.len() as u64;
-                if limit.max > 0 && total > limit.max {
-                    limit.exceeded.store(true, Ordering::Release);
-                    sender.reset(ResetCode::Refused, "request body too large");
-                    return;
-                }
-                tunnel
-                    .stats
-                    .bytes_in
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                metrics.bytes_in(data.len() as u64);
-                // The last chunk of a Content-Length body carries the end marker itself.
-                if http_body::Body::is_end_stream(&body) {
-                    if let Err(e) = sender.send_last(data).await {
-                        tracing::debug!(%request_id, tunnel = %tunnel.id, error = %e, "request body end not delivered");
-                    }
-                    return;
-                }
-                if sender.send(data).await.is_err() {
-                    return;
-                }
+            traffic.inbound(n as u64);
+            Ok(())
+        })
+        .await;
+        let (request_id, tunnel) = (&self.request_id, &self.traffic.tunnel().id);
+        match pumped {
+            Ok(_) | Err(PumpError::Cancelled) => {}
+            Err(PumpError::Stopped(_too_large)) => {
+                self.too_large.store(true, Ordering::Release);
+                self.sender
+                    .reset(ResetCode::Refused, "request body too large");
             }
-            Some(Err(e)) => {
-                tracing::debug!(%request_id, tunnel = %tunnel.id, error = %e, "public client aborted the request body");
-                sender.reset(ResetCode::Cancelled, "public client aborted the upload");
-                return;
+            Err(PumpError::Send(e) | PumpError::Finish(e)) => {
+                tracing::debug!(%request_id, %tunnel, error = %e, "request body not delivered");
+            }
+            Err(PumpError::Body(e)) => {
+                tracing::debug!(%request_id, %tunnel, error = %e, "public client aborted the request body");
+                self.sender
+                    .reset(ResetCode::Cancelled, "public client aborted the upload");
             }
         }
     }

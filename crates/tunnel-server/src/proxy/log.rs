@@ -1,11 +1,13 @@
 //! The access log line of a proxied request and its metrics, written once when the request is
 //! over, however it ended.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::Method;
 use tracing::info;
+use tunnel_protocol::mux::SpliceStats;
 
 use crate::error::TunnelError;
 use crate::observe::metrics::{Metrics, Rejection};
@@ -56,6 +58,59 @@ pub(super) struct RequestLog {
     pub(super) bytes: u64,
     pub(super) started: Instant,
     pub(super) outcome: Outcome,
+}
+
+impl RequestLog {
+    /// `n` response body bytes reached the public client: counted once, for this line, the
+    /// tunnel's counters and the metrics.
+    pub(super) fn outbound(&mut self, n: u64) {
+        self.bytes += n;
+        count_out(&self.tunnel, &self.metrics, n);
+    }
+
+    /// A WebSocket session ended well: its bytes each way, for this line (both together),
+    /// the tunnel's counters and the metrics.
+    pub(super) fn session_ended(&mut self, stats: SpliceStats) {
+        self.bytes = stats.sent + stats.received;
+        count_in(&self.tunnel, &self.metrics, stats.sent);
+        count_out(&self.tunnel, &self.metrics, stats.received);
+    }
+}
+
+/// Where the request body's bytes are counted as they go into the tunnel (the pump runs in a
+/// task of its own, apart from the access line, which shows response bytes only).
+#[derive(Clone)]
+pub(super) struct Traffic {
+    tunnel: Arc<Tunnel>,
+    metrics: Arc<Metrics>,
+}
+
+impl Traffic {
+    pub(super) fn new(tunnel: Arc<Tunnel>, metrics: Arc<Metrics>) -> Self {
+        Self { tunnel, metrics }
+    }
+
+    /// The tunnel the bytes are for.
+    pub(super) fn tunnel(&self) -> &Tunnel {
+        &self.tunnel
+    }
+
+    /// `n` request body bytes went into the tunnel.
+    pub(super) fn inbound(&self, n: u64) {
+        count_in(&self.tunnel, &self.metrics, n);
+    }
+}
+
+/// The two places body bytes are reported to, public → local service and back: every count
+/// of the proxy goes through these.
+fn count_in(tunnel: &Tunnel, metrics: &Metrics, n: u64) {
+    tunnel.stats.bytes_in.fetch_add(n, Ordering::Relaxed);
+    metrics.bytes_in(n);
+}
+
+fn count_out(tunnel: &Tunnel, metrics: &Metrics, n: u64) {
+    tunnel.stats.bytes_out.fetch_add(n, Ordering::Relaxed);
+    metrics.bytes_out(n);
 }
 
 impl Drop for RequestLog {

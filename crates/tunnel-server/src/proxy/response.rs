@@ -105,13 +105,7 @@ impl Stream for ResponseBody {
                 let n = chunk.len() as u64;
                 let deadline = tokio::time::Instant::now() + this.idle;
                 this.timer.as_mut().reset(deadline);
-                this.log.bytes += n;
-                this.log
-                    .tunnel
-                    .stats
-                    .bytes_out
-                    .fetch_add(n, Ordering::Relaxed);
-                this.log.metrics.bytes_out(n);
+                this.log.outbound(n);
             }
             Poll::Ready(None) => this.log.outcome = Outcome::Done,
             Poll::Ready(Some(Err(e))) => {

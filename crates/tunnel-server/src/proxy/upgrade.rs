@@ -10,6 +10,7 @@ use axum::response::Response;
 use http::header::HeaderValue;
 use http::StatusCode;
 use tracing::warn;
+use tunnel_protocol::headers::upgrades_to_websocket;
 use tunnel_protocol::mux::{BodyReceiver, BodySender, SpliceError};
 use tunnel_protocol::ResponseHead;
 
@@ -32,21 +33,19 @@ pub(super) enum Upgrade {
 }
 
 pub(super) fn requested_upgrade(headers: &http::HeaderMap) -> Upgrade {
+    if !headers.contains_key(http::header::UPGRADE) {
+        return Upgrade::None;
+    }
     let connection_upgrade = headers
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    match headers
-        .get(http::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(p) if connection_upgrade && p.trim().eq_ignore_ascii_case("websocket") => {
-            Upgrade::WebSocket
-        }
-        Some(_) => Upgrade::Other,
-        None => Upgrade::None,
+    if connection_upgrade && upgrades_to_websocket(headers) {
+        Upgrade::WebSocket
+    } else {
+        Upgrade::Other
     }
 }
 
@@ -62,11 +61,11 @@ pub(super) fn switch_protocols(
     prefix: Option<&str>,
 ) -> Response {
     tunnel.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let headers = head.headers.to_header_map().ok().filter(|h| {
-        h.get(http::header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
-    });
+    let headers = head
+        .headers
+        .to_header_map()
+        .ok()
+        .filter(upgrades_to_websocket);
     let Some(mut headers) = headers else {
         warn!(
             request_id = %log.request_id,
@@ -134,15 +133,8 @@ impl Session {
         let io = hyper_util::rt::TokioIo::new(upgraded);
         match tunnel_protocol::mux::splice(io, sender, receiver, Some(idle)).await {
             Ok(stats) => {
-                log.bytes = stats.sent + stats.received;
+                log.session_ended(stats);
                 log.outcome = Outcome::Done;
-                let tunnel = &log.tunnel.stats;
-                tunnel.bytes_in.fetch_add(stats.sent, Ordering::Relaxed);
-                tunnel
-                    .bytes_out
-                    .fetch_add(stats.received, Ordering::Relaxed);
-                metrics.bytes_in(stats.sent);
-                metrics.bytes_out(stats.received);
             }
             Err(e) => {
                 tracing::debug!(

@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use futures_util::future::BoxFuture;
 use rand::Rng;
 use tokio_util::task::TaskTracker;
-use tunnel_protocol::mux::Mux;
+use tunnel_protocol::mux::ServerMux;
 use tunnel_protocol::GoodbyeReason;
 
 use super::domain::CustomDomain;
@@ -258,7 +258,7 @@ impl TunnelRegistry for MemoryRegistry {
     fn claim<'a>(
         &'a self,
         tunnel: &'a Arc<Tunnel>,
-        mux: Mux,
+        mux: ServerMux,
         remote: SocketAddr,
     ) -> RegistryFuture<'a, Claim> {
         let (generation, replaced) = tunnel.attach(mux, remote);

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tunnel_protocol::mux::Mux;
+use tunnel_protocol::mux::ServerMux;
 
 use super::access::AccessPolicy;
 use super::domain::{CustomDomain, DomainStatus};
@@ -22,7 +22,7 @@ use crate::auth::{KeyId, SecretHash};
 #[derive(Debug, Clone)]
 pub struct Connection {
     /// The multiplexed WebSocket.
-    pub mux: Mux,
+    pub mux: ServerMux,
     /// When it authenticated.
     pub since: DateTime<Utc>,
     /// The client's address.
@@ -105,7 +105,7 @@ impl Tunnel {
     }
 
     /// Installs a new connection and returns the one it replaces.
-    pub(super) fn attach(&self, mux: Mux, remote: SocketAddr) -> (u64, Option<Connection>) {
+    pub(super) fn attach(&self, mux: ServerMux, remote: SocketAddr) -> (u64, Option<Connection>) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let old = self.conn().replace(Connection {
             mux,

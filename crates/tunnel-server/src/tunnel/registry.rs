@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use tunnel_protocol::mux::Mux;
+use tunnel_protocol::mux::ServerMux;
 use tunnel_protocol::GoodbyeReason;
 
 use super::access::AccessPolicy;
@@ -190,7 +190,7 @@ pub trait TunnelRegistry: Send + Sync + std::fmt::Debug {
     fn claim<'a>(
         &'a self,
         tunnel: &'a Arc<Tunnel>,
-        mux: Mux,
+        mux: ServerMux,
         remote: SocketAddr,
     ) -> RegistryFuture<'a, Claim>;
 

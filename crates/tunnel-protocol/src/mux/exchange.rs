@@ -1,0 +1,170 @@
+//! The order of a stream's heads, in types: a request head goes out when the stream opens,
+//! its answer arrives through a [`ResponseFuture`], and the accepting side answers an
+//! [`IncomingRequest`] by consuming its [`Responder`]. No head can be sent twice, before its
+//! stream exists or after body bytes; the generic "send any control message" stays inside
+//! the multiplexer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::oneshot;
+
+use super::error::StreamError;
+use super::stream::{BodyReceiver, BodySender};
+use crate::headers::WireHeaders;
+use crate::message::{ControlMessage, RequestHead, ResetCode, ResponseHead, StreamId};
+
+/// The head of a request as its opener writes it; the multiplexer adds the stream id (and
+/// `end_stream`, from the method used to open it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestParts {
+    /// HTTP method.
+    pub method: String,
+    /// Origin-form target for the local service (path and query).
+    pub target: String,
+    /// Headers to send to the local service.
+    pub headers: WireHeaders,
+}
+
+impl RequestParts {
+    pub(super) fn into_head(self, stream_id: StreamId, end_stream: bool) -> RequestHead {
+        RequestHead {
+            stream_id,
+            method: self.method,
+            target: self.target,
+            headers: self.headers,
+            end_stream,
+        }
+    }
+}
+
+/// The head of a response as the accepting side writes it; the stream id is the request's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseParts {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: WireHeaders,
+}
+
+/// The answer to an opened stream: the response head and the body that follows it.
+#[derive(Debug)]
+pub struct IncomingResponse {
+    /// The response head as the peer sent it.
+    pub head: ResponseHead,
+    /// The response body (already ended when the head said `end_stream`).
+    pub body: BodyReceiver,
+}
+
+/// Resolves to the response of an opened stream, or to why none will come. Dropping it
+/// before that abandons the stream (the peer sees a reset).
+#[derive(Debug)]
+pub struct ResponseFuture {
+    id: StreamId,
+    head: oneshot::Receiver<Result<ResponseHead, StreamError>>,
+    /// Handed out with the head; `None` once it was.
+    body: Option<BodyReceiver>,
+}
+
+impl ResponseFuture {
+    pub(super) fn new(
+        head: oneshot::Receiver<Result<ResponseHead, StreamError>>,
+        body: BodyReceiver,
+    ) -> Self {
+        Self {
+            id: body.id(),
+            head,
+            body: Some(body),
+        }
+    }
+
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<IncomingResponse, StreamError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let head = match Pin::new(&mut self.head).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            // The stream's state keeps the sender until it answers or fails; gone without a
+            // word means the connection went with it.
+            Poll::Ready(Err(_)) => Err(StreamError::ConnectionClosed),
+            Poll::Ready(Ok(head)) => head,
+        };
+        Poll::Ready(head.and_then(|head| match self.body.take() {
+            Some(body) => Ok(IncomingResponse { head, body }),
+            None => Err(StreamError::Cancelled), // polled again after it resolved
+        }))
+    }
+}
+
+/// (Client role) a stream the server opened for a public request.
+#[derive(Debug)]
+pub struct IncomingRequest {
+    /// The request head.
+    pub head: RequestHead,
+    /// The request body (already ended when the head said `end_stream`); after a `101`,
+    /// the public client's bytes.
+    pub body: BodyReceiver,
+    /// Answers the request, once.
+    pub responder: Responder,
+}
+
+/// The not yet answered response direction of an [`IncomingRequest`]. Answering consumes it,
+/// so a response head goes exactly once; so does refusing.
+#[derive(Debug)]
+pub struct Responder {
+    sender: BodySender,
+}
+
+impl Responder {
+    pub(super) fn new(sender: BodySender) -> Self {
+        Self { sender }
+    }
+
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        self.sender.id()
+    }
+
+    /// Sends the response head; the body follows through the returned sender.
+    pub async fn respond(self, parts: ResponseParts) -> Result<BodySender, StreamError> {
+        self.send(parts, false).await
+    }
+
+    /// Sends a response head that has no body: the response direction ends with it.
+    pub async fn respond_empty(self, parts: ResponseParts) -> Result<(), StreamError> {
+        self.send(parts, true).await.map(drop)
+    }
+
+    async fn send(self, parts: ResponseParts, end_stream: bool) -> Result<BodySender, StreamError> {
+        let mut sender = self.sender;
+        let head = ResponseHead {
+            stream_id: sender.id(),
+            status: parts.status,
+            headers: parts.headers,
+            end_stream,
+        };
+        sender.send_head(&ControlMessage::Response(head)).await?;
+        if end_stream {
+            sender.mark_finished();
+        }
+        Ok(sender)
+    }
+
+    /// Refuses the request instead of answering it: the stream is reset (the server maps the
+    /// code to the public client's status).
+    pub fn reset(self, code: ResetCode, message: &str) {
+        self.sender.reset(code, message);
+    }
+
+    /// Resolves when the stream is reset (the public client left) or its connection ends.
+    pub async fn cancelled(&self) {
+        self.sender.cancelled().await
+    }
+}
