@@ -169,8 +169,7 @@ impl Forwarder {
         };
         match upgrade_body {
             Some(receiver) if response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
-                self.switch_protocols(responder, response, receiver, &head.target)
-                    .await
+                Box::pin(self.switch_protocols(responder, response, receiver, &head.target)).await
             }
             upgrade_body => {
                 // A refused upgrade: an ordinary response; the request direction is let go.

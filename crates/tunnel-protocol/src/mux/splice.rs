@@ -1,6 +1,7 @@
 //! Joining an upgraded connection (a WebSocket after `101 Switching Protocols`) to a stream.
 
 use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -89,12 +90,15 @@ where
     let (mut rd, mut wr) = tokio::io::split(io);
     let before = (sender.bytes_sent(), receiver.bytes_received());
     let activity = Activity::new();
-    let result = both_ways(
-        copy_up(&mut rd, &mut sender, &activity),
-        copy_down(&mut receiver, &mut wr, &activity),
-        activity.idle(idle),
-    )
-    .await;
+    // Pinned here and lent to `both_ways`: futures passed by value into an async fn would be
+    // stored twice in its state (its argument and its pinned local), and this state is part
+    // of every forward task's future, copied at each spawn.
+    let result = {
+        let up = pin!(copy_up(&mut rd, &mut sender, &activity));
+        let down = pin!(copy_down(&mut receiver, &mut wr, &activity));
+        let idle = pin!(activity.idle(idle));
+        both_ways(up, down, idle).await
+    };
     if matches!(result, Err(SpliceError::IdleTimeout)) {
         sender.reset(ResetCode::IdleTimeout, "no traffic for the idle timeout");
     }
@@ -107,17 +111,16 @@ where
 
 /// Runs both directions until both are done, the first error, or the idle watch firing.
 async fn both_ways(
-    up: impl Future<Output = Result<(), SpliceError>>,
-    down: impl Future<Output = Result<(), SpliceError>>,
-    idle: impl Future<Output = ()>,
+    mut up: Pin<&mut impl Future<Output = Result<(), SpliceError>>>,
+    mut down: Pin<&mut impl Future<Output = Result<(), SpliceError>>>,
+    mut idle: Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), SpliceError> {
-    tokio::pin!(up, down, idle);
     let (mut up_done, mut down_done) = (false, false);
     loop {
         tokio::select! {
-            r = &mut up, if !up_done => up_done = r.map(|()| true)?,
-            r = &mut down, if !down_done => down_done = r.map(|()| true)?,
-            () = &mut idle => return Err(SpliceError::IdleTimeout),
+            r = up.as_mut(), if !up_done => up_done = r.map(|()| true)?,
+            r = down.as_mut(), if !down_done => down_done = r.map(|()| true)?,
+            () = idle.as_mut() => return Err(SpliceError::IdleTimeout),
         }
         if up_done && down_done {
             return Ok(());
