@@ -411,6 +411,54 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     drop(client);
 }
 
+/// Ctrl-C on the client lets the requests in flight finish before the connection closes and
+/// the tunnel is deleted: the tunnel stays while one is running, requests arriving meanwhile
+/// are refused (503, retry), and the tunnel is gone once the last one has its answer.
+#[tokio::test]
+async fn client_shutdown_drains_in_flight_requests_then_deletes_the_tunnel() {
+    let server = TestServer::start(&[]).await;
+    let mut backend = Backend::start("b").await;
+    let client = TestClient::start(&server, backend.addr.port(), &[]).await;
+    let (addr, id) = (server.addr, client.tunnel_id.clone());
+    let target = format!("{}/wait", client.prefix());
+    let in_flight = tokio::spawn(async move { get(addr, &target).await });
+    assert_eq!(backend.arrivals.recv().await.unwrap(), "/wait");
+
+    let stopping = tokio::spawn(client.stop());
+    let refused = eventually("a request during the drain to be refused", || async {
+        let resp = get(addr, &format!("/{id}/")).await;
+        (resp.status() == 503).then_some(resp)
+    })
+    .await;
+    assert_eq!(err_code(&refused), "tunnel_overloaded");
+    assert!(
+        !stopping.is_finished(),
+        "the client left with a request in flight"
+    );
+    assert!(
+        server.state.registry.get(&id).is_some(),
+        "the tunnel was deleted with a request in flight"
+    );
+
+    backend.hooks.release.notify_one();
+    let resp = tokio::time::timeout(DEADLINE, in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.body().as_ref(), b"released");
+    tokio::time::timeout(DEADLINE, stopping)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        server.state.registry.get(&id).is_none(),
+        "tunnel not deleted"
+    );
+    assert_eq!(get(addr, &format!("/{id}/")).await.status(), 404);
+}
+
 #[tokio::test]
 async fn killed_client_fails_in_flight_requests_at_once() {
     let server = TestServer::start(&[]).await;

@@ -240,8 +240,15 @@ async fn sse_events_arrive_as_they_are_produced() {
         .unwrap()
         .unwrap();
     assert_eq!(first.as_ref(), b"data: first\n\n");
-    // Outlive the request timeout (a negative wait: nothing may cut the stream meanwhile).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Outlive the request timeout: a request sent now to a route that never answers gets its
+    // 504 only once a whole request timeout has passed, so the stream is older than that
+    // when the second event is let through (an event to wait for, not a sleep).
+    let hung = send(
+        server.addr,
+        request("GET", &format!("{}/hang", client.prefix()), ""),
+    )
+    .await;
+    assert_eq!(hung.status(), 504);
     backend.hooks.release.notify_one();
     let second = tokio::time::timeout(DEADLINE, body.next())
         .await

@@ -2,8 +2,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn client() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tunnel-client"));
@@ -72,4 +73,43 @@ fn a_wrong_key_exits_77_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(77));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rejected the API key"), "{err}");
+}
+
+#[test]
+fn sigterm_while_the_server_is_unreachable_exits_0() {
+    // A port nobody listens on: the client keeps retrying to create its tunnel.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = client()
+        .args([
+            "--server",
+            &format!("127.0.0.1:{port}"),
+            "--api-key",
+            "k",
+            "--port",
+            "3000",
+        ])
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.contains("retrying") {
+        assert!(Instant::now() < deadline, "no retry line: {seen}");
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            panic!("client exited early: {seen}");
+        }
+        seen.push_str(&line);
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{seen}");
 }
