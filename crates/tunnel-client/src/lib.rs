@@ -1,12 +1,22 @@
 //! `tunnel-client`: exposes a local HTTP service through a `tunnel-server`.
 //!
 //! # Layout
-//! - [`config`]: flags and environment, validated into [`config::ClientConfig`].
-//! - [`control`]: the server's control API (create, status, delete).
-//! - [`session`]: connect, serve, reconnect with backoff, delete on exit.
-//! - [`forward`]: one stream → the local service → back, streamed.
-//! - [`display`]: the banner and per-request lines.
-//! - [`domain`]: the tunnel's other URLs, and a custom domain's wait for its DNS record.
+//! From the bottom up; no module imports one listed after it (checked by
+//! `ci/check-layout.py`):
+//! - [`config`]: flags and environment, validated into [`config::ClientConfig`] (typed
+//!   [`config::ConfigError`]s that name the setting).
+//! - [`display`]: the banner and per-request lines ([`display::RequestLine`]).
+//! - [`control`]: the server's control API (create, status, delete, domain verification).
+//! - [`domain`]: the tunnel's other URLs, and a custom domain's wait for its DNS record (a
+//!   task beside the session).
+//! - [`forward`]: one [`tunnel_protocol::mux::IncomingRequest`] → the local service → back:
+//!   the answer through its responder, the body through the protocol crate's pump, a
+//!   WebSocket through its splice.
+//! - [`session`]: connect, serve (every forward on a task tracker), reconnect with backoff,
+//!   and on shutdown let the forwards in flight finish before deleting the tunnel.
+//!
+//! The binary (`main.rs`) installs the signal handlers right after the runtime, before
+//! anything else, so that an early Ctrl-C is a graceful exit too.
 
 pub mod config;
 pub mod control;

@@ -16,7 +16,8 @@
 //! - [`mux`]: many concurrent streams over one WebSocket, with per-stream credit windows so that a
 //!   slow reader only slows its own stream and memory per stream stays bounded. A folder of
 //!   parts: configuration, shared state, the reader/writer/keepalive tasks, the flow-control
-//!   policy, stream handles, the receive pipe, splice (see its own layout section).
+//!   policy, stream handles, the order of heads in types, the receive pipe, the body pump
+//!   both sides use, splice (see its own layout section).
 //! - [`heap`]: allocator settings for the processes that carry traffic.
 //!
 //! # Glossary
