@@ -12,8 +12,9 @@
 //! - [`forward`]: one [`tunnel_protocol::mux::IncomingRequest`] → the local service → back:
 //!   the answer through its responder, the body through the protocol crate's pump, a
 //!   WebSocket through its splice.
-//! - [`session`]: connect, serve (every forward on a task tracker), reconnect with backoff,
-//!   and on shutdown let the forwards in flight finish before deleting the tunnel.
+//! - [`session`]: connect (the handshake in `session/connect.rs`), serve (every forward on a
+//!   task tracker), reconnect with backoff, and on shutdown let the forwards in flight finish
+//!   before deleting the tunnel.
 //!
 //! The binary (`main.rs`) installs the signal handlers right after the runtime, before
 //! anything else, so that an early Ctrl-C is a graceful exit too.

@@ -1,24 +1,22 @@
 //! The client's life: create the tunnel, connect, serve streams, reconnect after any drop
 //! (re-creating the tunnel under the same id if the server forgot it), and delete it on exit.
+//! The handshake of one connection is in `connect`.
+
+mod connect;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::MaybeTlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tunnel_protocol::frame::websocket_config;
-use tunnel_protocol::mux::{self, ClientEvent, ClientMux, Goodbye, MuxConfig, Role};
-use tunnel_protocol::ws::{Message, WebSocket};
-use tunnel_protocol::{ControlMessage, GoodbyeReason, Hello, ResetCode, Welcome, PROTOCOL_VERSION};
+use tunnel_protocol::mux::{self, ClientEvent, ClientMux, Goodbye, MuxConfig};
+use tunnel_protocol::{GoodbyeReason, ResetCode, Welcome};
 
+use self::connect::{connect, ClientWs, ConnectError};
 use crate::config::ClientConfig;
-use crate::control::{error_chain, ApiError, ControlClient, Created};
+use crate::control::{ApiError, ControlClient, Created};
 use crate::display::Printer;
 use crate::forward::Forwarder;
 
@@ -66,15 +64,6 @@ impl ClientError {
         }
     }
 }
-
-enum ConnectError {
-    Unauthorized,
-    Unreachable(String),
-    Version(String),
-    Refused(String),
-}
-
-type ClientWs = WebSocket<MaybeTlsStream<TcpStream>>;
 
 /// Exponential backoff with jitter: 250 ms doubling to `max`, each wait drawn from
 /// [half, full] of the current step so that many clients do not reconnect in lockstep.
@@ -478,97 +467,6 @@ fn client_mux_config(welcome: &Welcome) -> MuxConfig {
         max_streams: 4096,
         ping_interval: ping,
         dead_after: ping * 3 + Duration::from_secs(1),
-    }
-}
-
-/// Opens the tunnel's WebSocket and exchanges hello and welcome.
-async fn connect(
-    cfg: &ClientConfig,
-    created: &Created,
-) -> Result<(ClientWs, Welcome), ConnectError> {
-    let mut ws = upgrade(cfg, created).await?;
-    let welcome = hello(&mut ws).await?;
-    Ok((ws, welcome))
-}
-
-/// The WebSocket upgrade of `/api/tunnel/connect/<id>`, authenticated with the token.
-async fn upgrade(cfg: &ClientConfig, created: &Created) -> Result<ClientWs, ConnectError> {
-    let url = format!(
-        "{}/api/tunnel/connect/{}",
-        cfg.server.ws_base, created.tunnel_id
-    );
-    let mut request = url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| ConnectError::Unreachable(format!("bad URL {url}: {e}")))?;
-    let auth = http::HeaderValue::from_str(&format!("Bearer {}", created.token))
-        .map_err(|_| ConnectError::Refused("unusable token".into()))?;
-    request
-        .headers_mut()
-        .insert(http::header::AUTHORIZATION, auth);
-    let config = websocket_config(1024 * 1024);
-    let connecting =
-        tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, None);
-    let (ws, _) = match tokio::time::timeout(Duration::from_secs(15), connecting).await {
-        Err(_) => return Err(ConnectError::Unreachable("connect timed out".into())),
-        Ok(Err(tungstenite::Error::Http(resp)))
-            if resp.status() == http::StatusCode::UNAUTHORIZED =>
-        {
-            return Err(ConnectError::Unauthorized)
-        }
-        Ok(Err(tungstenite::Error::Http(resp))) => {
-            return Err(ConnectError::Refused(format!("HTTP {}", resp.status())))
-        }
-        Ok(Err(e)) => return Err(ConnectError::Unreachable(error_chain(&e))),
-        Ok(Ok(pair)) => pair,
-    };
-    // tungstenite did the upgrade; the frames are ours from here on. Nothing can be lost in
-    // its buffers: the server sends nothing before our hello.
-    Ok(WebSocket::new(
-        ws.into_inner(),
-        Role::Client,
-        tunnel_protocol::frame::max_message(1024 * 1024),
-    ))
-}
-
-/// Sends our hello and reads the server's answer: a welcome of our protocol version, or why
-/// not.
-async fn hello(ws: &mut ClientWs) -> Result<Welcome, ConnectError> {
-    let hello = ControlMessage::Hello(Hello {
-        protocol_version: PROTOCOL_VERSION,
-        agent: concat!("tunnel-client/", env!("CARGO_PKG_VERSION")).to_string(),
-    });
-    let hello = serde_json::to_string(&hello).map_err(|e| ConnectError::Refused(e.to_string()))?;
-    ws.send_text(&hello)
-        .await
-        .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
-    let first = match tokio::time::timeout(Duration::from_secs(15), ws.recv()).await {
-        Err(_) => {
-            return Err(ConnectError::Unreachable(
-                "no welcome from the server".into(),
-            ))
-        }
-        Ok(Some(Ok(Message::Text(t)))) => t,
-        Ok(Some(Ok(other))) => {
-            let why = format!("unexpected {other:?} before welcome");
-            return Err(ConnectError::Unreachable(why));
-        }
-        Ok(Some(Err(e))) => return Err(ConnectError::Unreachable(e.to_string())),
-        Ok(None) => return Err(ConnectError::Unreachable("closed before welcome".into())),
-    };
-    match tunnel_protocol::frame::Frame::decode_text(&first) {
-        Ok(ControlMessage::Welcome(w)) if w.protocol_version == PROTOCOL_VERSION => Ok(w),
-        Ok(ControlMessage::Welcome(w)) => Err(ConnectError::Version(format!(
-            "the server speaks tunnel protocol {}, this client {PROTOCOL_VERSION}: use a matching tunnel-client",
-            w.protocol_version
-        ))),
-        Ok(ControlMessage::Goodbye {
-            reason: GoodbyeReason::VersionMismatch,
-            message,
-        }) => Err(ConnectError::Version(message)),
-        Ok(ControlMessage::Goodbye { message, .. }) => Err(ConnectError::Refused(message)),
-        Ok(_) => Err(ConnectError::Refused("unexpected first message".into())),
-        Err(e) => Err(ConnectError::Refused(format!("malformed welcome: {e}"))),
     }
 }
 
