@@ -1,5 +1,8 @@
 //! `tunnel-client` binary: configuration, signals, exit codes; the work is in the library.
 
+#[cfg(feature = "alloc-count")]
+mod alloc_count;
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -10,6 +13,8 @@ use tunnel_client::{ClientArgs, ClientConfig, Status};
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    #[cfg(feature = "alloc-count")]
+    alloc_count::start();
     tunnel_protocol::heap::tune();
     // The .env first, as it may configure what follows.
     if let Err(e) = dotenvy::dotenv() {

@@ -1,5 +1,8 @@
 //! `tunnel-server` binary: configuration, logging, signals; the work is in the library.
 
+#[cfg(feature = "alloc-count")]
+mod alloc_count;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,6 +17,8 @@ use tunnel_server::AppState;
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    #[cfg(feature = "alloc-count")]
+    alloc_count::start();
     tunnel_protocol::heap::tune();
     // The .env first, as it may configure the runtime too (`TOKIO_WORKER_THREADS`).
     // A missing .env is normal; a malformed one is worth a warning.
