@@ -1,30 +1,70 @@
 #!/usr/bin/env bash
-# The benchmark of issue 5: tunnel vs the same backend reached directly, on loopback.
+# The benchmark of issues 5 and 14: the tunnel against the same backends reached directly,
+# through rathole and bore, and through two raw TCP relays (the floor), on loopback.
 #
-#   bench/run.sh            # full run (about 3 minutes after the build)
+#   bench/run.sh            # full run (about 5 minutes after the builds)
 #   bench/run.sh --quick    # about a minute
 #   bench/run.sh --out FILE # where the JSON figures go (default bench/results/latest.json)
 #
 # Any other flag goes to `tunnel-bench run` (see `--help` there).
+#
+# What it installs when missing:
+#   - wrk and nginx: Debian packages (apt-get);
+#   - rathole 0.5.0 and bore-cli 0.6.0: `cargo install --root target/bench-peers` (once; a few
+#     minutes). bore is installed --locked. rathole is not: its lock file pins `time` 0.3.29,
+#     which no longer compiles with Rust 1.80 and later (E0282 in time's format parser), so
+#     its dependencies are resolved afresh within the ranges its manifest allows.
+# It builds tunnel-server and tunnel-client twice: as shipped, and with `--features
+# alloc-count` (a counting allocator, for allocations per request) copied to
+# target/release/alloc-count/. perf (Debian: linux-perf), when present, counts syscalls and
+# libc allocator calls per request.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-if ! command -v wrk >/dev/null 2>&1; then
-    echo "installing wrk (Debian package)" >&2
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        sudo="sudo"
-    fi
+RATHOLE_VERSION=0.5.0
+BORE_VERSION=0.6.0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+    sudo="sudo"
+fi
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]} (Debian packages)" >&2
     $sudo apt-get update
-    $sudo apt-get install -y wrk
+    $sudo apt-get install -y "${missing[@]}"
 fi
 
+target_dir="${CARGO_TARGET_DIR:-target}"
+
+# The shipped build last, so that target/release/ holds it afterwards. Both stay cached
+# (cargo keeps one artifact per feature set), so a second run builds nothing.
+cargo build --release --locked -p tunnel-server -p tunnel-client \
+    --features tunnel-server/alloc-count,tunnel-client/alloc-count
+mkdir -p "$target_dir/release/alloc-count"
+cp "$target_dir/release/tunnel-server" "$target_dir/release/tunnel-client" \
+    "$target_dir/release/alloc-count/"
 cargo build --release --locked -p tunnel-server -p tunnel-client -p tunnel-bench
 
-target_dir="${CARGO_TARGET_DIR:-target}"
+peers="$target_dir/bench-peers"
+if [ ! -x "$peers/bin/rathole" ]; then
+    echo "installing rathole $RATHOLE_VERSION into $peers (once)" >&2
+    # Only the plain TCP transport is measured: TLS (OpenSSL) and noise are left out.
+    cargo install --root "$peers" "rathole@$RATHOLE_VERSION" \
+        --no-default-features --features server,client
+fi
+if [ ! -x "$peers/bin/bore" ]; then
+    echo "installing bore-cli $BORE_VERSION into $peers (once)" >&2
+    cargo install --locked --root "$peers" "bore-cli@$BORE_VERSION"
+fi
+
 # Absolute: the processes are started in another working directory.
 bins="$(cd "$target_dir/release" && pwd)"
+peer_bins="$(cd "$peers/bin" && pwd)"
+work="$(cd "$target_dir" && pwd)/bench-work"
 
 # 1,000 idle tunnels need as many sockets on both ends.
 hard="$(ulimit -Hn)"
@@ -34,4 +74,5 @@ else
     ulimit -n "$hard"
 fi
 
-exec "$bins/tunnel-bench" run --bin-dir "$bins" "$@"
+exec "$bins/tunnel-bench" run --bin-dir "$bins" --alloc-bin-dir "$bins/alloc-count" \
+    --peers-dir "$peer_bins" --work-dir "$work" "$@"

@@ -1,51 +1,39 @@
-//! The benchmark of issue 5: the tunnel against the same backend reached directly.
+//! The benchmark of issues 5 and 14: our tunnel against the same backend reached directly and
+//! through the tunnels users would pick instead (rathole, bore), with two raw TCP relays as the
+//! floor of any two-process tunnel.
 //!
-//! Everything runs on one machine, on loopback and ephemeral ports, bounded in time. Every
-//! figure is taken for both paths in the same run, interleaved, and reported as a ratio, so
-//! that the load generator, the backend and the tunnel sharing the same cores cancels out.
+//! Everything runs on one machine, on loopback, bounded in time. Every figure is taken for
+//! every path in the same run, in interleaved rounds whose order rotates, and reported with its
+//! spread over the rounds and as ratios to direct and to rathole, so that the load generator,
+//! the backend and the tunnels sharing the same cores cancels out as far as it can.
 //!
 //! # Layout
-//! - [`backend`]: the local HTTP service (small response, large streamed body, uploads).
-//! - [`client`]: the load client: bulk transfers, fresh connections, a rate-limited reader.
-//! - [`wrk`]: runs `wrk` and parses its report.
-//! - [`procs`]: child processes, readiness by polling with a deadline, RSS from `/proc`.
+//! - [`backend`]: the bench backend (small response, large streamed body, uploads);
+//!   [`nginx`]: nginx from a generated configuration, the backend a user would have.
+//! - [`peers`]: rathole and bore; [`relay`]: the raw TCP relay.
+//! - [`client`]: bulk transfers, fresh connections, a rate-limited reader; [`load`]: a fixed
+//!   number of requests; [`wrk`]: runs `wrk` and parses its report.
+//! - [`procs`]: child processes, readiness by polling with a deadline, RSS, CPU and context
+//!   switches from `/proc`; [`perf`]: syscall and `malloc` counts with `perf stat`.
 //! - [`idle`]: many idle tunnels, each a real WebSocket that speaks the protocol.
-//! - [`relay`]: a raw TCP relay; two in a chain are the floor of any two-process tunnel.
-//! - [`run`]: the orchestration, and [`report`] the table and the JSON file.
+//! - [`paths`]: the paths and backends measured; [`stats`]: medians and spreads.
+//! - [`machine`]: the CPU, load and environment a run had, recorded with its figures.
+//! - [`setup`]: starts every process and knows the routes; [`run`]: the phases;
+//!   [`report`]: the figures, the tables and the JSON file.
 
 pub mod backend;
 pub mod client;
 pub mod idle;
+pub mod load;
+pub mod machine;
+pub mod nginx;
+pub mod paths;
+pub mod peers;
+pub mod perf;
 pub mod procs;
 pub mod relay;
 pub mod report;
 pub mod run;
+pub mod setup;
+pub mod stats;
 pub mod wrk;
-
-/// Median of `values` (the mean of the two middle ones for an even count); `None` if empty.
-pub fn median(values: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 0 {
-        (v[mid - 1] + v[mid]) / 2.0
-    } else {
-        v[mid]
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::median;
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&[]), None);
-        assert_eq!(median(&[3.0]), Some(3.0));
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
-    }
-}

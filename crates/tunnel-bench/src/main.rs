@@ -1,4 +1,5 @@
-//! `tunnel-bench`: `run` the benchmark (see `bench/run.sh`), or serve the `backend` it starts.
+//! `tunnel-bench`: `run` the benchmark (see `bench/run.sh`); serve the `backend` or a `relay`
+//! it starts; or send a fixed number of requests (`load`) to a process measured by hand.
 
 use std::process::ExitCode;
 
@@ -8,7 +9,7 @@ use tunnel_bench::run::RunArgs;
 #[derive(Parser)]
 #[command(
     name = "tunnel-bench",
-    about = "Benchmark the tunnel against a direct connection"
+    about = "Benchmark the tunnel against a direct connection, rathole and bore"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,6 +28,22 @@ enum Cmd {
         #[arg(long)]
         to: std::net::SocketAddr,
     },
+    /// Send `--requests` GETs of `--path` to `--to` over `--connections` keep-alive
+    /// connections, then print how long it took (for counts per request: e.g. callgrind).
+    Load {
+        /// Where to send them.
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        /// The request target.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// How many requests.
+        #[arg(long, default_value_t = 10_000)]
+        requests: u64,
+        /// Keep-alive connections.
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +55,24 @@ fn main() -> ExitCode {
         Cmd::Relay { to } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(tunnel_bench::relay::main(to))),
+        Cmd::Load {
+            to,
+            path,
+            requests,
+            connections,
+        } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(tunnel_bench::load::run(to, &path, requests, connections)))
+            .map(|done| {
+                println!(
+                    "{} requests in {:.3} s ({:.0} req/s)",
+                    done.requests,
+                    done.elapsed.as_secs_f64(),
+                    done.requests as f64 / done.elapsed.as_secs_f64().max(1e-9)
+                );
+            }),
         Cmd::Run(args) => {
             let out = args.out.clone();
             // One thread: the measuring process should take as little CPU from the processes

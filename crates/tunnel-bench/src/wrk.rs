@@ -1,4 +1,4 @@
-//! Runs `wrk -t1 -c50 -dNs --latency URL` and parses what it prints.
+//! Runs `wrk -t1 -cN -dNs --latency URL` and parses what it prints.
 
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ pub struct WrkResult {
     pub p50_ms: f64,
     /// 99th percentile latency, ms.
     pub p99_ms: f64,
+    /// Requests completed in the run (to turn CPU time and counters into per-request figures).
+    pub requests: u64,
     /// Requests answered with a status outside 2xx/3xx, plus socket errors.
     pub errors: u64,
 }
@@ -42,6 +44,7 @@ pub fn parse(output: &str) -> anyhow::Result<WrkResult> {
     let mut rps = None;
     let mut p50 = None;
     let mut p99 = None;
+    let mut requests = None;
     let mut errors = 0u64;
     for line in output.lines() {
         let line = line.trim();
@@ -51,6 +54,8 @@ pub fn parse(output: &str) -> anyhow::Result<WrkResult> {
             p50 = parse_duration_ms(v);
         } else if let Some(v) = line.strip_prefix("99%") {
             p99 = parse_duration_ms(v);
+        } else if let Some((n, _)) = line.split_once(" requests in ") {
+            requests = n.trim().parse::<u64>().ok();
         } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
             errors += v.trim().parse::<u64>().unwrap_or(0);
         } else if let Some(v) = line.strip_prefix("Socket errors:") {
@@ -61,11 +66,12 @@ pub fn parse(output: &str) -> anyhow::Result<WrkResult> {
                 .sum::<u64>();
         }
     }
-    match (rps, p50, p99) {
-        (Some(rps), Some(p50_ms), Some(p99_ms)) => Ok(WrkResult {
+    match (rps, p50, p99, requests) {
+        (Some(rps), Some(p50_ms), Some(p99_ms), Some(requests)) => Ok(WrkResult {
             rps,
             p50_ms,
             p99_ms,
+            requests,
             errors,
         }),
         _ => bail!("cannot read wrk's report:\n{output}"),
@@ -121,6 +127,7 @@ Transfer/sec:      8.00MB
         assert_eq!(r.rps, 48000.5);
         assert!((r.p50_ms - 0.98).abs() < 1e-9);
         assert_eq!(r.p99_ms, 2.5);
+        assert_eq!(r.requests, 240000);
         assert_eq!(r.errors, 7);
         assert!(parse("garbage").is_err());
     }
