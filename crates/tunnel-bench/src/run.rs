@@ -101,10 +101,7 @@ fn places(args: &RunArgs, notes: &mut Vec<String>) -> anyhow::Result<Places> {
         }
         ok
     });
-    let work = match &args.work_dir {
-        Some(d) => d.clone(),
-        None => std::env::temp_dir().join(format!("tunnel-bench-{}", std::process::id())),
-    };
+    let work = args.work_dir.clone().unwrap_or_else(temporary_work_dir);
     std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     Ok(Places {
         bins,
@@ -114,13 +111,26 @@ fn places(args: &RunArgs, notes: &mut Vec<String>) -> anyhow::Result<Places> {
     })
 }
 
+/// The work directory when none is given: this run's own, removed at the end.
+fn temporary_work_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("tunnel-bench-{}", std::process::id()))
+}
+
 /// Runs the whole benchmark; bounded by [`WHOLE_RUN`].
 pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
     let slow_full = Duration::from_secs(if args.slow_full { 4 * 60 } else { 0 });
     let bound = WHOLE_RUN + slow_full;
-    tokio::time::timeout(bound, run_inner(args))
+    let temporary = args.work_dir.is_none();
+    let result = tokio::time::timeout(bound, run_inner(args))
         .await
-        .map_err(|_| anyhow!("the benchmark did not finish within {bound:?}"))?
+        .map_err(|_| anyhow!("the benchmark did not finish within {bound:?}"));
+    if temporary {
+        let dir = temporary_work_dir();
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            eprintln!("tunnel-bench: could not remove {}: {e}", dir.display());
+        }
+    }
+    result?
 }
 
 async fn run_inner(args: RunArgs) -> anyhow::Result<Report> {
