@@ -70,9 +70,14 @@ fn bin_dir(args: &RunArgs) -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow!("{} has no directory", exe.display()))
 }
 
-/// Checks the directories given and fills in the defaults.
+/// `dir` made absolute: the programs are started in another working directory.
+fn absolute(dir: &Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// Checks the directories given (made absolute) and fills in the defaults.
 fn places(args: &RunArgs, notes: &mut Vec<String>) -> anyhow::Result<Places> {
-    let bins = bin_dir(args)?;
+    let bins = absolute(&bin_dir(args)?);
     for b in ["tunnel-server", "tunnel-client"] {
         if !bins.join(b).is_file() {
             bail!(
@@ -81,7 +86,7 @@ fn places(args: &RunArgs, notes: &mut Vec<String>) -> anyhow::Result<Places> {
             );
         }
     }
-    let alloc_bins = args.alloc_bin_dir.clone().filter(|d| {
+    let alloc_bins = args.alloc_bin_dir.as_deref().map(absolute).filter(|d| {
         let ok = d.join("tunnel-server").is_file() && d.join("tunnel-client").is_file();
         if !ok {
             notes.push(format!(
@@ -94,14 +99,14 @@ fn places(args: &RunArgs, notes: &mut Vec<String>) -> anyhow::Result<Places> {
     if alloc_bins.is_none() && args.alloc_bin_dir.is_none() {
         notes.push("Rust allocation counts left out: no --alloc-bin-dir".into());
     }
-    let peers = args.peers_dir.clone().filter(|d| {
+    let peers = args.peers_dir.as_deref().map(absolute).filter(|d| {
         let ok = d.join("rathole").is_file() && d.join("bore").is_file();
         if !ok {
             notes.push(format!("rathole and bore not found in {}", d.display()));
         }
         ok
     });
-    let work = args.work_dir.clone().unwrap_or_else(temporary_work_dir);
+    let work = absolute(&args.work_dir.clone().unwrap_or_else(temporary_work_dir));
     std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     Ok(Places {
         bins,
