@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context as _};
 use tokio::process::{Child, Command};
 
-/// A child process that is killed when dropped, so that no failure path leaves one behind.
+/// A child process that is killed when dropped, so that no failure path leaves one behind,
+/// with the processes it started (nginx's workers, which outlive a killed master).
 #[derive(Debug)]
 pub struct Proc {
     /// For messages.
@@ -14,6 +15,7 @@ pub struct Proc {
     /// Its process id.
     pub pid: u32,
     child: Child,
+    adopted: Vec<u32>,
 }
 
 /// Memory of a process, in KiB, from `/proc/PID/status`.
@@ -172,7 +174,14 @@ impl Proc {
             name: name.to_string(),
             pid,
             child,
+            adopted: Vec::new(),
         })
+    }
+
+    /// Kills `pids` too when this is dropped: processes this one started that would not die
+    /// with it.
+    pub fn adopt(&mut self, pids: &[u32]) {
+        self.adopted.extend_from_slice(pids);
     }
 
     /// CPU time and context switches so far.
@@ -221,6 +230,25 @@ impl Proc {
     /// Takes the child's standard output or error, if it was piped.
     pub fn child_mut(&mut self) -> &mut Child {
         &mut self.child
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.adopted.is_empty() {
+            return; // `kill_on_drop` kills the process itself.
+        }
+        // The parent first, so that it cannot start new workers when the old ones die.
+        let _ = self.child.start_kill();
+        let pids: Vec<String> = self.adopted.iter().map(u32::to_string).collect();
+        let killed = std::process::Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .stderr(std::process::Stdio::null())
+            .status();
+        if killed.is_err() {
+            eprintln!("tunnel-bench: could not kill {} (pids {pids:?})", self.name);
+        }
     }
 }
 

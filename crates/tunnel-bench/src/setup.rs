@@ -121,9 +121,11 @@ impl Setup {
     /// Starts the backends, the tunnel (server and one client per backend), rathole, bore and
     /// the relays, and waits until every route answers.
     pub async fn start(places: &Places, file_sizes: &[u64]) -> anyhow::Result<Self> {
-        let (nginx, nginx_addr) = nginx::start(&places.work.join("nginx"), file_sizes).await?;
+        let (mut nginx, nginx_addr) = nginx::start(&places.work.join("nginx"), file_sizes).await?;
+        let workers = children(nginx.pid);
+        nginx.adopt(&workers);
         let mut nginx_pids = vec![nginx.pid];
-        nginx_pids.extend(children(nginx.pid));
+        nginx_pids.extend(workers);
         let (bench, bench_addr) = start_backend().await?;
         let (server, server_addr) = start_server(&places.bins, ServerKind::Bench, &[]).await?;
         let backends = [
