@@ -3,6 +3,8 @@
 //! # Layout
 //! From the bottom up; no module imports one listed after it (checked by
 //! `ci/check-layout.py`):
+//! - [`inspect`]: the traffic inspector (capture store, tees, page, API, replay): a leaf
+//!   that [`config`] takes its flags from and [`forward`] hooks into.
 //! - [`config`]: flags and environment, validated into [`config::ClientConfig`] (typed
 //!   [`config::ConfigError`]s that name the setting).
 //! - [`display`]: the banner and per-request lines ([`display::RequestLine`]).
@@ -24,6 +26,7 @@ pub mod control;
 pub mod display;
 pub mod domain;
 pub mod forward;
+pub mod inspect;
 pub mod session;
 
 pub use config::{ClientArgs, ClientConfig};

@@ -1,0 +1,262 @@
+//! The hook into forwarding: a [`Capture`] per exchange, and tees that copy what passes into
+//! the store without ever holding a byte back.
+//!
+//! A tee wraps a body ([`TeeBody`]) or an upgraded connection ([`TeeIo`]) and, each time bytes
+//! pass through it, appends a copy synchronously (no channel, no task, no await: the copy is
+//! cut at the body limit, so a tee costs at most one bounded memcpy per chunk). What the
+//! forwarding code polls, it gets unchanged and at once.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::{HeaderMap, Method, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::observe::{FrameObserver, Seen, SseObserver};
+use super::store::{Direction, EntryId, Kind, Message, NewEntry, Side, Store};
+
+/// The capture of one exchange; dropping it ends the entry (its duration is then known).
+#[derive(Debug)]
+pub struct Capture {
+    store: Arc<Store>,
+    id: EntryId,
+    error: Option<String>,
+}
+
+impl Capture {
+    /// Starts an entry for a request about to be sent to the local service.
+    pub(super) fn begin(store: Arc<Store>, new: NewEntry) -> Self {
+        let id = store.begin(new);
+        Self {
+            store,
+            id,
+            error: None,
+        }
+    }
+
+    /// The entry's number.
+    pub fn id(&self) -> EntryId {
+        self.id
+    }
+
+    /// What starts the entry of `method target` with `headers` as sent to the local service
+    /// (which also carry the server's `X-Forwarded-For` and `X-Request-Id`).
+    pub(super) fn new_entry(
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        empty_body: bool,
+    ) -> NewEntry {
+        let remote_addr = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string());
+        let request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        NewEntry {
+            method: method.clone(),
+            target: target.to_string(),
+            headers: headers.clone(),
+            remote_addr,
+            request_id,
+            replay_of: None,
+            empty_body,
+        }
+    }
+
+    /// The local service's response head.
+    pub fn response(&self, status: StatusCode, headers: &HeaderMap) {
+        let kind = if status == StatusCode::SWITCHING_PROTOCOLS {
+            Kind::WebSocket
+        } else if is_event_stream(headers) {
+            Kind::Sse
+        } else {
+            Kind::Http
+        };
+        self.store.respond(self.id, status, headers, kind);
+    }
+
+    /// Why the exchange failed (shown with the entry).
+    pub fn fail(&mut self, why: impl Into<String>) {
+        self.error = Some(why.into());
+    }
+
+    /// Tees the request body.
+    pub fn tee_request<B>(&self, body: B) -> TeeBody<B> {
+        TeeBody::new(self.store.clone(), self.id, Side::Request, body, None)
+    }
+
+    /// Tees the response body (and follows its events if it is an event stream).
+    pub fn tee_response<B>(&self, body: B, headers: &HeaderMap) -> TeeBody<B> {
+        let sse =
+            is_event_stream(headers).then(|| SseObserver::new(self.store.limits().body_limit));
+        TeeBody::new(self.store.clone(), self.id, Side::Response, body, sse)
+    }
+
+    /// Tees an upgraded (WebSocket) connection to the local service: what is written to it
+    /// came from the public client, what is read from it goes there.
+    pub fn tee_upgraded<IO>(&self, io: IO) -> TeeIo<IO> {
+        let cap = self.store.limits().body_limit;
+        TeeIo {
+            io,
+            store: self.store.clone(),
+            id: self.id,
+            inbound: FrameObserver::new(cap),
+            outbound: FrameObserver::new(cap),
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.store.finish(self.id, self.error.take());
+    }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
+}
+
+fn log(store: &Store, id: EntryId, direction: Direction, seen: Seen) {
+    store.message(
+        id,
+        Message {
+            index: 0,
+            direction,
+            at: Utc::now(),
+            kind: seen.kind,
+            size: seen.size,
+            data: seen.data,
+            truncated: seen.truncated,
+            compressed: seen.compressed,
+            event: seen.event,
+        },
+    );
+}
+
+/// A body that copies its data into the store as it is polled.
+#[derive(Debug)]
+pub struct TeeBody<B> {
+    inner: B,
+    store: Arc<Store>,
+    id: EntryId,
+    side: Side,
+    sse: Option<SseObserver>,
+}
+
+impl<B> TeeBody<B> {
+    fn new(store: Arc<Store>, id: EntryId, side: Side, inner: B, sse: Option<SseObserver>) -> Self {
+        Self {
+            inner,
+            store,
+            id,
+            side,
+            sse,
+        }
+    }
+}
+
+impl<B> Body for TeeBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    this.store.append(this.id, this.side, data);
+                    if let Some(sse) = this.sse.as_mut() {
+                        let (store, id) = (&this.store, this.id);
+                        sse.feed(data, &mut |s| log(store, id, Direction::Out, s));
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    this.store.body_end(this.id, this.side);
+                }
+            }
+            None => this.store.body_end(this.id, this.side),
+            Some(Err(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An upgraded connection whose WebSocket frames are logged both ways as they pass.
+#[derive(Debug)]
+pub struct TeeIo<IO> {
+    io: IO,
+    store: Arc<Store>,
+    id: EntryId,
+    inbound: FrameObserver,
+    outbound: FrameObserver,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for TeeIo<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        let (store, id) = (&this.store, this.id);
+        this.outbound.feed(&buf.filled()[before..], &mut |s| {
+            log(store, id, Direction::Out, s)
+        });
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for TeeIo<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
+        let (store, id) = (&this.store, this.id);
+        this.inbound
+            .feed(&buf[..n], &mut |s| log(store, id, Direction::In, s));
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
