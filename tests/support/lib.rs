@@ -153,6 +153,14 @@ pub fn client_config(
         "--local-host",
         "127.0.0.1",
     ];
+    // The traffic inspector on a port of its own (tests run in parallel), unless the test
+    // says otherwise.
+    if !extra
+        .iter()
+        .any(|a| a.starts_with("--inspect-addr") || *a == "--no-inspect")
+    {
+        args.extend_from_slice(&["--inspect-addr", "127.0.0.1:0"]);
+    }
     args.extend_from_slice(extra);
     let parsed = <ClientArgs as clap::Parser>::try_parse_from(args).map_err(|e| e.to_string())?;
     ClientConfig::from_args(parsed).map_err(|e| e.to_string())
@@ -168,6 +176,8 @@ pub struct TestClient {
     pub tunnel_id: String,
     /// The public URL once online.
     pub public_url: String,
+    /// The traffic inspector's URL (`http://127.0.0.1:PORT`), unless it is off.
+    pub inspector: Option<String>,
 }
 
 impl TestClient {
@@ -187,6 +197,7 @@ impl TestClient {
             status: rx,
             tunnel_id: String::new(),
             public_url: String::new(),
+            inspector: None,
         };
         client.wait_online().await;
         client
@@ -205,10 +216,12 @@ impl TestClient {
         if let Status::Online {
             tunnel_id,
             public_url,
+            inspector,
         } = status
         {
             self.tunnel_id = tunnel_id;
             self.public_url = public_url;
+            self.inspector = inspector;
         }
     }
 

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::inspect::{InspectArgs, InspectConfig, InspectConfigError};
+
 /// Command line and environment of `tunnel-client`.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -107,6 +109,10 @@ pub struct ClientArgs {
     /// No per-request log lines.
     #[arg(long, short, env = "TUNNEL_QUIET")]
     pub quiet: bool,
+
+    /// The traffic inspector.
+    #[command(flatten)]
+    pub inspect: InspectArgs,
 }
 
 /// Where the server is, for the API and for the WebSocket.
@@ -147,6 +153,9 @@ pub enum ConfigError {
     /// `TUNNEL_HOST_HEADER` is neither a mode nor a usable header value.
     #[error("invalid TUNNEL_HOST_HEADER: {0:?}")]
     HostHeader(String),
+    /// A `TUNNEL_INSPECT_*` setting (the error names which).
+    #[error(transparent)]
+    Inspect(#[from] InspectConfigError),
 }
 
 /// Whether a host name or address is on this machine.
@@ -235,6 +244,8 @@ pub struct ClientConfig {
     pub access: AccessRequest,
     /// The custom domain asked for on create.
     pub domain: Option<String>,
+    /// The traffic inspector, unless `--no-inspect`.
+    pub inspect: Option<InspectConfig>,
 }
 
 /// Access control the client asks the server to enforce on its tunnel.
@@ -266,7 +277,9 @@ impl ClientConfig {
             }
             other => return Err(ConfigError::HostHeader(other.to_string())),
         };
+        let inspect = args.inspect.validate()?;
         Ok(Self {
+            inspect,
             server,
             api_key: args.api_key.trim().to_string(),
             local_host: args.local_host,

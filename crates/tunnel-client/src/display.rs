@@ -56,6 +56,16 @@ impl Printer {
         self.line("");
     }
 
+    /// The traffic inspector's address, under the banner.
+    pub fn inspector(&self, url: &str) {
+        self.line(&format!(
+            "  {}  {}",
+            self.paint(BOLD, "Inspector "),
+            self.paint(CYAN, url)
+        ));
+        self.line("");
+    }
+
     /// A status message.
     pub fn info(&self, msg: &str) {
         self.line(&format!("{} {}", self.paint(DIM, &now()), msg));

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use http::header::{HeaderValue, HOST, LOCATION};
 use http::{Method, Request};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, StreamBody};
+use http_body_util::{BodyExt, Either, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -28,6 +28,7 @@ use tunnel_protocol::{ProtocolError, RequestHead, ResetCode, StreamError};
 
 use crate::config::{ClientConfig, HostHeader};
 use crate::display::{format_bytes, Printer, RequestLine};
+use crate::inspect::{Capture, Inspector};
 
 /// Body type sent to the local service.
 pub type LocalBody = BoxBody<Bytes, StreamError>;
@@ -39,6 +40,7 @@ pub struct Forwarder {
     authority: String,
     host_header: HostHeader,
     printer: Printer,
+    inspector: Option<Inspector>,
 }
 
 /// Why a request head from the server cannot be sent to the local service.
@@ -67,7 +69,14 @@ impl Forwarder {
             authority: cfg.local_authority(),
             host_header: cfg.host_header.clone(),
             printer,
+            inspector: None,
         }
+    }
+
+    /// Captures every exchange into `inspector` (the traffic inspector's store).
+    pub fn with_inspector(mut self, inspector: Option<Inspector>) -> Self {
+        self.inspector = inspector;
+        self
     }
 
     /// Serves one stream to completion, inside a `request` span carrying the request id the
@@ -85,10 +94,14 @@ impl Forwarder {
             request_id = request_id.as_deref().unwrap_or("-"),
             stream = head.stream_id,
         );
+        let mut capture = None;
         let outcome = self
-            .exchange(request, websocket)
+            .exchange(request, websocket, &mut capture)
             .instrument(span.clone())
             .await;
+        if let (Some(capture), Err(failure)) = (capture.as_mut(), &outcome) {
+            capture.fail(failure.note.clone());
+        }
         let (status, bytes, note) = match outcome {
             Ok(Exchanged::Http { status, bytes }) => (Some(status), bytes, String::new()),
             Ok(Exchanged::WebSocket { sent, received }) => (
@@ -135,6 +148,7 @@ impl Forwarder {
         &self,
         request: IncomingRequest,
         websocket: bool,
+        capture: &mut Option<Capture>,
     ) -> Result<Exchanged, Failure> {
         let IncomingRequest {
             head,
@@ -159,6 +173,7 @@ impl Forwarder {
                 ));
             }
         };
+        let local = self.tap(local, capture);
         let response = tokio::select! {
             r = self.http.request(local) => r,
             _ = responder.cancelled() => return Err(Failure::cancelled(None)),
@@ -169,12 +184,21 @@ impl Forwarder {
         };
         match upgrade_body {
             Some(receiver) if response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
-                Box::pin(self.switch_protocols(responder, response, receiver, &head.target)).await
+                let capture = capture.as_ref();
+                Box::pin(self.switch_protocols(
+                    responder,
+                    response,
+                    receiver,
+                    &head.target,
+                    capture,
+                ))
+                .await
             }
             upgrade_body => {
                 // A refused upgrade: an ordinary response; the request direction is let go.
                 drop(upgrade_body);
-                self.relay_response(responder, response).await
+                self.relay_response(responder, response, capture.as_ref())
+                    .await
             }
         }
     }
@@ -200,9 +224,21 @@ impl Forwarder {
         &self,
         responder: Responder,
         response: http::Response<Incoming>,
+        capture: Option<&Capture>,
     ) -> Result<Exchanged, Failure> {
         let (mut parts, body) = response.into_parts();
         self.rewrite_location(&mut parts.headers);
+        let body = match capture {
+            Some(c) if http_body::Body::is_end_stream(&body) => {
+                c.empty_response(parts.status, &parts.headers);
+                Either::Right(body)
+            }
+            Some(c) => {
+                c.response(parts.status, &parts.headers);
+                Either::Left(c.tee_response(body, &parts.headers))
+            }
+            None => Either::Right(body),
+        };
         let status = parts.status.as_u16();
         let head = ResponseParts {
             status,
@@ -244,6 +280,7 @@ impl Forwarder {
         mut response: http::Response<Incoming>,
         receiver: BodyReceiver,
         target: &str,
+        capture: Option<&Capture>,
     ) -> Result<Exchanged, Failure> {
         let on_upgrade = hyper::upgrade::on(&mut response);
         let head = ResponseParts {
@@ -265,7 +302,15 @@ impl Forwarder {
         };
         let path = target.split('?').next().unwrap_or("/");
         self.printer.websocket_opened(path);
-        match splice(TokioIo::new(upgraded), sender, receiver, None).await {
+        let upgraded = TokioIo::new(upgraded);
+        let io = match capture {
+            Some(c) => {
+                c.response(http::StatusCode::SWITCHING_PROTOCOLS, response.headers());
+                tokio_util::either::Either::Left(c.tee_upgraded(upgraded))
+            }
+            None => tokio_util::either::Either::Right(upgraded),
+        };
+        match splice(io, sender, receiver, None).await {
             Ok(stats) => Ok(Exchanged::WebSocket {
                 sent: stats.sent,
                 received: stats.received,
@@ -312,6 +357,24 @@ impl Forwarder {
         *req.uri_mut() = uri;
         *req.headers_mut() = headers;
         Ok(req)
+    }
+
+    /// With the inspector on: starts the capture of `request` as it goes to the local service
+    /// and tees its body.
+    fn tap(
+        &self,
+        request: Request<LocalBody>,
+        capture: &mut Option<Capture>,
+    ) -> Request<LocalBody> {
+        let Some(inspector) = &self.inspector else {
+            return request;
+        };
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let empty = http_body::Body::is_end_stream(request.body());
+        let c = inspector.capture(request.method(), target, request.headers(), empty);
+        let request = request.map(|body| BodyExt::boxed(c.tee_request(body)));
+        *capture = Some(c);
+        request
     }
 
     /// `Location: http://localhost:3000/x` → `/x`, which the server then roots under the

@@ -19,6 +19,7 @@ use crate::config::ClientConfig;
 use crate::control::{ApiError, ControlClient, Created};
 use crate::display::Printer;
 use crate::forward::Forwarder;
+use crate::inspect::{self, Inspector};
 
 /// Where the client is, for whoever embeds it (tests, a UI).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub enum Status {
         tunnel_id: String,
         /// Its public URL.
         public_url: String,
+        /// The traffic inspector's page, unless it is off.
+        inspector: Option<String>,
     },
     /// The connection dropped; trying again.
     Reconnecting {
@@ -51,6 +54,15 @@ pub enum ClientError {
     /// Client and server speak different protocol versions.
     #[error("{0}")]
     VersionMismatch(String),
+    /// The traffic inspector could not listen.
+    #[error("cannot listen for the traffic inspector on {addr} (nor the 20 ports above): {source}; choose another with --inspect-addr, or --no-inspect")]
+    Inspector {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ClientError {
@@ -115,8 +127,11 @@ pub async fn run(
 ) -> Result<(), ClientError> {
     let printer = Printer::new(cfg.log_requests);
     let api = ControlClient::new(&cfg.server, &cfg.api_key)?;
+    let (inspector, listener) = open_inspector(&cfg, &printer).await?.unzip();
+    let forwarder = Forwarder::new(&cfg, printer.clone()).with_inspector(inspector.clone());
     let mut client = Client {
-        forwarder: Arc::new(Forwarder::new(&cfg, printer.clone())),
+        forwarder: Arc::new(forwarder),
+        inspector,
         backoff: Backoff::new(cfg.max_backoff),
         tasks: TaskTracker::new(),
         background: TaskTracker::new(),
@@ -128,6 +143,10 @@ pub async fn run(
         shutdown,
         status,
     };
+    if let (Some(inspector), Some(listener)) = (&client.inspector, listener) {
+        let serving = inspect::serve(listener, inspector.clone(), client.background_stop.clone());
+        client.background.spawn(serving);
+    }
     let name = client.cfg.name.clone();
     let Some(mut created) = client.create(name.as_deref()).await? else {
         return Ok(());
@@ -139,12 +158,35 @@ pub async fn run(
     Ok(())
 }
 
+/// Binds the traffic inspector's listener (unless `--no-inspect`), and says so loudly when it
+/// can be reached from other machines.
+async fn open_inspector(
+    cfg: &ClientConfig,
+    printer: &Printer,
+) -> Result<Option<(Inspector, tokio::net::TcpListener)>, ClientError> {
+    let Some(icfg) = &cfg.inspect else {
+        return Ok(None);
+    };
+    let bound = Inspector::bind(icfg, cfg.local_authority())
+        .await
+        .map_err(|source| ClientError::Inspector {
+            addr: icfg.addr,
+            source,
+        })?;
+    if let Some(warning) = bound.0.exposure_warning() {
+        printer.warn(&warning);
+    }
+    Ok(Some(bound))
+}
+
 /// A running client: what every step of its life needs.
 struct Client {
     cfg: ClientConfig,
     api: ControlClient,
     printer: Printer,
     forwarder: Arc<Forwarder>,
+    /// The traffic inspector, unless it is off (its server runs on `background`).
+    inspector: Option<Inspector>,
     backoff: Backoff,
     /// Every forward (one per request), so that Ctrl-C can wait for them.
     tasks: TaskTracker,
@@ -202,9 +244,13 @@ impl Client {
         created: &Created,
     ) -> Result<Next, ClientError> {
         self.backoff.reset();
+        if let Some(i) = &self.inspector {
+            i.set_tunnel(&welcome.tunnel_id, &welcome.public_url);
+        }
         let _ = self.status.send(Status::Online {
             tunnel_id: welcome.tunnel_id.clone(),
             public_url: welcome.public_url.clone(),
+            inspector: self.inspector.as_ref().map(Inspector::url),
         });
         if self.announced {
             self.printer
@@ -216,6 +262,9 @@ impl Client {
                 &created.expires_at,
             );
             crate::domain::announce(&self.printer, created, &welcome.public_url);
+            if let Some(i) = &self.inspector {
+                self.printer.inspector(&i.url());
+            }
             crate::domain::watch(
                 &self.api,
                 created,

@@ -83,6 +83,12 @@ impl Capture {
         self.store.respond(self.id, status, headers, kind);
     }
 
+    /// The local service's response head, with no body after it.
+    pub fn empty_response(&self, status: StatusCode, headers: &HeaderMap) {
+        self.response(status, headers);
+        self.store.body_end(self.id, Side::Response);
+    }
+
     /// Why the exchange failed (shown with the entry).
     pub fn fail(&mut self, why: impl Into<String>) {
         self.error = Some(why.into());
