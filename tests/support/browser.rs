@@ -124,8 +124,20 @@ impl Browser {
             "screenshot": screenshot,
             "timeout_ms": 15_000,
         });
+        let raw = self.run(&self.script, &spec).await;
+        Self::report(url, raw)
+    }
+
+    /// Runs another script of `tests/browser/` with `spec` on its stdin, the same way (one
+    /// JSON object in, one out), for scenarios that drive a page through several steps.
+    pub async fn run_script(&self, name: &str, spec: &Value) -> Value {
+        let script = self.script.with_file_name(name);
+        self.run(&script, spec).await
+    }
+
+    async fn run(&self, script: &Path, spec: &Value) -> Value {
         let mut child = tokio::process::Command::new(&self.python)
-            .arg(&self.script)
+            .arg(script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -150,6 +162,10 @@ impl Browser {
                 String::from_utf8_lossy(&out.stderr)
             )
         });
+        raw
+    }
+
+    fn report(url: &str, raw: Value) -> PageReport {
         let strings = |key: &str, f: &dyn Fn(&Value) -> String| -> Vec<String> {
             raw[key]
                 .as_array()

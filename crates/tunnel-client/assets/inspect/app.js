@@ -184,7 +184,11 @@ function renderBody(box, part) {
 }
 
 function messageRow(m) {
-  const data = m.text !== undefined ? m.text : hexdump(decode(m.base64), 4096);
+  let data = m.text !== undefined ? m.text : hexdump(decode(m.base64), 4096);
+  if (m.type === "close" && m.base64 !== undefined) {
+    const b = decode(m.base64);
+    data = b.length >= 2 ? `code ${(b[0] << 8) | b[1]} ${utf8(b.subarray(2)) || ""}`.trim() : "(no code)";
+  }
   const type = m.event ? `${m.type}: ${m.event}` : m.type;
   return el("tr", {},
     el("td", { class: m.direction, text: m.direction === "in" ? "→ in" : "← out" }),
@@ -223,9 +227,14 @@ function renderDetail(e) {
   headerTable($("res-headers"), e.response ? e.response.headers : {});
   if (e.response) renderBody($("res-body"), e.response); else $("res-body").replaceChildren();
   $("replay").disabled = $("edit").disabled = e.kind === "websocket";
+  // A session's messages are what matters about it: first, above the handshake's headers.
+  const detail = $("detail"), messages = $("messages-section"), request = $("req-h").parentElement;
+  if (e.kind === "http") detail.append(messages);
+  else detail.insertBefore(messages, request);
 }
 
 async function select(id, focusDetail) {
+  if (state.selected !== id) notice("");
   state.selected = id;
   for (const b of $("list").querySelectorAll("button[aria-selected]")) b.setAttribute("aria-selected", String(b.dataset.id === id));
   const e = await api(`/api/requests/http/${id}`);
