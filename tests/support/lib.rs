@@ -183,9 +183,19 @@ pub struct TestClient {
 impl TestClient {
     /// Starts a client for `server` forwarding to 127.0.0.1:`port`, and waits until online.
     pub async fn start(server: &TestServer, port: u16, extra: &[&str]) -> Self {
+        Self::start_with_key(server, port, API_KEY, extra).await
+    }
+
+    /// [`TestClient::start`] with another API key.
+    pub async fn start_with_key(
+        server: &TestServer,
+        port: u16,
+        api_key: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut args = vec!["--quiet"];
         args.extend_from_slice(extra);
-        let mut cfg = client_config(server.addr, API_KEY, port, &args)
+        let mut cfg = client_config(server.addr, api_key, port, &args)
             .unwrap_or_else(|e| panic!("client flags: {e}"));
         cfg.max_backoff = Duration::from_millis(200);
         let shutdown = CancellationToken::new();

@@ -23,7 +23,7 @@ use axum::Router;
 use tower::Service;
 
 use crate::connect;
-use crate::control::{api, openapi};
+use crate::control::{api, events, openapi};
 use crate::edge::client_ip::is_trusted;
 use crate::edge::host::{request_host, HostClass, HostRules};
 use crate::edge::PeerAddr;
@@ -91,6 +91,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/tunnels/{id}/status", get(api::status))
         .route("/api/tunnels/{id}/domain/verify", post(api::verify_domain))
+        .route("/api/tunnels/{id}/events", get(events::tunnel_events))
+        .route("/api/events", get(events::all_events))
         .route("/api/openapi.json", get(openapi::openapi_json));
     if let Some(layer) = state.limits.api_layer() {
         control = control.route_layer(layer);

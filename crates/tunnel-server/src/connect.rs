@@ -24,6 +24,7 @@ use tunnel_protocol::{ControlMessage, GoodbyeReason, ProtocolError, Welcome, PRO
 use crate::auth::{presented_credential, SecretHash};
 use crate::edge::PeerAddr;
 use crate::error::TunnelError;
+use crate::observe::events::EventKind;
 use crate::state::AppState;
 use crate::tunnel::record::Tunnel;
 
@@ -280,6 +281,8 @@ async fn serve_client(
     }
     info!(%agent, "client connected");
     state.metrics.client_connected();
+    let connected = EventKind::connected(agent, remote);
+    state.events.publish(tunnel.owner, &tunnel.id, connected);
     // The tunnel may have been deleted, or shutdown begun, while we were handshaking.
     let still_registered = state
         .registry
@@ -300,8 +303,8 @@ async fn serve_client(
         warn!(error = %e, "cannot release the tunnel");
     }
     state.metrics.client_disconnected();
-    info!(
-        reason = mux.close_reason().unwrap_or_default(),
-        "client disconnected"
-    );
+    let reason = mux.close_reason().unwrap_or_default();
+    info!(%reason, "client disconnected");
+    let gone = EventKind::Disconnected { reason };
+    state.events.publish(tunnel.owner, &tunnel.id, gone);
 }

@@ -5,6 +5,8 @@
 //!   `/health` and `/ready`.
 //! - [`domain`]: custom domains: checking a tunnel's TXT record and routing by the result,
 //!   on request and every `TUNNEL_DOMAIN_RECHECK_SECS`.
+//! - [`events`]: `GET /api/events` and `GET /api/tunnels/{id}/events`, the key's live events
+//!   as SSE.
 //! - [`openapi`]: the OpenAPI document of these handlers and of the client endpoint, generated
 //!   from the handlers themselves.
 //!
@@ -12,4 +14,5 @@
 
 pub mod api;
 pub mod domain;
+pub mod events;
 pub mod openapi;

@@ -4,6 +4,8 @@
 //! - [`metrics_server`]: the listener that serves them, apart from the public one.
 //! - [`logging`]: log format and time zone; [`log_writer`]: lines written in batches by a
 //!   background thread.
+//! - [`events`]: the live event stream of connects, disconnects and requests (bounded,
+//!   never waited for).
 //! - [`request_id`]: the id that ties one request's log lines together, on the server and in
 //!   `tunnel-client`.
 //!
@@ -11,6 +13,7 @@
 //! registry tells the metrics of every tunnel through [`crate::tunnel::registry::RegistryEvents`])
 //! and below everything that serves requests.
 
+pub mod events;
 pub mod log_writer;
 pub mod logging;
 pub mod metrics;

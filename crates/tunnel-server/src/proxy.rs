@@ -135,6 +135,7 @@ async fn proxy_request(
     let log = RequestLog {
         request_id,
         metrics: state.metrics.clone(),
+        events: state.events.clone(),
         tunnel: tunnel.clone(),
         method: parts.method.clone(),
         path: rest.split('?').next().unwrap_or("/").to_string(),

@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::dns::Verifier;
 use crate::edge::host::{self, HostRules};
 use crate::limits::RateLimits;
+use crate::observe::events::EventBus;
 use crate::observe::metrics::Metrics;
 use crate::tunnel::names::NamePolicy;
 use crate::tunnel::{MemoryRegistry, PublicUrls, TunnelRegistry};
@@ -58,6 +59,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Spawned tasks, for the drain.
     pub tasks: Tasks,
+    /// The live events of `GET /api/events`.
+    pub events: Arc<EventBus>,
 }
 
 impl AppState {
@@ -125,6 +128,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             metrics,
             tasks,
+            events: Arc::new(EventBus::default()),
         }
     }
 

@@ -42,6 +42,14 @@ async fn call(
         .await
         .expect("infallible");
     let status = resp.status();
+    // An event stream never ends by itself: its status and type are the answer.
+    if resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v == "text/event-stream")
+    {
+        return (status, serde_json::Value::Null);
+    }
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (
         status,

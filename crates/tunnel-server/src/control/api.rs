@@ -98,6 +98,7 @@ pub(crate) async fn api_info() -> Json<serde_json::Value> {
             "status": "GET /api/tunnels/{id}/status",
             "delete": "DELETE /api/tunnels/{id}",
             "verify_domain": "POST /api/tunnels/{id}/domain/verify",
+            "events": "GET /api/events, GET /api/tunnels/{id}/events (SSE)",
             "connect": "GET /api/tunnel/connect/{id} (WebSocket, Authorization: Bearer TOKEN)",
             "health": "GET /health",
             "openapi": "GET /api/openapi.json",

@@ -12,7 +12,7 @@ use utoipa::openapi::path::{HttpMethod, Operation, PathItem};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::api;
+use super::{api, events};
 use crate::connect;
 use crate::error::{ErrorBody, ErrorDetail};
 
@@ -48,6 +48,8 @@ pub const ALIASES: &[(&str, HttpMethod, &str)] = &[
         api::status,
         api::delete_tunnel,
         api::verify_domain,
+        events::all_events,
+        events::tunnel_events,
         connect::connect,
         openapi_json,
     ),

@@ -10,6 +10,7 @@ use tracing::info;
 use tunnel_protocol::mux::SpliceStats;
 
 use crate::error::TunnelError;
+use crate::observe::events::{EventBus, EventKind};
 use crate::observe::metrics::{Metrics, Rejection};
 use crate::tunnel::Tunnel;
 
@@ -51,6 +52,7 @@ impl Outcome {
 pub(super) struct RequestLog {
     pub(super) request_id: String,
     pub(super) metrics: Arc<Metrics>,
+    pub(super) events: Arc<EventBus>,
     pub(super) tunnel: Arc<Tunnel>,
     pub(super) method: Method,
     pub(super) path: String,
@@ -132,6 +134,19 @@ impl Drop for RequestLog {
             .request_finished(&self.tunnel.id, self.status, elapsed, self.status == 101);
         if self.outcome == Outcome::IdleTimeout {
             self.metrics.rejected(Rejection::IdleTimeout);
+        }
+        if self.events.is_followed() {
+            let summary = EventKind::Request {
+                request_id: self.request_id.clone(),
+                method: self.method.to_string(),
+                path: self.path.chars().take(200).collect(),
+                status: self.status,
+                bytes: self.bytes,
+                ms: elapsed.as_millis() as u64,
+                outcome,
+            };
+            self.events
+                .publish(self.tunnel.owner, &self.tunnel.id, summary);
         }
     }
 }
