@@ -13,23 +13,25 @@ FROM rust:1-slim-bookworm AS builder
 
 WORKDIR /src
 
-# Manifests only. The root Cargo.toml is both the workspace and the `tunnel-e2e` package, whose
-# library lives in tests/support/lib.rs. That package is never built here, and current cargo
-# loads the workspace without the file, but it gets a stub like the others so that the tree is
-# a complete workspace for any cargo command.
+# Manifests only: the root (workspace and the `tunnel-e2e` package) and every member's; cargo
+# refuses to load a workspace with a member missing, even one not built here (ci/check-
+# dockerfile-layer.py fails CI when one is left out). The root package's library lives in
+# tests/support/lib.rs; it is never built here but gets a stub like the others so that the tree
+# is a complete workspace for any cargo command.
 COPY Cargo.toml Cargo.lock ./
 COPY crates/tunnel-protocol/Cargo.toml crates/tunnel-protocol/Cargo.toml
 COPY crates/tunnel-server/Cargo.toml crates/tunnel-server/Cargo.toml
 COPY crates/tunnel-client/Cargo.toml crates/tunnel-client/Cargo.toml
+COPY crates/tunnel-bench/Cargo.toml crates/tunnel-bench/Cargo.toml
+COPY crates/tunnel-alloc-count/Cargo.toml crates/tunnel-alloc-count/Cargo.toml
 
-# Stub sources: an empty lib and a `fn main() {}` per crate, so that this layer compiles all
-# third-party dependencies and nothing of ours.
+# Stub sources: an empty lib per crate, so that this layer compiles all third-party
+# dependencies and nothing of ours (the binaries' main.rs come with the real sources).
 RUN mkdir -p tests/support \
-        crates/tunnel-protocol/src crates/tunnel-server/src crates/tunnel-client/src \
     && touch tests/support/lib.rs \
-        crates/tunnel-protocol/src/lib.rs crates/tunnel-server/src/lib.rs crates/tunnel-client/src/lib.rs \
-    && echo 'fn main() {}' > crates/tunnel-server/src/main.rs \
-    && echo 'fn main() {}' > crates/tunnel-client/src/main.rs \
+    && for manifest in crates/*/Cargo.toml; do \
+        mkdir -p "${manifest%Cargo.toml}src" && touch "${manifest%Cargo.toml}src/lib.rs"; \
+    done \
     && cargo build --release --locked -p tunnel-server -p tunnel-client
 
 # Real sources. tests/ is not copied (tunnel-e2e is never built here; its stub stays). COPY

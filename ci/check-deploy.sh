@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment files:
-#   1. hadolint on the Dockerfile (no warnings allowed; any ignored rule is justified inline).
+#   1. hadolint on the Dockerfile (no warnings allowed; any ignored rule is justified inline),
+#      and its dependency layer replayed without Docker (ci/check-dockerfile-layer.py).
 #   2. kubernetes-validate --strict on kubernetes-config.yaml: the core kinds (Namespace,
 #      ConfigMap, Secret, Deployment, Service) against the bundled Kubernetes schemas, for the
 #      oldest version the manifest targets (1.30: preStop sleep action) and the newest known.
@@ -50,6 +51,9 @@ fi
 echo "== hadolint $DOCKERFILE ($(hadolint --version))"
 hadolint --failure-threshold style "$DOCKERFILE"
 echo "ok"
+
+echo "== the Dockerfile's dependency layer, replayed (every workspace manifest copied)"
+"$PYTHON" ci/check-dockerfile-layer.py "$DOCKERFILE"
 
 for version in "$K8S_MIN_VERSION" default; do
     args=(--strict)
