@@ -6,6 +6,8 @@
 #   bench/run.sh --quick    # about a minute
 #   bench/run.sh --out FILE # where the JSON figures go (default bench/results/latest.json)
 #
+# Then `tunnel-bench inspect`: the traffic inspector on against off (bench/results/inspect.json).
+#
 # Any other flag goes to `tunnel-bench run` (see `--help` there).
 #
 # What it installs when missing:
@@ -74,5 +76,20 @@ else
     ulimit -n "$hard"
 fi
 
-exec "$bins/tunnel-bench" run --bin-dir "$bins" --alloc-bin-dir "$bins/alloc-count" \
+"$bins/tunnel-bench" run --bin-dir "$bins" --alloc-bin-dir "$bins/alloc-count" \
     --peers-dir "$peer_bins" --work-dir "$work" "$@"
+
+# What the client's traffic inspector (on by default) costs: the same small requests through a
+# client with it on and one with it off, interleaved (issue 16's target: within 10%).
+inspect_args=(--rounds 5 --secs 5)
+inspect_out="bench/results/inspect.json"
+for arg in "$@"; do
+    case "$arg" in
+        --quick) inspect_args=(--rounds 2 --secs 2) ;;
+        --out=*|--out) inspect_out="" ;;  # a custom run: keep the committed file as it is
+    esac
+done
+echo
+echo "== the traffic inspector on against off (tunnel-bench inspect ${inspect_args[*]})"
+"$bins/tunnel-bench" inspect --bin-dir "$bins" "${inspect_args[@]}" \
+    ${inspect_out:+--out "$inspect_out"}

@@ -18,12 +18,14 @@
 //! - [`idle`]: many idle tunnels, each a real WebSocket that speaks the protocol.
 //! - [`paths`]: the paths and backends measured; [`stats`]: medians and spreads.
 //! - [`machine`]: the CPU, load and environment a run had, recorded with its figures.
+//! - [`inspect`]: `tunnel-bench inspect`, the client's traffic inspector on against off.
 //! - [`setup`]: starts every process and knows the routes; [`run`]: the phases;
 //!   [`report`]: the figures, the tables and the JSON file.
 
 pub mod backend;
 pub mod client;
 pub mod idle;
+pub mod inspect;
 pub mod load;
 pub mod machine;
 pub mod nginx;

@@ -20,6 +20,8 @@ struct Cli {
 enum Cmd {
     /// Run the benchmark; prints a table and writes the JSON figures.
     Run(RunArgs),
+    /// Small requests/s and client CPU per request with the traffic inspector on and off.
+    Inspect(tunnel_bench::inspect::InspectArgs),
     /// Serve the benchmark's local backend on 127.0.0.1:0 (prints `listening ADDR`).
     Backend,
     /// Relay every TCP connection to `--to`, on 127.0.0.1:0 (prints `listening ADDR`).
@@ -73,6 +75,12 @@ fn main() -> ExitCode {
                     done.requests as f64 / done.elapsed.as_secs_f64().max(1e-9)
                 );
             }),
+        Cmd::Inspect(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(tunnel_bench::inspect::run(args)))
+            .map(|report| println!("{}", report.table())),
         Cmd::Run(args) => {
             let out = args.out.clone();
             // One thread: the measuring process should take as little CPU from the processes

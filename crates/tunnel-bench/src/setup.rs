@@ -247,7 +247,8 @@ impl Setup {
     }
 }
 
-async fn start_backend() -> anyhow::Result<(Proc, SocketAddr)> {
+/// Starts the benchmark's own backend (`tunnel-bench backend`) and returns it with its address.
+pub async fn start_backend() -> anyhow::Result<(Proc, SocketAddr)> {
     start_helper("backend", &["backend"]).await
 }
 
