@@ -34,6 +34,28 @@ impl SecretHash {
     pub fn matches(&self, presented: &str) -> bool {
         Self::of(presented).0.ct_eq(&self.0).into()
     }
+
+    /// The digest as 64 lowercase hex digits, to store (a shared registry keeps tokens so).
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A digest stored with [`SecretHash::to_hex`]; `None` if `hex` is not one.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let bytes = decode_hex(hex)?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+}
+
+/// Bytes from lowercase or uppercase hex; `None` for odd lengths or other characters.
+pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Identifies which API key a request used (its position in the configuration). Tunnels belong
@@ -86,6 +108,23 @@ impl ApiKeys {
             }
         }
         this
+    }
+
+    /// A name for key `id` that is the same on every server configured with that key, whatever
+    /// its position in their TUNNEL_API_KEYS: how a shared registry records which key owns a
+    /// tunnel. The SHA-256 of the key under a label of its own, so it is neither the key nor
+    /// the digest an API request is checked against.
+    pub fn fingerprint(&self, id: KeyId) -> Option<String> {
+        let key = self.hashes.get(id)?;
+        let mut h = Sha256::new();
+        h.update(b"tunnel-server key owner\0");
+        h.update(key.0);
+        Some(SecretHash(h.finalize().into()).to_hex()[..32].to_string())
+    }
+
+    /// The key whose [`ApiKeys::fingerprint`] is `fingerprint`, if configured here.
+    pub fn by_fingerprint(&self, fingerprint: &str) -> Option<KeyId> {
+        (0..self.hashes.len()).find(|&id| self.fingerprint(id).as_deref() == Some(fingerprint))
     }
 
     /// Returns which key `presented` is, comparing against all of them in constant time.
@@ -184,6 +223,23 @@ mod tests {
         assert_eq!(keys.by_label("ci"), Some(0));
         assert_eq!(keys.label(1), None);
         assert_eq!(split_label("a:b:c"), (Some("a"), "b:c"));
+    }
+
+    #[test]
+    fn digests_and_fingerprints_survive_storage() {
+        let h = SecretHash::of("token-1");
+        assert_eq!(SecretHash::from_hex(&h.to_hex()), Some(h));
+        assert_eq!(SecretHash::from_hex("abc"), None);
+        assert_eq!(SecretHash::from_hex(&"zz".repeat(32)), None);
+        let here = ApiKeys::new(&["key-one-0123456789".into(), "key-two-0123456789".into()]);
+        let there = ApiKeys::new(&["key-two-0123456789".into()]);
+        let fp = here.fingerprint(1).expect("configured");
+        assert_eq!(there.by_fingerprint(&fp), Some(0));
+        assert_eq!(
+            there.by_fingerprint(&here.fingerprint(0).expect("configured")),
+            None
+        );
+        assert!(!fp.contains("key-two"));
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //!   registry shared by several server processes will plug in, and what it trades in.
 //! - [`memory`]: [`MemoryRegistry`], the in-memory registry (a `DashMap`), the first
 //!   implementation.
+//! - [`redis`]: [`RedisRegistry`], the registry several server processes share through Redis
+//!   (leases with generations, a cache kept fresh by pub/sub), the second implementation.
 //! - [`record`]: one [`Tunnel`]: what is registered about it, its live connection, counters.
 //! - [`access`]: per-tunnel basic auth and IP allow/deny lists.
 //! - [`names`]: who may take a name: blocked names, reservations, grace periods.
@@ -18,10 +20,12 @@ pub mod domain;
 pub mod memory;
 pub mod names;
 pub mod record;
+pub mod redis;
 pub mod registry;
 pub mod urls;
 
 pub use memory::MemoryRegistry;
-pub use record::{Connection, CustomDomainInfo, Tunnel, TunnelInfo};
+pub use record::{Connection, CustomDomainInfo, Lease, Tunnel, TunnelInfo};
+pub use redis::{RedisConfig, RedisRegistry};
 pub use registry::TunnelRegistry;
 pub use urls::PublicUrls;

@@ -264,13 +264,8 @@ pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
     ApiKey(owner): ApiKey,
 ) -> Result<Json<ListResponse>, TunnelError> {
-    let tunnels: Vec<_> = state
-        .registry
-        .list(owner)
-        .await?
-        .iter()
-        .map(|t| t.info(&state.urls))
-        .collect();
+    let tunnels = state.registry.list(owner).await?;
+    let tunnels = state.registry.describe(&tunnels, &state.urls).await?;
     Ok(Json(ListResponse {
         count: tunnels.len(),
         tunnels,
@@ -291,7 +286,10 @@ pub(crate) async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<TunnelInfo>, TunnelError> {
     match state.registry.lookup(&id).await? {
-        Some(t) if t.owner == owner => Ok(Json(t.info(&state.urls))),
+        Some(t) if t.owner == owner => {
+            let mut infos = state.registry.describe(&[t], &state.urls).await?;
+            infos.pop().map(Json).ok_or(TunnelError::TunnelNotFound)
+        }
         _ => Err(TunnelError::TunnelNotFound),
     }
 }

@@ -88,6 +88,21 @@ impl BasicAuth {
         h.finalize().into()
     }
 
+    /// Salt and digest as `SALT_HEX:DIGEST_HEX`, for a shared registry to store.
+    pub fn to_stored(&self) -> String {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        format!("{}:{}", hex(&self.salt), hex(&self.hash))
+    }
+
+    /// A credential stored with [`BasicAuth::to_stored`]; `None` if `stored` is not one.
+    pub fn from_stored(stored: &str) -> Option<Self> {
+        let (salt, hash) = stored.split_once(':')?;
+        Some(Self {
+            salt: crate::auth::decode_hex(salt)?.try_into().ok()?,
+            hash: crate::auth::decode_hex(hash)?.try_into().ok()?,
+        })
+    }
+
     /// Whether `headers` carry this credential in `Authorization: Basic …`.
     pub fn accepts(&self, headers: &HeaderMap) -> bool {
         let Some(value) = headers
@@ -175,6 +190,16 @@ mod tests {
         assert!(BasicAuth::new("nocolon").is_err());
         assert!(BasicAuth::new(":password1").is_err());
         assert!(BasicAuth::new("u:short").is_err());
+    }
+
+    #[test]
+    fn a_stored_credential_still_accepts_only_itself() {
+        let a = BasicAuth::new("alice:correct horse").expect("valid");
+        let b = BasicAuth::from_stored(&a.to_stored()).expect("round trip");
+        assert!(b.accepts(&auth_header("alice:correct horse")));
+        assert!(!b.accepts(&auth_header("alice:wrong horse!")));
+        assert!(BasicAuth::from_stored("00:11").is_none());
+        assert!(BasicAuth::from_stored("nothing").is_none());
     }
 
     #[test]

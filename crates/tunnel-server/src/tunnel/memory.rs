@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use futures_util::future::BoxFuture;
-use rand::Rng;
 use tokio_util::task::TaskTracker;
 use tunnel_protocol::mux::ServerMux;
 use tunnel_protocol::GoodbyeReason;
@@ -18,19 +17,10 @@ use super::domain::CustomDomain;
 use super::names::{NameBook, NamePolicy};
 use super::record::Tunnel;
 use super::registry::{
-    Claim, CreateError, DomainBinding, NewTunnel, RegistryEvents, RegistryFuture, TunnelRegistry,
+    generate_id, Claim, CreateError, DomainBinding, NewTunnel, RegistryEvents, RegistryFuture,
+    TunnelRegistry,
 };
 use crate::auth::KeyId;
-
-fn generate_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::thread_rng();
-    // First character a letter: ids then never look like numbers in logs or URLs.
-    let first = ALPHABET[rng.gen_range(0..26)] as char;
-    std::iter::once(first)
-        .chain((0..9).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char))
-        .collect()
-}
 
 /// All tunnels of this process, by id.
 ///

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -29,6 +29,24 @@ pub struct Connection {
     pub remote: SocketAddr,
     /// Distinguishes successive connections of one tunnel.
     pub generation: u64,
+}
+
+/// Where a tunnel's client is connected when it is not connected to this process: another
+/// pod's claim on it, as a shared registry records it (a lease, renewed by that pod).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The pod holding the client.
+    pub node: String,
+    /// `HOST:PORT` of that pod's peer listener.
+    pub peer: String,
+    /// The claim this lease belongs to; every claim of any tunnel gets a greater one.
+    pub generation: u64,
+    /// When the client connected.
+    pub since: DateTime<Utc>,
+    /// The client's IP address.
+    pub client_addr: Option<String>,
+    /// Requests in flight on that pod, as of its last renewal.
+    pub open_streams: usize,
 }
 
 /// Counters of one tunnel.
@@ -55,6 +73,8 @@ pub struct Tunnel {
     /// When it is removed.
     pub expires_at: DateTime<Utc>,
     connection: Mutex<Option<Connection>>,
+    /// Where the client is when it is connected to another pod (shared registries only).
+    remote: Mutex<Option<Arc<Lease>>>,
     generations: AtomicU64,
     /// Counters.
     pub stats: TunnelStats,
@@ -75,18 +95,59 @@ impl Tunnel {
         access: AccessPolicy,
         domain: Option<CustomDomain>,
     ) -> Self {
+        Self::restore(
+            id,
+            owner,
+            SecretHash::of(token),
+            created_at,
+            expires_at,
+            access,
+            domain,
+        )
+    }
+
+    /// A tunnel as a shared registry stored it: the token only as its digest.
+    pub(super) fn restore(
+        id: String,
+        owner: KeyId,
+        token: SecretHash,
+        created_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        access: AccessPolicy,
+        domain: Option<CustomDomain>,
+    ) -> Self {
         Self {
             domain,
             id,
             owner,
-            token: SecretHash::of(token),
+            token,
             created_at,
             expires_at,
             connection: Mutex::new(None),
+            remote: Mutex::new(None),
             generations: AtomicU64::new(0),
             stats: TunnelStats::default(),
             access,
         }
+    }
+
+    /// The digest of the token, for a shared registry to store.
+    pub(super) fn token_digest(&self) -> SecretHash {
+        self.token
+    }
+
+    /// Where the client is, when it is connected to another pod.
+    pub fn remote(&self) -> Option<Arc<Lease>> {
+        // Never held across an await and no code under it can panic; recover from poison.
+        self.remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Records where the client is (`None`: not connected to any other pod).
+    pub(super) fn set_remote(&self, lease: Option<Arc<Lease>>) {
+        *self.remote.lock().unwrap_or_else(|e| e.into_inner()) = lease;
     }
 
     fn conn(&self) -> MutexGuard<'_, Option<Connection>> {
@@ -107,21 +168,34 @@ impl Tunnel {
     /// Installs a new connection and returns the one it replaces.
     pub(super) fn attach(&self, mux: ServerMux, remote: SocketAddr) -> (u64, Option<Connection>) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        let old = self.conn().replace(Connection {
+        (generation, self.attach_as(generation, mux, remote))
+    }
+
+    /// Installs a new connection under a generation the caller chose (a shared registry's,
+    /// unique across pods) and returns the one it replaces.
+    pub(super) fn attach_as(
+        &self,
+        generation: u64,
+        mux: ServerMux,
+        remote: SocketAddr,
+    ) -> Option<Connection> {
+        self.set_remote(None);
+        self.conn().replace(Connection {
             mux,
             since: Utc::now(),
             remote,
             generation,
-        });
-        (generation, old)
+        })
     }
 
-    /// Removes the connection if it is still generation `generation`.
-    pub(super) fn detach(&self, generation: u64) {
+    /// Removes the connection if it is still generation `generation`; returns whether it was.
+    pub(super) fn detach(&self, generation: u64) -> bool {
         let mut conn = self.conn();
-        if conn.as_ref().is_some_and(|c| c.generation == generation) {
+        let current = conn.as_ref().is_some_and(|c| c.generation == generation);
+        if current {
             *conn = None;
         }
+        current
     }
 
     /// Takes the connection out, to close it.
@@ -134,9 +208,28 @@ impl Tunnel {
         now >= self.expires_at
     }
 
-    /// A snapshot for the API.
+    /// A snapshot for the API. A client connected to another pod shows as that pod's lease
+    /// says (with the pod in `node`).
     pub fn info(&self, urls: &PublicUrls) -> TunnelInfo {
         let conn = self.connection();
+        let remote = conn.is_none().then(|| self.remote()).flatten();
+        let (connected, connected_since, client_addr, open_streams, node) = match (&conn, &remote) {
+            (Some(c), _) => (
+                true,
+                Some(c.since),
+                Some(c.remote.ip().to_string()),
+                c.mux.open_streams(),
+                None,
+            ),
+            (None, Some(l)) => (
+                true,
+                Some(l.since),
+                l.client_addr.clone(),
+                l.open_streams,
+                Some(l.node.clone()),
+            ),
+            (None, None) => (false, None, None, 0, None),
+        };
         TunnelInfo {
             tunnel_id: self.id.clone(),
             public_url: urls.public_url(&self.id),
@@ -145,10 +238,11 @@ impl Tunnel {
             custom_domain: self.domain.as_ref().map(|d| CustomDomainInfo::of(d, urls)),
             created_at: self.created_at,
             expires_at: self.expires_at,
-            connected: conn.is_some(),
-            connected_since: conn.as_ref().map(|c| c.since),
-            client_addr: conn.as_ref().map(|c| c.remote.ip().to_string()),
-            open_streams: conn.as_ref().map_or(0, |c| c.mux.open_streams()),
+            connected,
+            connected_since,
+            client_addr,
+            open_streams,
+            node,
             basic_auth: self.access.basic_auth.is_some(),
             ip_allow: self.access.allow.iter().map(|n| n.to_string()).collect(),
             ip_deny: self.access.deny.iter().map(|n| n.to_string()).collect(),
@@ -220,6 +314,10 @@ pub struct TunnelInfo {
     pub client_addr: Option<String>,
     /// Requests in flight.
     pub open_streams: usize,
+    /// The pod the client is connected to (`TUNNEL_NODE_ID`), when several pods share the
+    /// registry (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// Whether the public URL requires basic auth.
     pub basic_auth: bool,
     /// Networks allowed (empty: all).

@@ -13,7 +13,9 @@
 //! per control call, never one per proxied request.
 //!
 //! A live session is always local: a client's WebSocket ends in one process. Claiming it is
-//! where a shared registry records which process holds a tunnel's client.
+//! where a shared registry records which process holds a tunnel's client (its lease), and a
+//! tunnel whose client another process holds carries that lease ([`Tunnel::remote`]) so
+//! that the proxy can forward its requests there.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +27,8 @@ use tunnel_protocol::mux::ServerMux;
 use tunnel_protocol::GoodbyeReason;
 
 use super::access::AccessPolicy;
-use super::record::{Connection, Tunnel};
+use super::record::{Connection, Lease, Tunnel, TunnelInfo};
+use super::urls::PublicUrls;
 use crate::auth::KeyId;
 use crate::config::domains::SERVER_NAMES;
 use crate::error::TunnelError;
@@ -78,6 +81,18 @@ pub fn validate_name(name: &str) -> Result<(), CreateError> {
         return Err(CreateError::InvalidName(format!("{name:?} is reserved")));
     }
     Ok(())
+}
+
+/// A random tunnel id: ten characters of `a-z0-9`, the first a letter (so that ids never look
+/// like numbers in logs or URLs).
+pub(super) fn generate_id() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    let first = ALPHABET[rng.gen_range(0..26)] as char;
+    std::iter::once(first)
+        .chain((0..9).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char))
+        .collect()
 }
 
 /// Whether `s` could be a tunnel id at all (cheap check before any lookup).
@@ -223,6 +238,38 @@ pub trait TunnelRegistry: Send + Sync + std::fmt::Debug {
     /// Removes the tunnels whose lifetime is over at `now` (closing their clients), and
     /// forgets grace periods that are over; returns the removed tunnels' ids.
     fn expire(&self, now: DateTime<Utc>) -> RegistryFuture<'_, Vec<String>>;
+
+    /// This process's name among the processes sharing the registry (`TUNNEL_NODE_ID`);
+    /// `None` for a registry of its own.
+    fn node_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// The tunnel `id` as the store knows it now, bypassing any cache: asked when the process
+    /// a lease named answered that the client is not there, or could not be reached. If the
+    /// store still names `stale` (or no process at all), waits up to `wait` for a claim to
+    /// change before answering, so that a request arriving while a client moves finds its new
+    /// place. Returns the tunnel with its lease (or its local connection) as now known.
+    fn relocate<'a>(
+        &'a self,
+        id: &'a str,
+        stale: Option<&'a Lease>,
+        wait: Duration,
+    ) -> RegistryFuture<'a, Option<Arc<Tunnel>>> {
+        let _ = (stale, wait);
+        Box::pin(std::future::ready(Ok(self.get(id))))
+    }
+
+    /// What the control API shows of `tunnels`. A shared registry adds what other processes
+    /// counted and where each client is.
+    fn describe<'a>(
+        &'a self,
+        tunnels: &'a [Arc<Tunnel>],
+        urls: &'a PublicUrls,
+    ) -> RegistryFuture<'a, Vec<TunnelInfo>> {
+        let infos = tunnels.iter().map(|t| t.info(urls)).collect();
+        Box::pin(std::future::ready(Ok(infos)))
+    }
 
     /// Every tunnel this process holds: sampled for the gauges, told and closed at shutdown.
     fn local(&self) -> Vec<Arc<Tunnel>>;

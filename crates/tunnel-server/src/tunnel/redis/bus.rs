@@ -1,0 +1,122 @@
+//! What pods tell each other through Redis pub/sub: cache hints on `tunnel:changed` and
+//! commands on each pod's `tunnel:node:{node}` (channels in `keys.rs`, sent by the scripts).
+//!
+//! Pub/sub is never the truth: a message may be lost (while a subscriber reconnects, say).
+//! So a hint only makes a cached lookup be asked again, a cache is trusted only while
+//! subscribed (and for a short time), and every command has a fallback that the lease
+//! renewal finds by itself (`replaced` or `deleted` from `RENEW`).
+
+use tunnel_protocol::GoodbyeReason;
+
+/// A message on `tunnel:changed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Change {
+    /// The tunnel or its lease changed.
+    Changed(String),
+    /// The tunnel was removed.
+    Removed(String),
+}
+
+impl Change {
+    /// Parses a payload: `id`, or `-id` (no id starts with `-`).
+    pub(super) fn parse(payload: &str) -> Self {
+        match payload.strip_prefix('-') {
+            Some(id) => Change::Removed(id.to_string()),
+            None => Change::Changed(payload.to_string()),
+        }
+    }
+
+    /// The tunnel it is about.
+    pub(super) fn id(&self) -> &str {
+        match self {
+            Change::Changed(id) | Change::Removed(id) => id,
+        }
+    }
+}
+
+/// Why a pod is told to close a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CloseReason {
+    /// The tunnel was deleted (through the API of any pod).
+    Deleted,
+    /// A newer client of the tunnel connected, to another pod.
+    Replaced,
+}
+
+impl CloseReason {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "deleted" => Some(CloseReason::Deleted),
+            "replaced" => Some(CloseReason::Replaced),
+            _ => None,
+        }
+    }
+
+    /// The word the scripts send.
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Deleted => "deleted",
+            CloseReason::Replaced => "replaced",
+        }
+    }
+
+    /// The goodbye the client gets, and its message.
+    pub(super) fn goodbye(self) -> (GoodbyeReason, &'static str) {
+        match self {
+            CloseReason::Deleted => (GoodbyeReason::Deleted, "the tunnel was deleted"),
+            CloseReason::Replaced => (
+                GoodbyeReason::Replaced,
+                "another client connected to this tunnel",
+            ),
+        }
+    }
+}
+
+/// A command on a pod's channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Command {
+    /// Close the client of `id` if its session is still `generation`.
+    Close {
+        id: String,
+        generation: u64,
+        reason: CloseReason,
+    },
+}
+
+impl Command {
+    /// Parses `close ID GENERATION REASON`; `None` for anything else (a newer pod's command).
+    pub(super) fn parse(payload: &str) -> Option<Self> {
+        let mut words = payload.split(' ');
+        match (words.next()?, words.next()?, words.next()?, words.next()?) {
+            ("close", id, generation, reason) => Some(Command::Close {
+                id: id.to_string(),
+                generation: generation.parse().ok()?,
+                reason: CloseReason::parse(reason)?,
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_parse() {
+        assert_eq!(Change::parse("abc"), Change::Changed("abc".into()));
+        assert_eq!(Change::parse("-abc"), Change::Removed("abc".into()));
+        assert_eq!(
+            Command::parse("close abc 12 deleted"),
+            Some(Command::Close {
+                id: "abc".into(),
+                generation: 12,
+                reason: CloseReason::Deleted
+            })
+        );
+        assert_eq!(Command::parse("close abc x deleted"), None);
+        assert_eq!(Command::parse("close abc 1 whatever"), None);
+        assert_eq!(Command::parse("open abc 1 deleted"), None);
+        assert_eq!(Command::parse(""), None);
+    }
+}

@@ -1,0 +1,144 @@
+//! Lookups of tunnels whose client is not here, kept for a moment: a public request for a
+//! tunnel held by another pod should not cost a round trip to Redis each time.
+//!
+//! An entry lives [`TTL`] (a miss [`MISS_TTL`]), and goes at once when `tunnel:changed` names
+//! its tunnel. The cache is used only while the pod is subscribed to that channel (a hint
+//! missed while reconnecting could leave an entry wrong for its whole life otherwise), and an
+//! answer fetched while a hint arrived is not kept ([`Cache::epoch`]).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use crate::tunnel::record::Tunnel;
+
+/// How long a found tunnel is believed without asking again.
+pub(super) const TTL: Duration = Duration::from_secs(2);
+
+/// How long "no such tunnel" is believed.
+pub(super) const MISS_TTL: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+struct Entry {
+    /// `None`: there is no such tunnel.
+    tunnel: Option<Arc<Tunnel>>,
+    at: Instant,
+}
+
+/// The cache. See the module documentation.
+#[derive(Debug, Default)]
+pub(super) struct Cache {
+    entries: DashMap<String, Entry>,
+    /// Bumped by every hint: an answer fetched across a bump is not kept.
+    epoch: AtomicU64,
+    /// Whether the subscriber is listening now.
+    subscribed: AtomicBool,
+}
+
+/// What the cache knows of an id.
+#[derive(Debug)]
+pub(super) enum Hit {
+    /// A recent answer: the tunnel, or that there is none.
+    Fresh(Option<Arc<Tunnel>>),
+    /// Nothing recent; the object last cached, if any, to keep its identity.
+    Stale(Option<Arc<Tunnel>>),
+}
+
+impl Cache {
+    /// The epoch to hand to [`Cache::put`] for an answer fetched from now on.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// What is cached for `id`.
+    pub(super) fn get(&self, id: &str) -> Hit {
+        let Some(e) = self.entries.get(id) else {
+            return Hit::Stale(None);
+        };
+        let ttl = if e.tunnel.is_some() { TTL } else { MISS_TTL };
+        if self.subscribed.load(Ordering::Acquire) && e.at.elapsed() < ttl {
+            Hit::Fresh(e.tunnel.clone())
+        } else {
+            Hit::Stale(e.tunnel.clone())
+        }
+    }
+
+    /// Keeps an answer fetched at `epoch`, unless a hint came since.
+    pub(super) fn put(&self, id: &str, tunnel: Option<Arc<Tunnel>>, epoch: u64) {
+        if !self.subscribed.load(Ordering::Acquire) {
+            return;
+        }
+        let entry = Entry {
+            tunnel,
+            at: Instant::now(),
+        };
+        self.entries.insert(id.to_string(), entry);
+        // A hint between the fetch and the insert: the answer may predate it.
+        if self.epoch() != epoch {
+            self.entries.remove(id);
+        }
+    }
+
+    /// Forgets `id` (a hint named it).
+    pub(super) fn forget(&self, id: &str) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.entries.remove(id);
+    }
+
+    /// Forgets everything, and whether to cache from now on (the subscriber connected, or
+    /// lost its connection).
+    pub(super) fn reset(&self, subscribed: bool) {
+        self.subscribed.store(subscribed, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.entries.clear();
+    }
+
+    /// Drops old entries, so that memory follows what is asked now.
+    pub(super) fn trim(&self) {
+        self.entries.retain(|_, e| e.at.elapsed() < TTL * 4);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tunnel::access::AccessPolicy;
+    use chrono::Utc;
+
+    fn tunnel(id: &str) -> Arc<Tunnel> {
+        let now = Utc::now();
+        Arc::new(Tunnel::new(
+            id.into(),
+            0,
+            "t",
+            now,
+            now,
+            AccessPolicy::default(),
+            None,
+        ))
+    }
+
+    #[test]
+    fn entries_are_kept_only_while_subscribed_and_until_a_hint() {
+        let c = Cache::default();
+        c.put("a", Some(tunnel("a")), c.epoch());
+        assert!(matches!(c.get("a"), Hit::Stale(None)), "not subscribed");
+        c.reset(true);
+        c.put("a", Some(tunnel("a")), c.epoch());
+        assert!(matches!(c.get("a"), Hit::Fresh(Some(_))));
+        let before = c.epoch();
+        c.forget("a");
+        assert!(matches!(c.get("a"), Hit::Stale(None)));
+        c.put("a", Some(tunnel("a")), before);
+        assert!(
+            matches!(c.get("a"), Hit::Stale(None)),
+            "fetched across a hint"
+        );
+        c.put("b", None, c.epoch());
+        assert!(matches!(c.get("b"), Hit::Fresh(None)));
+        c.reset(false);
+        assert!(matches!(c.get("b"), Hit::Stale(None)));
+    }
+}
