@@ -11,11 +11,9 @@
 //! few that say where the server is and who may use it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use clap::builder::{RangedU64ValueParser, TypedValueParser};
 use clap::{Args, Parser, ValueEnum};
 
 use crate::auth::ApiKeys;
@@ -23,6 +21,12 @@ use crate::auth::ApiKeys;
 pub mod domains;
 
 pub use domains::{DnsResolver, DomainArgs, Domains, UrlStyle};
+mod cluster;
+mod values;
+
+pub use cluster::{Cluster, ClusterArgs, PeerSecret, RedisUrl, MIN_PEER_SECRET};
+pub use values::ConfigError;
+use values::{at_least, invalid, secs};
 
 /// Default listen port.
 pub const DEFAULT_PORT: u16 = 8989;
@@ -33,18 +37,6 @@ pub const MAX_WINDOW_BYTES: u32 = 256 * 1024 * 1024;
 
 /// Longest tunnel lifetime a setting may give, in seconds (ten years of 366 days).
 const TEN_YEARS: u64 = 10 * 366 * 86_400;
-
-/// A number of seconds within `range`, as a [`Duration`].
-fn secs(range: RangeInclusive<u64>) -> impl TypedValueParser<Value = Duration> {
-    clap::value_parser!(u64)
-        .range(range)
-        .map(Duration::from_secs)
-}
-
-/// A count of at least `min`.
-fn at_least(min: u64) -> RangedU64ValueParser<usize> {
-    RangedU64ValueParser::new().range(min..)
-}
 
 /// A time zone name that is not in the IANA database.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +131,9 @@ pub struct ServerArgs {
     /// Names and domains: subdomains, blocked and reserved names, custom domains.
     #[command(flatten)]
     pub domains: DomainArgs,
+    /// Several pods sharing a registry in Redis.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// How long things may take: waits, silences, the drain, pings, and tunnel lifetimes.
@@ -386,26 +381,9 @@ pub struct Logging {
     pub timezone: Tz,
 }
 
-/// A setting with an unusable value.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid {setting}: {message}")]
-pub struct ConfigError {
-    /// The environment variable (and flag) at fault.
-    pub setting: &'static str,
-    /// What is wrong with it.
-    pub message: String,
-}
-
 impl From<domains::DomainSettingError> for ConfigError {
     fn from(e: domains::DomainSettingError) -> Self {
         invalid(e.setting, e.message)
-    }
-}
-
-fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting,
-        message: message.into(),
     }
 }
 
@@ -435,6 +413,8 @@ pub struct Settings {
     pub logging: Logging,
     /// Names and domains.
     pub domains: Domains,
+    /// Several pods sharing a registry in Redis; `None`: the registry is in memory.
+    pub cluster: Option<Cluster>,
 }
 
 impl Settings {
@@ -442,6 +422,7 @@ impl Settings {
     pub fn from_args(args: ServerArgs) -> Result<Self, ConfigError> {
         let (bind, api_keys, generated_key) = keys_and_bind(&args.api_keys, args.bind)?;
         let domains = args.domains.validate(generated_key.is_some(), &api_keys)?;
+        let cluster = cluster::cluster(args.cluster, generated_key.is_some())?;
         let public_url = public_url(args.public_url.as_deref())?;
         let t = &args.timeouts;
         if t.default_ttl > t.max_ttl {
@@ -491,6 +472,7 @@ impl Settings {
             rates: args.rates,
             logging: args.logging,
             domains,
+            cluster,
         })
     }
 
@@ -741,5 +723,58 @@ mod tests {
         ] {
             assert_eq!(refused_setting(&args), setting, "{args:?}");
         }
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn without_redis_there_is_no_cluster_and_cluster_settings_are_ignored() {
+        let s = parse(&["--peer-bind", "0.0.0.0:9999"]).expect("valid");
+        assert!(s.cluster.is_none());
+    }
+
+    #[test]
+    fn a_cluster_needs_a_long_peer_secret_and_an_address_to_advertise() {
+        let redis = [
+            "--api-keys",
+            "0123456789abcdef",
+            "--redis-url",
+            "redis://:hunter2@redis:6379/0",
+        ];
+        let with = |extra: &[&str]| {
+            let mut args = redis.to_vec();
+            args.extend_from_slice(extra);
+            refused_setting(&args)
+        };
+        assert_eq!(with(&[]), "TUNNEL_PEER_SECRET");
+        assert_eq!(with(&["--peer-secret", "short"]), "TUNNEL_PEER_SECRET");
+        assert_eq!(with(&["--peer-secret", SECRET]), "TUNNEL_PEER_ADVERTISE");
+        assert_eq!(
+            with(&["--peer-secret", SECRET, "--peer-advertise", "10.1.2.3"]),
+            "TUNNEL_PEER_ADVERTISE"
+        );
+        assert_eq!(
+            with(&["--peer-secret", SECRET, "--peer-bind", "127.0.0.1:0"]),
+            "nothing"
+        );
+        assert_eq!(
+            refused_setting(&["--redis-url", "redis://r"]),
+            "TUNNEL_API_KEYS"
+        );
+        assert_eq!(with(&["--redis-url", "http://x"]), "TUNNEL_REDIS_URL");
+        assert_eq!(refused_setting(&["--lease-secs", "1"]), "TUNNEL_LEASE_SECS");
+        let mut args = redis.to_vec();
+        args.extend_from_slice(&[
+            "--peer-secret",
+            SECRET,
+            "--peer-advertise",
+            "10.1.2.3:8990",
+            "--node-id",
+            "pod-a",
+        ]);
+        let c = parse(&args).expect("valid").cluster.expect("a cluster");
+        assert_eq!(c.node_id, "pod-a");
+        assert_eq!(c.peer_advertise.as_deref(), Some("10.1.2.3:8990"));
+        assert_eq!(c.lease, Duration::from_secs(15));
     }
 }
