@@ -111,7 +111,7 @@ pub use crate::ws::Role;
 use self::flow::MAX_WINDOW;
 use self::shared::{goodbye, lock, OnAbandon, Outgoing, Shared, StreamState, CLOSE_NORMAL};
 use self::stream::halves;
-use crate::message::{ControlMessage, GoodbyeReason, ResetCode, ResponseHead};
+use crate::message::{ControlMessage, GoodbyeReason, ResetCode, ResponseHead, Welcome};
 use crate::ws::WebSocket;
 
 /// Capacity of the channel of events to the owner of the connection.
@@ -217,6 +217,15 @@ impl Mux<ServerSide> {
             sender.mark_finished();
         }
         Ok((sender, response))
+    }
+
+    /// Sends the welcome, the answer to the client's hello. The server starts its end before
+    /// the welcome so that it can claim the tunnel with this handle first (with a shared
+    /// registry a round trip that may fail): a client told it is online is online.
+    pub async fn welcome(&self, welcome: Welcome) -> Result<(), StreamError> {
+        self.shared
+            .send_control(&ControlMessage::Welcome(welcome))
+            .await
     }
 
     /// A new stream in the table, with the receiver of its response head.

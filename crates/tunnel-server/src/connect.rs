@@ -224,8 +224,8 @@ async fn handshake(state: &AppState, ws: &mut ServerWs) -> Result<String, HelloE
 }
 
 /// The answer to a good hello: the tunnel and the multiplexer settings the client must use.
-fn welcome(state: &AppState, tunnel: &Tunnel, cfg: &MuxConfig) -> ControlMessage {
-    ControlMessage::Welcome(Welcome {
+fn welcome(state: &AppState, tunnel: &Tunnel, cfg: &MuxConfig) -> Welcome {
+    Welcome {
         protocol_version: PROTOCOL_VERSION,
         tunnel_id: tunnel.id.clone(),
         public_url: state.urls.public_url(&tunnel.id),
@@ -233,7 +233,7 @@ fn welcome(state: &AppState, tunnel: &Tunnel, cfg: &MuxConfig) -> ControlMessage
         max_window: Some(cfg.max_window),
         max_frame_size: cfg.max_frame_size,
         ping_interval_secs: u32::try_from(cfg.ping_interval.as_secs()).unwrap_or(u32::MAX),
-    })
+    }
 }
 
 /// One tunnel client from its upgrade: hello, welcome, the claim of the tunnel's live session,
@@ -251,10 +251,9 @@ async fn serve_client(
     };
     drop(handshake_permit);
     let cfg = state.mux_config();
-    if let Err(e) = send_control(&mut ws, welcome(&state, &tunnel, &cfg)).await {
-        warn!(error = %e, "client left during the handshake");
-        return;
-    }
+    // The welcome goes out once the tunnel is claimed: a client that is told it is online is
+    // online (with a shared registry, the claim is a round trip to the store, and may fail).
+    let welcome = welcome(&state, &tunnel, &cfg);
     let (mux, mut events) = mux::start_server(ws, cfg);
     let claim = match state.registry.claim(&tunnel, mux.clone(), remote).await {
         Ok(claim) => claim,
@@ -268,6 +267,9 @@ async fn serve_client(
             return;
         }
     };
+    if let Err(e) = mux.welcome(welcome).await {
+        warn!(error = %e, "client left during the handshake");
+    }
     if let Some(old) = claim.replaced {
         info!("a new client took over the tunnel; closing the previous one");
         state.tasks.clients.spawn(async move {

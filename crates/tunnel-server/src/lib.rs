@@ -19,6 +19,8 @@
 //!   reservations, grace periods), its access rules (basic auth, IP lists), its public URLs.
 //! - [`dns`]: custom-domain verification: the TXT value tied to a key, and the lookup.
 //! - [`observe`]: metrics (types, and their own listener), log format and writer, request ids.
+//! - [`peer`]: pod to pod, when several pods share a registry: the pooled client that forwards
+//!   a public request to the pod holding its tunnel's client, and that pod's peer listener.
 //! - [`limits`]: rate limiters and request framing checks.
 //! - [`state`]: [`state::AppState`], shared by every handler, with the trackers of every task
 //!   the server spawns.
@@ -48,6 +50,7 @@ pub mod edge;
 pub mod error;
 pub mod limits;
 pub mod observe;
+pub mod peer;
 pub mod proxy;
 pub mod server;
 pub mod state;

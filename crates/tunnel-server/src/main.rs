@@ -6,11 +6,21 @@ mod alloc_count;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use anyhow::Context as _;
 use clap::Parser;
 use tokio::net::TcpListener;
-use tunnel_server::config::{ServerArgs, Settings};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tunnel_server::config::{Cluster, ServerArgs, Settings};
 use tunnel_server::observe::logging;
+use tunnel_server::peer::PeerClient;
+use tunnel_server::server::Listeners;
+use tunnel_server::state::SharedParts;
+use tunnel_server::tunnel::registry::RegistryError;
+use tunnel_server::tunnel::{RedisConfig, RedisRegistry};
 use tunnel_server::AppState;
 
 /// Exit status for bad configuration (EX_USAGE).
@@ -87,28 +97,35 @@ async fn serve(settings: Settings, mut signals: Signals) -> anyhow::Result<()> {
         None => None,
     };
     let generated = settings.generated_key.clone();
-    let state = Arc::new(AppState::new(settings, local));
-    tracing::info!(listen = %local, public_url = %state.base_url, "tunnel-server {} ready", env!("CARGO_PKG_VERSION"));
-    if let Some(key) = generated {
-        let server = state
-            .base_url
-            .trim_start_matches("http://")
-            .trim_start_matches("https://");
-        println!();
-        println!("  Dev mode: no TUNNEL_API_KEYS set, so this server listens on {local} only.");
-        println!("  Generated API key (valid until the server stops): {key}");
-        if let Some(sub) = state.urls.subdomain_url("NAME") {
-            println!(
-                "  Tunnels answer at {sub} (and {}): *.localhost is loopback, no DNS needed.",
-                state.urls.path_url("NAME")
-            );
+    let (state, pod) = match settings.cluster.clone() {
+        None => (Arc::new(AppState::new(settings, local)), None),
+        Some(cluster) => {
+            let (state, pod) = Pod::start(settings, &cluster, local).await?;
+            (state, Some(pod))
         }
-        println!();
-        println!("  Expose a local service on port 3000 with:");
-        println!("    tunnel-client --server {server} --api-key {key} --port 3000");
-        println!("  or, from this repository:");
-        println!("    cargo run --release -p tunnel-client -- --server {server} --api-key {key} --port 3000");
-        println!();
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
+    match &pod {
+        None => {
+            tracing::info!(listen = %local, metrics = %metrics_addr, public_url = %state.base_url, "tunnel-server {} ready", env!("CARGO_PKG_VERSION"))
+        }
+        Some(pod) => tracing::info!(
+            listen = %local,
+            metrics = %metrics_addr,
+            public_url = %state.base_url,
+            node = %pod.node,
+            peer = %pod.peer_addr,
+            advertise = %pod.advertise,
+            redis = %pod.redis,
+            connected = pod.connected,
+            "tunnel-server {} ready", env!("CARGO_PKG_VERSION")
+        ),
+    }
+    if let Some(key) = generated {
+        print_dev_banner(&state, local, &key);
     }
     let shutdown = state.shutdown.clone();
     // Lives as long as the process: the second signal exits it.
@@ -120,11 +137,131 @@ async fn serve(settings: Settings, mut signals: Signals) -> anyhow::Result<()> {
         tracing::warn!("second signal, exiting now");
         std::process::exit(130);
     });
-    match metrics_listener {
-        Some(metrics) => tunnel_server::run_with_metrics(listener, metrics, state).await,
-        None => tunnel_server::run(listener, state).await,
+    let (peer_listener, upkeep) = match pod {
+        Some(pod) => (Some(pod.listener), Some((pod.stop, pod.tasks))),
+        None => (None, None),
+    };
+    let listeners = Listeners {
+        public: listener,
+        metrics: metrics_listener,
+        peer: peer_listener,
+    };
+    tunnel_server::server::serve(listeners, state).await;
+    if let Some((stop, tasks)) = upkeep {
+        stop.cancel();
+        tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("registry tasks still running 5s after shutdown");
+        }
     }
     Ok(())
+}
+
+/// What makes this process one pod among several: its peer listener and the background tasks
+/// of its registry in Redis.
+struct Pod {
+    listener: TcpListener,
+    peer_addr: SocketAddr,
+    advertise: String,
+    node: String,
+    redis: String,
+    connected: bool,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// How long start-up waits for Redis before it serves anyway (and recovers when Redis does).
+const REDIS_START_WAIT: Duration = Duration::from_secs(5);
+
+impl Pod {
+    /// Binds the peer listener, builds the state around a registry in Redis and a client of
+    /// the other pods, and starts the registry's tasks.
+    async fn start(
+        settings: Settings,
+        cluster: &Cluster,
+        local: SocketAddr,
+    ) -> anyhow::Result<(Arc<AppState>, Self)> {
+        let bind = cluster.peer_bind;
+        let listener = TcpListener::bind(bind)
+            .await
+            .with_context(|| format!("cannot listen on {bind} (TUNNEL_PEER_BIND)"))?;
+        let peer_addr = listener
+            .local_addr()
+            .context("peer listener has no address")?;
+        let advertise = cluster
+            .peer_advertise
+            .clone()
+            .unwrap_or_else(|| peer_addr.to_string());
+        let mut config = RedisConfig {
+            url: cluster.redis_url.expose().to_string(),
+            node: cluster.node_id.clone(),
+            peer: advertise.clone(),
+            lease: cluster.lease,
+            keys: settings.api_keys.clone(),
+            names: Default::default(),
+        };
+        let peers = PeerClient::new(&cluster.node_id, cluster.peer_secret.expose())
+            .context("TUNNEL_NODE_ID or TUNNEL_PEER_SECRET")?;
+        let mut registry = None;
+        let state = AppState::with_registry(settings, local, |metrics, tasks, names| {
+            config.names = names;
+            let r = RedisRegistry::new(config, metrics, tasks.clients.clone())?;
+            registry = Some(r.clone());
+            Ok::<_, RegistryError>(SharedParts {
+                registry: Arc::new(r),
+                peers: Some(peers),
+            })
+        })
+        .context("TUNNEL_REDIS_URL")?;
+        let registry = registry.context("the registry was not built")?;
+        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+        registry.spawn_upkeep(&tasks, stop.clone());
+        let connected = registry.wait_connected(REDIS_START_WAIT).await;
+        if !connected {
+            tracing::warn!(
+                "redis is not reachable yet: serving anyway; tunnels are unavailable until it is"
+            );
+        }
+        let pod = Self {
+            listener,
+            peer_addr,
+            advertise,
+            node: cluster.node_id.clone(),
+            redis: cluster.redis_url.redacted(),
+            connected,
+            stop,
+            tasks,
+        };
+        Ok((Arc::new(state), pod))
+    }
+}
+
+/// Dev mode: the generated key and how to use it.
+fn print_dev_banner(state: &AppState, local: SocketAddr, key: &str) {
+    let server = state
+        .base_url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    println!();
+    println!("  Dev mode: no TUNNEL_API_KEYS set, so this server listens on {local} only.");
+    println!("  Generated API key (valid until the server stops): {key}");
+    if let Some(sub) = state.urls.subdomain_url("NAME") {
+        println!(
+            "  Tunnels answer at {sub} (and {}): *.localhost is loopback, no DNS needed.",
+            state.urls.path_url("NAME")
+        );
+    }
+    println!();
+    println!("  Expose a local service on port 3000 with:");
+    println!("    tunnel-client --server {server} --api-key {key} --port 3000");
+    println!("  or, from this repository:");
+    println!(
+        "    cargo run --release -p tunnel-client -- --server {server} --api-key {key} --port 3000"
+    );
+    println!();
 }
 
 /// SIGTERM and SIGINT, registered once up front (tokio registers `ctrl_c()` only when first

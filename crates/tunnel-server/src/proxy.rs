@@ -18,6 +18,8 @@
 mod forward;
 pub mod headers;
 mod log;
+pub mod relay;
+mod remote;
 mod response;
 mod upgrade;
 
@@ -25,6 +27,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{HeaderValue, LOCATION};
@@ -39,7 +42,8 @@ use crate::tunnel::Tunnel;
 
 use forward::{forward, Forward, Forwarded};
 use log::{Outcome, RequestLog};
-use response::respond;
+use remote::Remote;
+use response::{respond, Downstream};
 use upgrade::{requested_upgrade, switch_protocols, Upgrade};
 
 /// Splits `/id/rest?q` into `("id", "/rest?q")`; `rest` is `""` or starts with `?` when the
@@ -154,30 +158,88 @@ async fn proxy_request(
         },
         Upgrade::None | Upgrade::Other => None,
     };
-    let forwarded = forward(Forward {
+    let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
+    let slot = parts.extensions.get::<RequestSlot>();
+    let request_id = log.request_id.clone();
+    let public = Public {
         state: &state,
-        tunnel: &tunnel,
-        method: parts.method.clone(),
+        method: &parts.method,
         target: &rest,
         prefix: prefix.as_deref(),
         headers: &parts.headers,
-        peer: parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()),
-        body,
-        websocket: on_upgrade.is_some(),
-        request_id: &log.request_id,
-        slot: parts.extensions.get::<RequestSlot>(),
-    })
-    .await;
+        peer,
+        request_id: &request_id,
+        slot,
+    };
+    // A client connected to another pod: the request goes there.
+    let remote = (tunnel.connection(), tunnel.remote(), state.peers.as_ref());
+    let (tunnel, body, log, on_upgrade) = match remote {
+        (None, Some(lease), Some(peers)) => {
+            let req = public.forward(&tunnel, body, on_upgrade.is_some());
+            match remote::forward(req, lease, peers, log, on_upgrade).await {
+                Remote::Answered(resp) => return resp,
+                Remote::Failed(e, log) => return failed(&tunnel, e, log, &parts.headers),
+                Remote::MovedHere {
+                    tunnel,
+                    body,
+                    log,
+                    on_upgrade,
+                } => (tunnel, body, log, on_upgrade),
+            }
+        }
+        _ => (tunnel.clone(), body, log, on_upgrade),
+    };
+    let forwarded = forward(public.forward(&tunnel, body, on_upgrade.is_some())).await;
     match forwarded {
         Ok(answer) => answered(&state, &tunnel, answer, on_upgrade, log, prefix.as_deref()),
-        Err(e) => {
-            let mut log = log;
-            log.status = e.status().as_u16();
-            log.outcome = Outcome::Failed(e.clone());
-            tunnel.stats.requests.fetch_add(1, Ordering::Relaxed);
-            e.render(&parts.headers)
+        Err(e) => failed(&tunnel, e, log, &parts.headers),
+    }
+}
+
+/// What a public request brings to [`forward`] (or to another pod), whichever tunnel object
+/// serves it.
+struct Public<'a> {
+    state: &'a AppState,
+    method: &'a Method,
+    target: &'a str,
+    /// `/<id>` on the path-prefix host; `None` on the tunnel's own host.
+    prefix: Option<&'a str>,
+    headers: &'a http::HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    request_id: &'a str,
+    slot: Option<&'a RequestSlot>,
+}
+
+impl<'a> Public<'a> {
+    fn forward(&self, tunnel: &'a Arc<Tunnel>, body: Body, websocket: bool) -> Forward<'a> {
+        Forward {
+            state: self.state,
+            tunnel,
+            method: self.method.clone(),
+            target: self.target,
+            prefix: self.prefix,
+            headers: self.headers,
+            peer: self.peer,
+            body,
+            websocket,
+            request_id: self.request_id,
+            slot: self.slot,
         }
     }
+}
+
+/// The public answer to a request the server could not get answered: its error, logged and
+/// counted like any request.
+fn failed(
+    tunnel: &Tunnel,
+    e: TunnelError,
+    mut log: RequestLog,
+    headers: &http::HeaderMap,
+) -> Response {
+    log.status = e.status().as_u16();
+    log.outcome = Outcome::Failed(e.clone());
+    tunnel.stats.requests.fetch_add(1, Ordering::Relaxed);
+    e.render(headers)
 }
 
 /// Why a public request goes no further than routing.
@@ -275,9 +337,23 @@ fn answered(
             state.tasks.requests.spawn(async move {
                 let _ = sender.finish().await; // stream may be gone already: nothing to end
             });
-            respond(state, head, receiver, log, tunnel, prefix)
+            respond(
+                state,
+                head,
+                Downstream::Tunnel(receiver),
+                log,
+                tunnel,
+                prefix,
+            )
         }
-        (None, _) => respond(state, head, receiver, log, tunnel, prefix),
+        (None, _) => respond(
+            state,
+            head,
+            Downstream::Tunnel(receiver),
+            log,
+            tunnel,
+            prefix,
+        ),
     }
 }
 

@@ -22,6 +22,8 @@ use crate::edge::framing::{FramingGuard, FramingLink, HeadLimits, RequestSlot};
 use crate::error::TunnelError;
 use crate::limits::check_framing;
 use crate::observe::metrics_server;
+use crate::peer::{self, PeerAuth};
+use crate::proxy;
 use crate::state::AppState;
 
 /// How long the last step of shutdown waits for client sessions (and the request tasks their
@@ -37,6 +39,86 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// as mini-redis has them: [`accept`] (the listener, under the connection cap), one
 /// [`serve_connection`] task per public connection, and [`drain`].
 pub async fn run(listener: TcpListener, state: Arc<AppState>) {
+    serve(
+        Listeners {
+            public: listener,
+            metrics: None,
+            peer: None,
+        },
+        state,
+    )
+    .await
+}
+
+/// The listeners of a server: the public one, and optionally the metrics' and the peer
+/// listener other pods forward requests to (`TUNNEL_PEER_BIND`, when pods share a registry).
+#[derive(Debug)]
+pub struct Listeners {
+    /// Public traffic, the control API and tunnel clients.
+    pub public: TcpListener,
+    /// `GET /metrics`.
+    pub metrics: Option<TcpListener>,
+    /// Requests other pods forward for tunnels whose client is connected here.
+    pub peer: Option<TcpListener>,
+}
+
+/// Serves on every listener until `state.shutdown` is cancelled, then drains as [`run`] says.
+/// The metrics keep answering through the drain; so does the peer listener, until the
+/// clients here are closed (other pods forward to them until then), after which it answers
+/// "not here" for a moment while the clients reconnect elsewhere.
+pub async fn serve(listeners: Listeners, state: Arc<AppState>) {
+    let Listeners {
+        public,
+        metrics,
+        peer,
+    } = listeners;
+    let stop = CancellationToken::new();
+    let metrics = metrics.map(|listener| {
+        tokio::spawn(metrics_server::serve(
+            listener,
+            state.metrics.clone(),
+            state.registry.clone(),
+            stop.clone(),
+        ))
+    });
+    let peer = peer.and_then(|listener| peer_listener(listener, &state, stop.clone()));
+    serve_public(public, state).await;
+    stop.cancel();
+    for task in [metrics, peer].into_iter().flatten() {
+        if let Err(e) = task.await {
+            warn!(error = %e, "listener task failed");
+        }
+    }
+}
+
+/// Starts the peer listener, relaying what other pods forward into the clients here.
+fn peer_listener(
+    listener: TcpListener,
+    state: &Arc<AppState>,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let Some(cluster) = &state.settings.cluster else {
+        warn!("a peer listener without TUNNEL_PEER_SECRET: not served");
+        return None;
+    };
+    let auth = PeerAuth::new(cluster.peer_secret.expose());
+    let relaying = state.clone();
+    let handler: peer::listener::Handler = Arc::new(move |req| {
+        let state = relaying.clone();
+        Box::pin(async move { proxy::relay::relay(state, req).await })
+    });
+    let limits = peer::listener::Limits {
+        max_connections: state.settings.limits.max_connections,
+        header_read_timeout: state.settings.timeouts.header_read_timeout,
+        drain: CLOSE_WAIT,
+    };
+    Some(tokio::spawn(peer::listener::serve(
+        listener, auth, handler, limits, stop,
+    )))
+}
+
+/// The public listener until shutdown, then the drain.
+async fn serve_public(listener: TcpListener, state: Arc<AppState>) {
     let app = router(state.clone());
     let connections = TaskTracker::new();
     reserve_names(&state).await;
@@ -235,18 +317,15 @@ pub async fn run_with_metrics(
     metrics_listener: TcpListener,
     state: Arc<AppState>,
 ) {
-    let stop = CancellationToken::new();
-    let metrics = tokio::spawn(metrics_server::serve(
-        metrics_listener,
-        state.metrics.clone(),
-        state.registry.clone(),
-        stop.clone(),
-    ));
-    run(listener, state).await;
-    stop.cancel();
-    if let Err(e) = metrics.await {
-        warn!(error = %e, "metrics task failed");
-    }
+    serve(
+        Listeners {
+            public: listener,
+            metrics: Some(metrics_listener),
+            peer: None,
+        },
+        state,
+    )
+    .await
 }
 
 /// Hands the names of `TUNNEL_RESERVED_NAMES` to the registry (checked at start-up already).

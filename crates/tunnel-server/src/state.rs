@@ -16,6 +16,7 @@ use crate::edge::host::{self, HostRules};
 use crate::limits::RateLimits;
 use crate::observe::events::EventBus;
 use crate::observe::metrics::Metrics;
+use crate::peer::PeerClient;
 use crate::tunnel::names::NamePolicy;
 use crate::tunnel::{MemoryRegistry, PublicUrls, TunnelRegistry};
 
@@ -61,11 +62,44 @@ pub struct AppState {
     pub tasks: Tasks,
     /// The live events of `GET /api/events`.
     pub events: Arc<EventBus>,
+    /// The client of the other pods' peer listeners, when several pods share the registry
+    /// (`None`: one process, or a registry of its own).
+    pub peers: Option<PeerClient>,
+}
+
+/// What makes a server one pod among several: the shared registry and the client of the other
+/// pods, built by whoever assembles the server (they need the metrics and the task trackers of
+/// the state, given to [`AppState::with_registry`]'s closure).
+pub struct SharedParts {
+    /// The registry.
+    pub registry: Arc<dyn TunnelRegistry>,
+    /// How to reach the other pods.
+    pub peers: Option<PeerClient>,
 }
 
 impl AppState {
-    /// Builds the state for a server listening on `local_addr`.
+    /// Builds the state for a server listening on `local_addr`, with its registry in memory.
     pub fn new(settings: Settings, local_addr: SocketAddr) -> Self {
+        let parts = |metrics: Arc<Metrics>, tasks: &Tasks, names: NamePolicy| {
+            Ok::<_, std::convert::Infallible>(SharedParts {
+                registry: Arc::new(MemoryRegistry::new(metrics, tasks.clients.clone(), names)),
+                peers: None,
+            })
+        };
+        match Self::with_registry(settings, local_addr, parts) {
+            Ok(state) => state,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Builds the state with the registry (and peer client) `parts` makes from the metrics
+    /// (which observe the registry), the task trackers (where it closes clients) and the
+    /// rules of names.
+    pub fn with_registry<E>(
+        settings: Settings,
+        local_addr: SocketAddr,
+        parts: impl FnOnce(Arc<Metrics>, &Tasks, NamePolicy) -> Result<SharedParts, E>,
+    ) -> Result<Self, E> {
         let domain = settings.domains.domain.clone();
         let base_url = settings.public_url.clone().unwrap_or_else(|| {
             let host = if let Some(d) = &domain {
@@ -107,7 +141,8 @@ impl AppState {
         );
         let metrics = Arc::new(Metrics::new());
         let tasks = Tasks::default();
-        Self {
+        let SharedParts { registry, peers } = parts(metrics.clone(), &tasks, names)?;
+        Ok(Self {
             urls,
             hosts,
             verifier,
@@ -120,16 +155,13 @@ impl AppState {
             connections: Arc::new(Semaphore::new(settings.limits.max_connections)),
             settings,
             base_url,
-            registry: Arc::new(MemoryRegistry::new(
-                metrics.clone(),
-                tasks.clients.clone(),
-                names,
-            )),
+            registry,
             shutdown: CancellationToken::new(),
             metrics,
             tasks,
             events: Arc::new(EventBus::default()),
-        }
+            peers,
+        })
     }
 
     /// WebSocket URL a client connects to for tunnel `id`.

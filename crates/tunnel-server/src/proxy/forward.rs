@@ -9,7 +9,7 @@ use axum::body::Body;
 use http::header::{HeaderValue, HOST};
 use http::{HeaderMap, Method};
 use tunnel_protocol::headers::WireHeaders;
-use tunnel_protocol::mux::{pump, BodyReceiver, BodySender, PumpError, RequestParts};
+use tunnel_protocol::mux::{pump, BodyReceiver, BodySender, PumpError, RequestParts, ServerMux};
 use tunnel_protocol::{ResetCode, ResponseHead, StreamError};
 
 use super::headers::{prepare_request_headers, ForwardInfo};
@@ -65,6 +65,52 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> 
     } = req;
     let conn = tunnel.connection().ok_or(TunnelError::TunnelOffline)?;
     let headers = tunnel_headers(state, prefix, public_headers, peer, websocket);
+    exchange(Exchange {
+        state,
+        mux: &conn.mux,
+        method,
+        target,
+        headers,
+        body,
+        websocket,
+        request_id,
+        slot,
+        counted: Some(tunnel),
+    })
+    .await
+}
+
+/// One request into a client's multiplexer, its headers already as the local service gets
+/// them: a public request here ([`forward`]) or one another pod forwarded (`relay`).
+pub(super) struct Exchange<'a> {
+    pub(super) state: &'a AppState,
+    pub(super) mux: &'a ServerMux,
+    pub(super) method: Method,
+    pub(super) target: &'a str,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Body,
+    pub(super) websocket: bool,
+    pub(super) request_id: &'a str,
+    pub(super) slot: Option<&'a RequestSlot>,
+    /// The tunnel whose counters and limits the body goes through; `None` for a request that
+    /// another pod counted and limited already.
+    pub(super) counted: Option<&'a Arc<Tunnel>>,
+}
+
+/// Opens a stream with the head, pumps the body, and waits for the response head.
+pub(super) async fn exchange(x: Exchange<'_>) -> Result<Forwarded, TunnelError> {
+    let Exchange {
+        state,
+        mux,
+        method,
+        target,
+        headers,
+        body,
+        websocket,
+        request_id,
+        slot,
+        counted,
+    } = x;
     let has_body = !http_body::Body::is_end_stream(&body) && !websocket;
     let parts = RequestParts {
         method: method.as_str().to_string(),
@@ -74,10 +120,10 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> 
     // A request with a body, or an upgrade (its direction carries the public client's bytes
     // after a `101`), keeps its sender; any other ends with its head.
     let (sender, response) = if has_body || websocket {
-        let (sender, response) = conn.mux.open_stream(parts).await.map_err(open_error)?;
+        let (sender, response) = mux.open_stream(parts).await.map_err(open_error)?;
         (Some(sender), response)
     } else {
-        let response = conn.mux.send_request(parts).await.map_err(open_error)?;
+        let response = mux.send_request(parts).await.map_err(open_error)?;
         (None, response)
     };
     let too_large = Arc::new(AtomicBool::new(false));
@@ -86,8 +132,8 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> 
         Some(sender) => {
             let pump = RequestBody {
                 sender,
-                traffic: Traffic::new(tunnel.clone(), state.metrics.clone()),
-                max: state.settings.limits.max_body_bytes,
+                traffic: counted.map(|t| Traffic::new(t.clone(), state.metrics.clone())),
+                max: counted.map_or(0, |_| state.settings.limits.max_body_bytes),
                 too_large: too_large.clone(),
                 request_id: request_id.to_string(),
             };
@@ -131,7 +177,7 @@ fn open_error(e: StreamError) -> TunnelError {
 /// The headers the local service gets: the public ones under the proxy's rules
 /// ([`prepare_request_headers`]), and for a WebSocket the upgrade headers hop-by-hop removal
 /// took out.
-fn tunnel_headers(
+pub(super) fn tunnel_headers(
     state: &AppState,
     prefix: Option<&str>,
     public_headers: &HeaderMap,
@@ -181,7 +227,8 @@ pub(super) fn stream_error(e: &StreamError) -> TunnelError {
 /// response can start before the upload ends).
 struct RequestBody {
     sender: BodySender,
-    traffic: Traffic,
+    /// Where its bytes are counted; `None` when another pod counts them.
+    traffic: Option<Traffic>,
     /// Most bytes a body may have (0: no limit).
     max: u64,
     /// Set when the body went past `max`.
@@ -201,11 +248,14 @@ impl RequestBody {
             if max > 0 && total > max {
                 return Err(TunnelError::BodyTooLarge);
             }
-            traffic.inbound(n as u64);
+            if let Some(traffic) = traffic {
+                traffic.inbound(n as u64);
+            }
             Ok(())
         })
         .await;
-        let (request_id, tunnel) = (&self.request_id, &self.traffic.tunnel().id);
+        let request_id = &self.request_id;
+        let tunnel = self.traffic.as_ref().map(|t| t.tunnel().id.as_str());
         match pumped {
             Ok(_) | Err(PumpError::Cancelled) => {}
             Err(PumpError::Stopped(_too_large)) => {
@@ -214,10 +264,10 @@ impl RequestBody {
                     .reset(ResetCode::Refused, "request body too large");
             }
             Err(PumpError::Send(e) | PumpError::Finish(e)) => {
-                tracing::debug!(%request_id, %tunnel, error = %e, "request body not delivered");
+                tracing::debug!(%request_id, ?tunnel, error = %e, "request body not delivered");
             }
             Err(PumpError::Body(e)) => {
-                tracing::debug!(%request_id, %tunnel, error = %e, "public client aborted the request body");
+                tracing::debug!(%request_id, ?tunnel, error = %e, "public client aborted the request body");
                 self.sender
                     .reset(ResetCode::Cancelled, "public client aborted the upload");
             }

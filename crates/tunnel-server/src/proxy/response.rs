@@ -4,12 +4,15 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use axum::body::Body;
 use axum::response::Response;
+use bytes::Bytes;
 use futures_util::Stream;
 use http::StatusCode;
+use http_body::Body as _;
+use hyper::body::Incoming;
 use tracing::warn;
 use tunnel_protocol::mux::BodyReceiver;
 use tunnel_protocol::{ResetCode, ResponseHead, StreamError};
@@ -21,11 +24,44 @@ use crate::error::TunnelError;
 use crate::state::AppState;
 use crate::tunnel::Tunnel;
 
+/// Where a response body comes from: the tunnel's stream here, or the connection to the pod
+/// holding the tunnel's client.
+pub(super) enum Downstream {
+    Tunnel(BodyReceiver),
+    Peer(Incoming),
+}
+
+impl Downstream {
+    fn is_end_received(&self) -> bool {
+        match self {
+            Downstream::Tunnel(r) => r.is_end_received(),
+            Downstream::Peer(b) => http_body::Body::is_end_stream(b),
+        }
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamError>>> {
+        match self {
+            Downstream::Tunnel(r) => Pin::new(r).poll_next(cx),
+            Downstream::Peer(b) => loop {
+                match ready!(Pin::new(&mut *b).poll_frame(cx)) {
+                    None => return Poll::Ready(None),
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => return Poll::Ready(Some(Ok(data))),
+                        Err(_trailers) => continue,
+                    },
+                    // The other pod (or the client behind it) went away mid-body.
+                    Some(Err(_)) => return Poll::Ready(Some(Err(StreamError::ConnectionClosed))),
+                }
+            },
+        }
+    }
+}
+
 /// Builds the public response from the local service's head and body stream.
 pub(super) fn respond(
     state: &AppState,
     head: ResponseHead,
-    receiver: BodyReceiver,
+    receiver: Downstream,
     mut log: RequestLog,
     tunnel: &Tunnel,
     prefix: Option<&str>,
@@ -81,13 +117,13 @@ pub(super) fn respond(
     resp
 }
 
-fn receiver_reset(receiver: BodyReceiver) {
-    drop(receiver); // dropping an unfinished receiver resets the stream
+fn receiver_reset(receiver: Downstream) {
+    drop(receiver); // dropping an unfinished receiver resets the stream (or the connection)
 }
 
 /// The public response body: the stream's receiver, counting bytes for stats and the log.
 struct ResponseBody {
-    receiver: BodyReceiver,
+    receiver: Downstream,
     log: RequestLog,
     /// Silence allowed before the body is cut.
     idle: std::time::Duration,
@@ -99,7 +135,7 @@ impl Stream for ResponseBody {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        let poll = Pin::new(&mut this.receiver).poll_next(cx);
+        let poll = this.receiver.poll_chunk(cx);
         match &poll {
             Poll::Ready(Some(Ok(chunk))) => {
                 let n = chunk.len() as u64;
