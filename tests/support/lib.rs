@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod browser;
+pub mod cluster;
 pub mod dns;
 pub mod http;
 pub mod webapp;
@@ -193,9 +194,25 @@ impl TestClient {
         api_key: &str,
         extra: &[&str],
     ) -> Self {
+        Self::start_at_with_key(server.addr, port, api_key, extra).await
+    }
+
+    /// Starts a client for the server at `server` (a server, or a balancer in front of
+    /// several), and waits until online.
+    pub async fn start_at(server: SocketAddr, port: u16, extra: &[&str]) -> Self {
+        Self::start_at_with_key(server, port, API_KEY, extra).await
+    }
+
+    /// [`TestClient::start_at`] with another API key.
+    pub async fn start_at_with_key(
+        server: SocketAddr,
+        port: u16,
+        api_key: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut args = vec!["--quiet"];
         args.extend_from_slice(extra);
-        let mut cfg = client_config(server.addr, api_key, port, &args)
+        let mut cfg = client_config(server, api_key, port, &args)
             .unwrap_or_else(|e| panic!("client flags: {e}"));
         cfg.max_backoff = Duration::from_millis(200);
         let shutdown = CancellationToken::new();
