@@ -3,7 +3,8 @@
 #   1. hadolint on the Dockerfile (no warnings allowed; any ignored rule is justified inline),
 #      and its dependency layer replayed without Docker (ci/check-dockerfile-layer.py).
 #   2. kubernetes-validate --strict on kubernetes-config.yaml: the core kinds (Namespace,
-#      ConfigMap, Secret, Deployment, Service) against the bundled Kubernetes schemas, for the
+#      ConfigMap, Secret, Deployment, StatefulSet, Service, NetworkPolicy, PodDisruptionBudget)
+#      against the bundled Kubernetes schemas, for the
 #      oldest version the manifest targets (1.30: preStop sleep action) and the newest known.
 #      Traefik's CRDs (IngressRoute, ServersTransport) have no bundled schema; kubernetes-validate
 #      only warns about them, so this script fails on any *other* unknown kind (a typo in a core
@@ -72,7 +73,8 @@ for version in "$K8S_MIN_VERSION" default; do
         echo "FAIL: a kind other than Traefik's CRDs was not validated (see WARN above)" >&2
         exit 1
     fi
-    for kind in namespace configmap secret deployment service; do
+    for kind in namespace configmap secret deployment statefulset service networkpolicy \
+        poddisruptionbudget; do
         if ! grep -q "^INFO .* passed for resource $kind/" <<<"$out"; then
             echo "FAIL: no $kind was validated" >&2
             exit 1
@@ -100,11 +102,20 @@ def check(cond, msg):
 by_kind = {}
 for d in docs:
     by_kind.setdefault(d["kind"], []).append(d)
-for kind in ("Namespace", "ConfigMap", "Secret", "Deployment", "Service", "IngressRoute",
-             "ServersTransport"):
-    check(len(by_kind.get(kind, [])) == 1, f"expected exactly one {kind}")
+counts = {"Namespace": 1, "ConfigMap": 1, "Secret": 2, "Deployment": 1, "StatefulSet": 1,
+          "Service": 3, "NetworkPolicy": 2, "PodDisruptionBudget": 1, "IngressRoute": 1,
+          "ServersTransport": 1}
+for kind, n in counts.items():
+    check(len(by_kind.get(kind, [])) == n, f"expected {n} {kind}")
 if errors:
     sys.exit("\n".join(errors))
+
+
+def named(kind, name):
+    found = [d for d in by_kind[kind] if d["metadata"]["name"] == name]
+    if len(found) != 1:
+        sys.exit(f"FAIL: no {kind} named {name}")
+    return found[0]
 
 ns = by_kind["Namespace"][0]["metadata"]["name"]
 for d in docs:
@@ -117,9 +128,15 @@ for d in by_kind["IngressRoute"] + by_kind["ServersTransport"]:
           f"{d['kind']} must use traefik.io/v1alpha1 (Traefik v3), not {d['apiVersion']}")
 
 cm = by_kind["ConfigMap"][0]
-secret = by_kind["Secret"][0]
+secret = named("Secret", "tunnel-server-secrets")
 dep = by_kind["Deployment"][0]
-svc = by_kind["Service"][0]
+svc = named("Service", "tunnel-server")
+peers_svc = named("Service", "tunnel-server-peers")
+redis_svc = named("Service", "tunnel-redis")
+redis = by_kind["StatefulSet"][0]
+pdb = by_kind["PodDisruptionBudget"][0]
+server_policy = named("NetworkPolicy", "tunnel-server")
+redis_policy = named("NetworkPolicy", "tunnel-redis")
 route = by_kind["IngressRoute"][0]
 transport = by_kind["ServersTransport"][0]
 
@@ -128,8 +145,14 @@ overlap = set(cm.get("data", {})) & set(secret.get("stringData", {}))
 check(not overlap, f"set in both ConfigMap and Secret: {sorted(overlap)}")
 
 spec = dep["spec"]
-check(spec["replicas"] == 1, "the registry is in memory: replicas must be 1")
-check(spec["strategy"]["type"] == "Recreate", "strategy must be Recreate (never two pods)")
+secret_vars = secret.get("stringData", {})
+check("TUNNEL_REDIS_URL" in secret_vars and "TUNNEL_PEER_SECRET" in secret_vars,
+      "several pods need TUNNEL_REDIS_URL and TUNNEL_PEER_SECRET (in the Secret)")
+check(spec["replicas"] == 3, "the registry is shared: replicas must be 3")
+rolling = spec["strategy"]
+check(rolling["type"] == "RollingUpdate"
+      and rolling.get("rollingUpdate", {}).get("maxUnavailable") == 0,
+      "strategy must be RollingUpdate with maxUnavailable 0")
 pod = spec["template"]["spec"]
 labels = spec["template"]["metadata"]["labels"]
 check(all(labels.get(k) == v for k, v in spec["selector"]["matchLabels"].items()),
@@ -143,8 +166,9 @@ check(("secretRef", secret["metadata"]["name"]) in refs, "envFrom does not use t
 
 grace = int(cm["data"]["TUNNEL_SHUTDOWN_GRACE_SECS"])
 pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
-check(pod["terminationGracePeriodSeconds"] > grace + pre_stop,
-      "terminationGracePeriodSeconds must exceed TUNNEL_SHUTDOWN_GRACE_SECS + preStop sleep")
+close_wait = 5  # crates/tunnel-server/src/server.rs CLOSE_WAIT: client connections closing
+check(pod["terminationGracePeriodSeconds"] > grace + pre_stop + close_wait,
+      "terminationGracePeriodSeconds must exceed TUNNEL_SHUTDOWN_GRACE_SECS + preStop sleep + 5 s")
 
 port_names = {p.get("name"): p["containerPort"] for p in container["ports"]}
 bind_port = int(cm["data"]["TUNNEL_BIND"].rsplit(":", 1)[1])
@@ -170,6 +194,51 @@ check(annotations.get("prometheus.io/scrape") == "true", "pod lacks prometheus.i
 check(annotations.get("prometheus.io/port") == str(metrics_port),
       "prometheus.io/port is not the metrics port")
 check(annotations.get("prometheus.io/path") == "/metrics", "prometheus.io/path is not /metrics")
+
+# Several pods: each knows its name and address (downward API), the peer port is a container
+# port behind a headless Service, reachable from the server's pods only.
+env = {e["name"]: e for e in container.get("env", [])}
+check(env.get("POD_IP", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+      == "status.podIP", "POD_IP must come from the downward API (status.podIP)")
+check(env.get("TUNNEL_NODE_ID", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+      == "metadata.name", "TUNNEL_NODE_ID must be the pod name (metadata.name)")
+peer_port = int(cm["data"]["TUNNEL_PEER_BIND"].rsplit(":", 1)[1])
+check(env.get("TUNNEL_PEER_ADVERTISE", {}).get("value") == f"$(POD_IP):{peer_port}",
+      "TUNNEL_PEER_ADVERTISE must be $(POD_IP):<TUNNEL_PEER_BIND port>")
+check(port_names.get("peer") == peer_port, "containerPort 'peer' must be TUNNEL_PEER_BIND's port")
+check(peers_svc["spec"].get("clusterIP") == "None", "tunnel-server-peers must be headless")
+(peer_svc_port,) = peers_svc["spec"]["ports"]
+check(port_names.get(peer_svc_port["targetPort"], peer_svc_port["targetPort"]) == peer_port,
+      "tunnel-server-peers must target the peer port")
+for p in svc["spec"]["ports"]:
+    t = p.get("targetPort", p["port"])
+    check(port_names.get(t, t) != peer_port, "the public Service must not expose the peer port")
+check(server_policy["spec"]["podSelector"]["matchLabels"] == labels,
+      "the NetworkPolicy must select the server pods")
+peer_rules = [r for r in server_policy["spec"]["ingress"]
+              if any(p["port"] == peer_port for p in r.get("ports", []))]
+check(len(peer_rules) == 1 and all(f.get("podSelector", {}).get("matchLabels") == labels
+                                   for f in peer_rules[0].get("from", [{}])),
+      "the peer port must be open to the server's own pods only")
+check(pdb["spec"]["selector"]["matchLabels"] == labels, "the PodDisruptionBudget must select the pods")
+check(pdb["spec"].get("minAvailable", 0) >= 1, "the PodDisruptionBudget must keep pods available")
+
+# Redis: one replica, append-only file on a volume, its port open to the server pods only.
+(redis_container,) = redis["spec"]["template"]["spec"]["containers"]
+args = redis_container.get("args", [])
+check("--appendonly" in args and args[args.index("--appendonly") + 1] == "yes",
+      "Redis must keep an append-only file")
+check("--requirepass" in args, "Redis must require a password")
+claims = {c["metadata"]["name"] for c in redis["spec"].get("volumeClaimTemplates", [])}
+mounts = {m["name"]: m["mountPath"] for m in redis_container.get("volumeMounts", [])}
+check(any(mounts.get(c) == "/data" for c in claims), "Redis must keep /data on a volume")
+check(redis["spec"]["serviceName"] == redis_svc["metadata"]["name"],
+      "the StatefulSet's serviceName must be its Service")
+redis_url = secret_vars.get("TUNNEL_REDIS_URL", "")
+check(f"@{redis_svc['metadata']['name']}:" in redis_url, "TUNNEL_REDIS_URL must name the Redis Service")
+check(all(f.get("podSelector", {}).get("matchLabels") == labels
+          for r in redis_policy["spec"]["ingress"] for f in r.get("from", [{}])),
+      "Redis must be reachable from the server pods only")
 
 sc = container["securityContext"]
 check(sc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem must be true")

@@ -35,8 +35,17 @@ const OVERRIDDEN_DEFAULTS: &[&str] = &[
     "TUNNEL_TRUSTED_PROXIES",
 ];
 
-/// The only setting that belongs in the Secret.
-const SECRET_VARS: &[&str] = &["TUNNEL_API_KEYS"];
+/// The settings that belong in the Secret.
+const SECRET_VARS: &[&str] = &["TUNNEL_API_KEYS", "TUNNEL_PEER_SECRET", "TUNNEL_REDIS_URL"];
+
+/// Settings each pod gets in its own `env` (from the downward API), not from the ConfigMap.
+const POD_VARS: &[&str] = &["TUNNEL_NODE_ID", "TUNNEL_PEER_ADVERTISE"];
+
+/// `env` entries the pod needs that the server does not read (they feed the pod's own).
+const POD_HELPERS: &[&str] = &["POD_IP"];
+
+/// The Secret the server reads (the other is Redis's).
+const SERVER_SECRET: &str = "tunnel-server-secrets";
 
 /// A valid API key for building settings in tests.
 const TEST_KEY: &str = "0123456789abcdef0123";
@@ -166,6 +175,13 @@ fn manifest() -> Vec<Doc> {
     docs
 }
 
+/// The document of `kind` called `name`.
+fn named<'a>(docs: &'a [Doc], kind: &str, name: &str) -> &'a Doc {
+    docs.iter()
+        .find(|d| d.kind() == kind && d.value("metadata.name") == Some(name))
+        .unwrap_or_else(|| panic!("the manifest has no {kind} {name}"))
+}
+
 fn one<'a>(docs: &'a [Doc], kind: &str) -> &'a Doc {
     let mut found = docs.iter().filter(|d| d.kind() == kind);
     let doc = found
@@ -175,10 +191,10 @@ fn one<'a>(docs: &'a [Doc], kind: &str) -> &'a Doc {
     doc
 }
 
-/// ConfigMap data and Secret data/stringData of the manifest.
+/// ConfigMap data and the server's Secret's data/stringData of the manifest.
 fn manifest_env(docs: &[Doc]) -> (BTreeMap<String, String>, BTreeSet<String>) {
     let config = one(docs, "ConfigMap").map("data");
-    let secret_doc = one(docs, "Secret");
+    let secret_doc = named(docs, "Secret", SERVER_SECRET);
     let secret = secret_doc
         .map("stringData")
         .into_keys()
@@ -227,16 +243,28 @@ fn manifest_env_vars_are_exactly_the_server_settings() {
         .map(String::as_str)
         .chain(EXTRA_SERVER_VARS.iter().copied())
         .collect();
+    let pod_env: BTreeSet<String> = one(&docs, "Deployment")
+        .values(&format!("{CONTAINER}.env.name"))
+        .into_iter()
+        .map(str::to_string)
+        .collect();
     for name in config.keys().chain(secret.iter()) {
         assert!(
             readable.contains(name.as_str()),
             "the manifest sets {name}, which tunnel-server does not read"
         );
     }
-    for name in &settings {
+    for name in &pod_env {
         assert!(
-            config.contains_key(name) || secret.contains(name),
-            "tunnel-server reads {name}, but the manifest's ConfigMap/Secret does not set it"
+            POD_VARS.contains(&name.as_str()) || POD_HELPERS.contains(&name.as_str()),
+            "the pod's env sets {name}: put settings in the ConfigMap or the Secret"
+        );
+    }
+    for name in &settings {
+        let set = config.contains_key(name) || secret.contains(name) || pod_env.contains(name);
+        assert!(
+            set,
+            "tunnel-server reads {name}, but the manifest's ConfigMap/Secret/env does not set it"
         );
     }
     for name in SECRET_VARS {
@@ -260,12 +288,11 @@ fn manifest_env_vars_are_exactly_the_server_settings() {
     .concat()
     .into_iter()
     .collect();
-    for kind in ["ConfigMap", "Secret"] {
-        let name = one(&docs, kind).value("metadata.name").expect("named");
-        assert!(
-            env_from.contains(name),
-            "envFrom does not use {kind} {name}"
-        );
+    let config_name = one(&docs, "ConfigMap")
+        .value("metadata.name")
+        .expect("named");
+    for name in [config_name, SERVER_SECRET] {
+        assert!(env_from.contains(name), "envFrom does not use {name}");
     }
 }
 
@@ -320,14 +347,37 @@ fn manifest_config_is_the_server_defaults_and_is_accepted() {
     let pre_stop: u64 = deployment
         .value(&format!("{CONTAINER}.lifecycle.preStop.sleep.seconds"))
         .map_or(0, |s| s.parse().expect("a number"));
+    // After the grace period, client connections get up to 5 s to close (server.rs CLOSE_WAIT).
+    let close_wait = 5;
     assert!(
-        termination > settings.timeouts.shutdown_grace.as_secs() + pre_stop,
+        termination > settings.timeouts.shutdown_grace.as_secs() + pre_stop + close_wait,
         "terminationGracePeriodSeconds {termination} must exceed TUNNEL_SHUTDOWN_GRACE_SECS {} \
-         + preStop {pre_stop}",
+         + preStop {pre_stop} + {close_wait}",
         settings.timeouts.shutdown_grace.as_secs()
     );
-    assert_eq!(deployment.value("spec.replicas"), Some("1"));
-    assert_eq!(deployment.value("spec.strategy.type"), Some("Recreate"));
+    assert_eq!(deployment.value("spec.replicas"), Some("3"));
+    assert_eq!(
+        deployment.value("spec.strategy.type"),
+        Some("RollingUpdate")
+    );
+
+    // With the Secret's and the pod's values (test ones in place of the placeholders), the
+    // server accepts the cluster settings, and they are what the ConfigMap says.
+    args.extend([
+        "--redis-url=redis://:0123456789abcdef@tunnel-redis:6379/0".to_string(),
+        format!("--peer-secret={}", "p".repeat(64)),
+        "--node-id=tunnel-server-0".to_string(),
+        "--peer-advertise=10.0.0.7:8990".to_string(),
+    ]);
+    let cluster = Settings::parse_from(&args)
+        .unwrap_or_else(|e| panic!("the server rejects the cluster settings: {e:#}"))
+        .cluster
+        .expect("a cluster");
+    assert_eq!(cluster.peer_bind.to_string(), config["TUNNEL_PEER_BIND"]);
+    assert_eq!(
+        cluster.lease.as_secs().to_string(),
+        config["TUNNEL_LEASE_SECS"]
+    );
 }
 
 fn test_state() -> Arc<AppState> {
@@ -419,10 +469,21 @@ fn container_port_is_the_default_port() {
             .unwrap_or_else(|| panic!("no {probe} port"));
         assert!(resolves(port), "{probe} port {port}");
     }
-    let target = one(&docs, "Service")
+    let target = named(&docs, "Service", "tunnel-server")
         .value("spec.ports.targetPort")
         .expect("Service targetPort");
     assert!(resolves(target), "Service targetPort {target}");
+    // The peer listener: its own container port, behind a headless Service of its own.
+    let peer: SocketAddr = config["TUNNEL_PEER_BIND"]
+        .parse()
+        .expect("TUNNEL_PEER_BIND");
+    assert!(
+        ports.contains(&("peer".to_string(), peer.port())),
+        "{ports:?}"
+    );
+    let peers = named(&docs, "Service", "tunnel-server-peers");
+    assert_eq!(peers.value("spec.clusterIP"), Some("None"));
+    assert_eq!(peers.value("spec.ports.targetPort"), Some("peer"));
 }
 
 #[test]
@@ -456,7 +517,7 @@ fn metrics_are_scraped_from_the_pod_and_never_routed_publicly() {
     assert_eq!(annotation("path"), "/metrics");
 
     // The Service (the only thing the IngressRoute targets) exposes the server port only.
-    let service = one(&docs, "Service");
+    let service = named(&docs, "Service", "tunnel-server");
     let metrics_refs = ["metrics".to_string(), metrics.port().to_string()];
     for key in [
         "spec.ports.targetPort",
