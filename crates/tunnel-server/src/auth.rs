@@ -47,6 +47,15 @@ impl SecretHash {
     }
 }
 
+/// See [`ApiKeys::fingerprint`]: the first 128 bits of the SHA-256 of the key's digest under a
+/// label of its own, in hex.
+fn fingerprint_of(key: &SecretHash) -> String {
+    let mut h = Sha256::new();
+    h.update(b"tunnel-server key owner\0");
+    h.update(key.0);
+    SecretHash(h.finalize().into()).to_hex()[..32].to_string()
+}
+
 /// Bytes from lowercase or uppercase hex; `None` for odd lengths or other characters.
 pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     if hex.len() % 2 != 0 {
@@ -71,6 +80,9 @@ pub struct ApiKeys {
     /// Digests of whole `label:key` entries, so that a key that merely contains a colon (and
     /// was configured before labels existed) still works as it is: (digest, key).
     whole: Vec<(SecretHash, KeyId)>,
+    /// Each key's [`ApiKeys::fingerprint`], computed once (a shared registry maps every owner
+    /// it reads back to a key).
+    fingerprints: Vec<String>,
 }
 
 /// Splits a `TUNNEL_API_KEYS` entry into its label and its secret: `ci:SECRET` → (`ci`,
@@ -98,10 +110,13 @@ impl ApiKeys {
             hashes: Vec::with_capacity(keys.len()),
             labels: Vec::with_capacity(keys.len()),
             whole: Vec::new(),
+            fingerprints: Vec::with_capacity(keys.len()),
         };
         for (id, entry) in keys.iter().enumerate() {
             let (label, secret) = split_label(entry);
-            this.hashes.push(SecretHash::of(secret));
+            let hash = SecretHash::of(secret);
+            this.fingerprints.push(fingerprint_of(&hash));
+            this.hashes.push(hash);
             this.labels.push(label.map(str::to_string));
             if label.is_some() {
                 this.whole.push((SecretHash::of(entry), id));
@@ -115,16 +130,12 @@ impl ApiKeys {
     /// tunnel. The SHA-256 of the key under a label of its own, so it is neither the key nor
     /// the digest an API request is checked against.
     pub fn fingerprint(&self, id: KeyId) -> Option<String> {
-        let key = self.hashes.get(id)?;
-        let mut h = Sha256::new();
-        h.update(b"tunnel-server key owner\0");
-        h.update(key.0);
-        Some(SecretHash(h.finalize().into()).to_hex()[..32].to_string())
+        self.fingerprints.get(id).cloned()
     }
 
     /// The key whose [`ApiKeys::fingerprint`] is `fingerprint`, if configured here.
     pub fn by_fingerprint(&self, fingerprint: &str) -> Option<KeyId> {
-        (0..self.hashes.len()).find(|&id| self.fingerprint(id).as_deref() == Some(fingerprint))
+        self.fingerprints.iter().position(|f| f == fingerprint)
     }
 
     /// Returns which key `presented` is, comparing against all of them in constant time.
