@@ -20,6 +20,9 @@ use tunnel_e2e::cluster::{Balancer, Pod, Redis, PEER_SECRET};
 use tunnel_e2e::{eventually, TestClient, API_KEY, DEADLINE};
 use tunnel_protocol::mux::{ClientEvent, ClientMux, Goodbye, ServerMux};
 
+#[path = "cluster/names.rs"]
+mod names;
+
 /// Redis, pods `a`, `b`, `c`… and the balancer in front of them (trying them in that order).
 struct Setup {
     redis: Redis,

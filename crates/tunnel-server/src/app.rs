@@ -150,7 +150,11 @@ pub async fn dispatch(
         Route::Subdomain(label) => Addressed::Subdomain(label),
         Route::Foreign(host) => match state.registry.get_by_domain(&host) {
             Some(tunnel) => Addressed::Domain(tunnel),
-            None => return Ok(refuse(&state, &req, TunnelError::UnknownHost)),
+            None => match state.registry.lookup_domain(&host).await {
+                Ok(Some(tunnel)) => Addressed::Domain(tunnel),
+                Ok(None) => return Ok(refuse(&state, &req, TunnelError::UnknownHost)),
+                Err(e) => return Ok(refuse(&state, &req, e.into())),
+            },
         },
         Route::Nested => return Ok(refuse(&state, &req, TunnelError::NestedSubdomain)),
     };

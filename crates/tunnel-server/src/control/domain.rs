@@ -63,34 +63,37 @@ pub async fn verify(state: &AppState, tunnel: &Arc<Tunnel>) -> Option<DomainStat
             detail: "no resolver (see the start-up log)".into(),
         }),
     };
-    let status = match found {
+    // Whether the domain routes here afterwards follows from what the registry answered (a
+    // shared registry's lookup cache may not know yet).
+    let (status, routed) = match found {
         Ok(TxtCheck::Found) => match state.registry.bind_domain(tunnel).await {
-            Ok(DomainBinding::Bound) => DomainStatus::Verified,
-            Ok(DomainBinding::Taken) => DomainStatus::Taken,
+            Ok(DomainBinding::Bound) => (DomainStatus::Verified, true),
+            Ok(DomainBinding::Taken) => (DomainStatus::Taken, false),
             Ok(DomainBinding::NoTunnel) => return Some(DomainStatus::Pending),
             Err(e) => {
                 tracing::warn!(tunnel = %tunnel.id, domain = %domain.name, error = %e, "cannot route the custom domain");
-                DomainStatus::LookupFailed
+                (DomainStatus::LookupFailed, was_routed)
             }
         },
         Ok(missing_or_wrong) => {
-            if let Err(e) = state.registry.unbind_domain(tunnel).await {
-                tracing::warn!(tunnel = %tunnel.id, domain = %domain.name, error = %e, "cannot stop routing the custom domain");
-            }
-            match missing_or_wrong {
+            let routed = match state.registry.unbind_domain(tunnel).await {
+                Ok(()) => false,
+                Err(e) => {
+                    tracing::warn!(tunnel = %tunnel.id, domain = %domain.name, error = %e, "cannot stop routing the custom domain");
+                    was_routed
+                }
+            };
+            let status = match missing_or_wrong {
                 TxtCheck::Missing => DomainStatus::Missing,
                 _ => DomainStatus::Mismatch,
-            }
+            };
+            (status, routed)
         }
         Err(e) => {
             tracing::warn!(tunnel = %tunnel.id, error = %e, "custom domain check inconclusive; routing unchanged");
-            DomainStatus::LookupFailed
+            (DomainStatus::LookupFailed, was_routed)
         }
     };
-    let routed = state
-        .registry
-        .get_by_domain(&domain.name)
-        .is_some_and(|t| Arc::ptr_eq(&t, tunnel));
     domain.record(status, routed, Utc::now());
     match (was_routed, routed) {
         (false, true) => {

@@ -10,8 +10,16 @@
 //! names belong to their key for good.
 //!
 //! [`NameBook`] keeps the reservations and grace periods in memory for
-//! [`super::MemoryRegistry`]; a shared registry keeps the same facts in its store and can
-//! use [`NamePolicy`] for the rules that need no store.
+//! [`super::MemoryRegistry`]. A shared registry keeps the grace periods in its store (the
+//! Redis registry: a name record per name, decided in the script that creates or removes the
+//! tunnel) and asks the book only for the rules that need no store, which every pod has from
+//! the same configuration: the blocked list and the reservations ([`NameBook::check_rules`],
+//! [`NameBook::may_issue_by_rules`]).
+//!
+//! Owners are [`KeyId`]s here, positions in this process's `TUNNEL_API_KEYS`: stable for the
+//! process's life, which is all an in-memory book needs. What several processes share names
+//! owners by the key's fingerprint instead ([`crate::auth::ApiKeys::fingerprint`]), the same
+//! on every pod whatever the keys' order.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -44,6 +52,15 @@ impl NamePolicy {
     pub fn grace_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now + chrono::Duration::from_std(self.grace).unwrap_or(chrono::Duration::days(1))
     }
+}
+
+/// What the rules that need no store say of a requested name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Reserved for the key asking: it may take the name whatever else holds it.
+    ReservedForOwner,
+    /// Neither blocked nor reserved: free unless a live tunnel or a grace period holds it.
+    Open,
 }
 
 /// A name whose tunnel is gone, still its key's.
@@ -83,6 +100,21 @@ impl NameBook {
         Ok(())
     }
 
+    /// Whether `owner` may take the requested `name` as far as the blocked list and the
+    /// reservations go (a live tunnel or a grace period is the caller's to check).
+    pub fn check_rules(&self, name: &str, owner: KeyId) -> Result<Standing, CreateError> {
+        validate_name(name)?;
+        match self.reserved.get(name).map(|r| *r) {
+            Some(holder) if holder == owner => return Ok(Standing::ReservedForOwner),
+            Some(_) => return Err(CreateError::Reserved(name.to_string())),
+            None => {}
+        }
+        if self.policy.blocked.contains(name) {
+            return Err(CreateError::InvalidName(format!("{name:?} is blocked")));
+        }
+        Ok(Standing::Open)
+    }
+
     /// Whether `owner` may take the requested `name` at `now` (a live tunnel of that name
     /// is the registry's to check).
     pub fn check_requested(
@@ -91,14 +123,8 @@ impl NameBook {
         owner: KeyId,
         now: DateTime<Utc>,
     ) -> Result<(), CreateError> {
-        validate_name(name)?;
-        match self.reserved.get(name).map(|r| *r) {
-            Some(holder) if holder == owner => return Ok(()),
-            Some(_) => return Err(CreateError::Reserved(name.to_string())),
-            None => {}
-        }
-        if self.policy.blocked.contains(name) {
-            return Err(CreateError::InvalidName(format!("{name:?} is blocked")));
+        if self.check_rules(name, owner)? == Standing::ReservedForOwner {
+            return Ok(());
         }
         match self.released.get(name).map(|r| *r) {
             Some(r) if r.owner != owner && r.until > now => {
@@ -108,17 +134,32 @@ impl NameBook {
         }
     }
 
+    /// Whether a random `name` may be handed out as far as the rules go: not reserved, not
+    /// blocked.
+    pub fn may_issue_by_rules(&self, name: &str) -> bool {
+        !self.reserved.contains_key(name) && !self.policy.blocked.contains(name)
+    }
+
     /// Whether a random `name` may be handed out at `now`: not reserved, not blocked, not in
     /// anyone's grace period.
     pub fn may_issue(&self, name: &str, now: DateTime<Utc>) -> bool {
-        !self.reserved.contains_key(name)
-            && !self.policy.blocked.contains(name)
-            && self.released.get(name).map_or(true, |r| r.until <= now)
+        self.may_issue_by_rules(name) && self.released.get(name).map_or(true, |r| r.until <= now)
+    }
+
+    /// Whether `name` is reserved (for whichever key): such a name has no grace period, it is
+    /// its key's for good.
+    pub fn is_reserved(&self, name: &str) -> bool {
+        self.reserved.contains_key(name)
+    }
+
+    /// The blocked list and the grace period.
+    pub fn policy(&self) -> &NamePolicy {
+        &self.policy
     }
 
     /// `owner`'s tunnel `name` is gone at `now`: the grace period begins.
     pub fn release(&self, name: &str, owner: KeyId, now: DateTime<Utc>) {
-        if self.policy.grace.is_zero() || self.reserved.contains_key(name) {
+        if self.policy.grace.is_zero() || self.is_reserved(name) {
             return;
         }
         let until = self.policy.grace_until(now);

@@ -18,6 +18,12 @@
 //! - **Redis down** (`store.rs`): everything that needs Redis fails at once with
 //!   `registry_unavailable`; tunnels whose client is here keep serving; when Redis answers
 //!   again, leases are renewed (or restored, if Redis lost them) and the cache trusted again.
+//! - **Names and custom domains** (`scripts.rs`): who holds a name is a record in Redis
+//!   written by the script that creates the tunnel and kept by the one that removes it for
+//!   `TUNNEL_NAME_GRACE_SECS` (owners by key fingerprint, so any pod refuses another key the
+//!   same way); a verified custom domain is a binding in Redis that any pod routes by, read
+//!   through the same cache as tunnels. Blocked and reserved names are configuration, the
+//!   same on every pod, checked before the script runs.
 //! - **Counters** (requests, bytes) are counted by the pod that served the public request and
 //!   added to the tunnel's hash every second (`upkeep.rs`), so any pod's status shows them.
 //!
@@ -25,11 +31,13 @@
 //! - `keys`: key and channel names; `scripts`: the Lua scripts.
 //! - `store`: the connection and the up/down flag; `stored`: the hash fields.
 //! - `cache`: the lookup cache; `bus`: pub/sub messages.
+//! - `domains`: custom domains' bindings and their lookups.
 //! - `shared`: the state of the registry and its small helpers; `ops`: the operations the
 //!   trait's methods run; `upkeep`: the background tasks.
 
 mod bus;
 mod cache;
+mod domains;
 mod keys;
 mod ops;
 pub mod scripts;
@@ -157,7 +165,11 @@ impl TunnelRegistry for RedisRegistry {
     }
 
     fn get_by_domain(&self, host: &str) -> Option<Arc<Tunnel>> {
-        self.0.domains.get(host).map(|t| t.clone())
+        self.0.get_by_domain(host)
+    }
+
+    fn lookup_domain<'a>(&'a self, host: &'a str) -> RegistryFuture<'a, Option<Arc<Tunnel>>> {
+        Box::pin(async move { Ok(self.0.lookup_domain(host).await?) })
     }
 
     fn reserve<'a>(
@@ -169,12 +181,11 @@ impl TunnelRegistry for RedisRegistry {
     }
 
     fn bind_domain<'a>(&'a self, tunnel: &'a Arc<Tunnel>) -> RegistryFuture<'a, DomainBinding> {
-        Box::pin(std::future::ready(Ok(self.0.bind_domain(tunnel))))
+        Box::pin(async move { Ok(self.0.bind_domain(tunnel).await?) })
     }
 
     fn unbind_domain<'a>(&'a self, tunnel: &'a Arc<Tunnel>) -> RegistryFuture<'a, ()> {
-        self.0.unbind_domain(tunnel);
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(async move { Ok(self.0.unbind_domain(tunnel).await?) })
     }
 
     fn local(&self) -> Vec<Arc<Tunnel>> {

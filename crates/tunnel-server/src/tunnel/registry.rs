@@ -187,6 +187,13 @@ pub trait TunnelRegistry: Send + Sync + std::fmt::Debug {
     /// lookup of every public request on a host that is not ours.
     fn get_by_domain(&self, host: &str) -> Option<Arc<Tunnel>>;
 
+    /// The tunnel a verified custom domain routes to, wherever the binding is stored: for a
+    /// shared registry, a round trip to the store when [`get_by_domain`](Self::get_by_domain)
+    /// does not know it (an unknown host's "nowhere" is cached too).
+    fn lookup_domain<'a>(&'a self, host: &'a str) -> RegistryFuture<'a, Option<Arc<Tunnel>>> {
+        Box::pin(std::future::ready(Ok(self.get_by_domain(host))))
+    }
+
     /// The tunnel `id` wherever it is stored. For a shared registry, a round trip to the store
     /// when [`get`](Self::get) does not know it.
     fn lookup<'a>(&'a self, id: &'a str) -> RegistryFuture<'a, Option<Arc<Tunnel>>>;

@@ -15,21 +15,27 @@ pub(super) enum Change {
     Changed(String),
     /// The tunnel was removed.
     Removed(String),
+    /// The custom domain routes elsewhere now, or nowhere.
+    Domain(String),
 }
 
 impl Change {
-    /// Parses a payload: `id`, or `-id` (no id starts with `-`).
+    /// Parses a payload: `id`, `-id` or `@domain` (no id starts with `-` or `@`).
     pub(super) fn parse(payload: &str) -> Self {
-        match payload.strip_prefix('-') {
-            Some(id) => Change::Removed(id.to_string()),
+        if let Some(id) = payload.strip_prefix('-') {
+            return Change::Removed(id.to_string());
+        }
+        match payload.strip_prefix('@') {
+            Some(host) => Change::Domain(host.to_string()),
             None => Change::Changed(payload.to_string()),
         }
     }
 
-    /// The tunnel it is about.
-    pub(super) fn id(&self) -> &str {
+    /// The tunnel it is about; `None` for a domain's binding.
+    pub(super) fn id(&self) -> Option<&str> {
         match self {
-            Change::Changed(id) | Change::Removed(id) => id,
+            Change::Changed(id) | Change::Removed(id) => Some(id),
+            Change::Domain(_) => None,
         }
     }
 }
@@ -106,6 +112,11 @@ mod tests {
     fn messages_parse() {
         assert_eq!(Change::parse("abc"), Change::Changed("abc".into()));
         assert_eq!(Change::parse("-abc"), Change::Removed("abc".into()));
+        assert_eq!(
+            Change::parse("@app.example.com"),
+            Change::Domain("app.example.com".into())
+        );
+        assert_eq!(Change::parse("@app.example.com").id(), None);
         assert_eq!(
             Command::parse("close abc 12 deleted"),
             Some(Command::Close {

@@ -2,7 +2,9 @@
 //! tunnel held by another pod should not cost a round trip to Redis each time.
 //!
 //! An entry lives [`TTL`] (a miss [`MISS_TTL`]), and goes at once when `tunnel:changed` names
-//! its tunnel. The cache is used only while the pod is subscribed to that channel (a hint
+//! its tunnel. Custom domains are cached the same way, as the id they route to (so that the
+//! tunnel itself is always the one the id's entry or this pod's session holds), and go when
+//! `tunnel:changed` names the domain (`@domain`). The cache is used only while the pod is subscribed to that channel (a hint
 //! missed while reconnecting could leave an entry wrong for its whole life otherwise), and an
 //! answer fetched while a hint arrived is not kept ([`Cache::epoch`]).
 
@@ -27,14 +29,32 @@ struct Entry {
     at: Instant,
 }
 
+/// A custom domain's binding, as last read.
+#[derive(Debug)]
+struct DomainEntry {
+    /// `None`: the domain routes nowhere.
+    id: Option<String>,
+    at: Instant,
+}
+
 /// The cache. See the module documentation.
 #[derive(Debug, Default)]
 pub(super) struct Cache {
     entries: DashMap<String, Entry>,
+    domains: DashMap<String, DomainEntry>,
     /// Bumped by every hint: an answer fetched across a bump is not kept.
     epoch: AtomicU64,
     /// Whether the subscriber is listening now.
     subscribed: AtomicBool,
+}
+
+/// What the cache knows of a custom domain.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum DomainHit {
+    /// A recent answer: the id it routes to, or that it routes nowhere.
+    Fresh(Option<String>),
+    /// Nothing recent.
+    Stale,
 }
 
 /// What the cache knows of an id.
@@ -87,17 +107,53 @@ impl Cache {
         self.entries.remove(id);
     }
 
+    /// What is cached for custom domain `host`.
+    pub(super) fn domain(&self, host: &str) -> DomainHit {
+        let Some(e) = self.domains.get(host) else {
+            return DomainHit::Stale;
+        };
+        let ttl = if e.id.is_some() { TTL } else { MISS_TTL };
+        if self.subscribed.load(Ordering::Acquire) && e.at.elapsed() < ttl {
+            DomainHit::Fresh(e.id.clone())
+        } else {
+            DomainHit::Stale
+        }
+    }
+
+    /// Keeps a domain's binding read at `epoch`, unless a hint came since.
+    pub(super) fn put_domain(&self, host: &str, id: Option<String>, epoch: u64) {
+        if !self.subscribed.load(Ordering::Acquire) {
+            return;
+        }
+        let entry = DomainEntry {
+            id,
+            at: Instant::now(),
+        };
+        self.domains.insert(host.to_string(), entry);
+        if self.epoch() != epoch {
+            self.domains.remove(host);
+        }
+    }
+
+    /// Forgets custom domain `host` (a hint named it).
+    pub(super) fn forget_domain(&self, host: &str) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.domains.remove(host);
+    }
+
     /// Forgets everything, and whether to cache from now on (the subscriber connected, or
     /// lost its connection).
     pub(super) fn reset(&self, subscribed: bool) {
         self.subscribed.store(subscribed, Ordering::Release);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.entries.clear();
+        self.domains.clear();
     }
 
     /// Drops old entries, so that memory follows what is asked now.
     pub(super) fn trim(&self) {
         self.entries.retain(|_, e| e.at.elapsed() < TTL * 4);
+        self.domains.retain(|_, e| e.at.elapsed() < TTL * 4);
     }
 }
 
@@ -140,5 +196,27 @@ mod tests {
         assert!(matches!(c.get("b"), Hit::Fresh(None)));
         c.reset(false);
         assert!(matches!(c.get("b"), Hit::Stale(None)));
+    }
+
+    #[test]
+    fn domains_are_kept_as_ids_until_a_hint() {
+        let c = Cache::default();
+        c.reset(true);
+        c.put_domain("app.example.com", Some("a".into()), c.epoch());
+        assert_eq!(
+            c.domain("app.example.com"),
+            DomainHit::Fresh(Some("a".into()))
+        );
+        let before = c.epoch();
+        c.forget_domain("app.example.com");
+        assert_eq!(c.domain("app.example.com"), DomainHit::Stale);
+        c.put_domain("app.example.com", None, before);
+        assert_eq!(
+            c.domain("app.example.com"),
+            DomainHit::Stale,
+            "read across a hint"
+        );
+        c.put_domain("other.example.com", None, c.epoch());
+        assert_eq!(c.domain("other.example.com"), DomainHit::Fresh(None));
     }
 }

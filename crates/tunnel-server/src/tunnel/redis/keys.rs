@@ -10,10 +10,16 @@
 //! - `tunnel:o:{owner}` (sorted set): the ids of one key's tunnels, scored by expiry.
 //! - `tunnel:d:{id}` (string): a tombstone for ten minutes after a delete, so that a pod that
 //!   missed the delete closes its client instead of restoring the tunnel.
+//! - `tunnel:n:{name}` (string): who holds a name: the owner's key fingerprint. Written with
+//!   the tunnel, expiring at its expiry plus `TUNNEL_NAME_GRACE_SECS`; a delete shortens it
+//!   to the grace period from then. While it lives, another key gets 409 for the name and no
+//!   random id takes it.
+//! - `tunnel:dom:{domain}` (string): the id of the tunnel a verified custom domain routes to;
+//!   expires with the tunnel.
 //! - `tunnel:generation` (integer): the generation counter; every claim of any tunnel takes
 //!   the next number.
 //! - Channel `tunnel:changed`: an id whose tunnel or lease changed (a cache hint, never the
-//!   truth), `-id` when it was removed.
+//!   truth), `-id` when it was removed, `@domain` when a custom domain's binding changed.
 //! - Channel `tunnel:node:{node}`: commands for one pod (`close ID GENERATION REASON`).
 
 /// The tunnel hash of `id`.
@@ -34,6 +40,16 @@ pub(super) fn owner(owner: &str) -> String {
 /// The tombstone of a deleted `id`.
 pub(super) fn tombstone(id: &str) -> String {
     format!("tunnel:d:{id}")
+}
+
+/// The name record of `name` (a tunnel id).
+pub(super) fn name(name: &str) -> String {
+    format!("tunnel:n:{name}")
+}
+
+/// The binding of custom domain `host`.
+pub(super) fn domain(host: &str) -> String {
+    format!("tunnel:dom:{host}")
 }
 
 /// The generation counter.

@@ -13,12 +13,14 @@ use tunnel_protocol::GoodbyeReason;
 
 use super::bus::CloseReason;
 use super::cache::Hit;
+use super::domains;
 use super::keys;
 use super::shared::Shared;
 use super::store::StoreError;
 use super::stored::{self, access_json, millis, parse_lease, parse_tunnel, same_tunnel};
 use crate::auth::KeyId;
 use crate::tunnel::domain::CustomDomain;
+use crate::tunnel::names::Standing;
 use crate::tunnel::record::{Connection, Lease, Tunnel, TunnelInfo};
 use crate::tunnel::registry::{generate_id, Claim, CreateError, NewTunnel};
 use crate::tunnel::urls::PublicUrls;
@@ -50,7 +52,10 @@ impl Shared {
         };
         let existing = self.local.get(id).map(|t| t.clone()).or(cached);
         let object = match existing {
-            Some(e) if same_tunnel(&e, &stored.tunnel) => e,
+            Some(e) if same_tunnel(&e, &stored.tunnel) => {
+                domains::follow(&e, &stored.tunnel);
+                e
+            }
             _ => Arc::new(stored.tunnel),
         };
         if object.connection().is_none() {
@@ -92,8 +97,8 @@ impl Shared {
         Ok(self.read(id).await?.map(|r| r.tunnel))
     }
 
-    /// [`crate::tunnel::TunnelRegistry::create`]: the `CREATE` script, under a new random id
-    /// until one is free.
+    /// [`crate::tunnel::TunnelRegistry::create`]: the `CREATE` script (which decides the
+    /// name's and the domain's holders too), under a new random id until one is free.
     pub(super) async fn create(
         &self,
         new: NewTunnel<'_>,
@@ -107,18 +112,24 @@ impl Shared {
             domain,
         } = new;
         let now = Utc::now();
-        if let Some(name) = name {
-            self.names.check_requested(name, owner, now)?;
-        }
+        // The rules every pod has from its configuration; who holds the name is Redis's.
+        let reserved_for_owner = match name {
+            Some(name) => self.names.check_rules(name, owner)? == Standing::ReservedForOwner,
+            None => false,
+        };
         let owner_key = self.fingerprint(owner)?;
         let token = crate::auth::generate_secret();
         let digest = crate::auth::SecretHash::of(&token).to_hex();
         let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
         let expires = now + ttl;
+        let name_until = self.names.policy().grace_until(expires);
         let rules = access_json(&access);
+        let (host, txt) = domain
+            .as_ref()
+            .map_or(("", ""), |d| (d.name.as_str(), d.expected.as_str()));
         for _ in 0..16 {
             let id = name.map_or_else(generate_id, str::to_string);
-            if name.is_none() && !self.names.may_issue(&id, now) {
+            if name.is_none() && !self.names.may_issue_by_rules(&id) {
                 continue;
             }
             let mut conn = self.store.conn()?;
@@ -128,6 +139,8 @@ impl Shared {
                 .key(keys::tunnel(&id))
                 .key(keys::owner(&owner_key))
                 .key(keys::tombstone(&id))
+                .key(keys::name(&id))
+                .key(keys::domain(host))
                 .arg(millis(now))
                 .arg(millis(expires))
                 .arg(&owner_key)
@@ -135,23 +148,15 @@ impl Shared {
                 .arg(&rules)
                 .arg(max_per_key)
                 .arg(&id)
+                .arg(millis(name_until))
+                .arg(if name.is_none() { "1" } else { "0" })
+                .arg(if reserved_for_owner { "1" } else { "0" })
+                .arg(host)
+                .arg(txt)
                 .invoke_async::<String>(&mut conn)
                 .await;
             match self.store.check(answer)?.as_str() {
                 "ok" => {
-                    self.names.taken(&id, owner);
-                    if let Some(d) = &domain {
-                        let mut conn = self.store.conn()?;
-                        let stored = redis::cmd("HSET")
-                            .arg(keys::tunnel(&id))
-                            .arg("domain")
-                            .arg(&d.name)
-                            .arg("domain_txt")
-                            .arg(&d.expected)
-                            .query_async::<()>(&mut conn)
-                            .await;
-                        self.store.check(stored)?;
-                    }
                     let domain = domain.map(|d| CustomDomain::new(d.name, d.expected));
                     let tunnel = Tunnel::new(id, owner, &token, now, expires, access, domain);
                     let tunnel = Arc::new(tunnel);
@@ -159,7 +164,10 @@ impl Shared {
                     return Ok((tunnel, token));
                 }
                 "taken" if name.is_some() => return Err(CreateError::Taken(id)),
+                // A live tunnel, or a name in someone's grace period: never handed out.
                 "taken" => continue,
+                "held" => return Err(CreateError::Held(id)),
+                "domain_taken" => return Err(CreateError::DomainTaken(host.to_string())),
                 "too_many" => return Err(CreateError::TooMany(max_per_key)),
                 other => return Err(StoreError::Corrupt(format!("create: {other}")).into()),
             }
@@ -314,16 +322,14 @@ impl Shared {
             .key(keys::tunnel(id))
             .key(keys::lease(id))
             .key(keys::tombstone(id))
+            .key(keys::name(id))
             .arg(id)
             .arg(keys::TOMBSTONE_MS)
             .arg(CloseReason::Deleted.as_str())
+            .arg(self.grace_ms(id))
             .invoke_async::<Vec<Option<String>>>(&mut conn)
             .await;
         let existed = !self.store.check(removed)?.is_empty();
-        if let Some(t) = &found {
-            self.names.release(id, t.owner, Utc::now());
-            self.unbind_domain(t);
-        }
         if let Some((_, t)) = self.local.remove(id) {
             if let Some(c) = t.take_connection() {
                 let message = message.to_string();
@@ -372,7 +378,6 @@ impl Shared {
             }
         }
         self.cache.trim();
-        self.names.sweep(now);
         ids
     }
 
@@ -462,6 +467,15 @@ impl Shared {
             infos.push(info);
         }
         Ok(infos)
+    }
+
+    /// How long a removed tunnel's name stays its key's, in milliseconds: the grace period,
+    /// none for a reserved name (it is its key's for good anyway).
+    fn grace_ms(&self, id: &str) -> u64 {
+        if self.names.is_reserved(id) {
+            return 0;
+        }
+        u64::try_from(self.names.policy().grace.as_millis()).unwrap_or(u64::MAX)
     }
 
     /// What this pod counted for `id` and has not added to Redis yet.

@@ -8,15 +8,31 @@
 //! client moved to. Key names other than those passed in `KEYS` are built inside the scripts
 //! from the same prefixes as `keys.rs` (the registry targets a single Redis, not a cluster).
 //!
+//! Names and custom domains ([`CREATE`], [`REMOVE`], [`BIND_DOMAIN`], [`UNBIND_DOMAIN`]):
+//! who holds a name, and where a domain routes, is decided in the same script that creates or
+//! removes the tunnel, so two pods creating the same name at once cannot both win, and a
+//! delete cannot leave a window in which another key finds the name free.
+//!
 //! The texts are public so that tests, and an operator inspecting Redis, can run and read them.
 
 use redis::Script;
 
-/// Creates a tunnel unless its id is taken or its owner holds `max` tunnels already (pruning
-/// expired and vanished ids from the owner's index first).
+/// Creates a tunnel unless its id is taken, its name is another key's (a live tunnel's, or
+/// in its grace period), its custom domain routes to another live tunnel, or its owner holds
+/// `max` tunnels already (pruning expired and vanished ids from the owner's index first).
 ///
-/// KEYS: tunnel, owner index, tombstone. ARGV: now ms, expires ms, owner, token digest, access
-/// JSON, max per key, id. Returns `ok`, `taken` or `too_many`.
+/// The name record (`tunnel:n:{id}`, the owner's fingerprint) is written with the tunnel and
+/// lives until the tunnel's expiry plus the grace period; [`REMOVE`] shortens it to the grace
+/// period from the delete. So an expiry, which Redis carries out by itself, needs no script
+/// for the name to stay its key's: the record simply outlives the tunnel. A random id finds
+/// any record in its way `taken` (never handed out within anyone's grace period); a
+/// requested one is `held` when the record names another key, unless the name is reserved
+/// for the caller (the reservation, checked by the pod, beats a grace period).
+///
+/// KEYS: tunnel, owner index, tombstone, name record, domain binding. ARGV: now ms, expires
+/// ms, owner, token digest, access JSON, max per key, id, name record's end ms, random (`1`),
+/// reserved for the owner (`1`), domain (empty: none), domain TXT value. Returns `ok`,
+/// `taken`, `held`, `domain_taken` or `too_many`.
 pub const CREATE: &str = r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
 local held = 0
@@ -28,11 +44,25 @@ for _, other in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'taken' end
+local holder = redis.call('GET', KEYS[4])
+if holder then
+  if ARGV[9] == '1' then return 'taken' end
+  if holder ~= ARGV[3] and ARGV[10] ~= '1' then return 'held' end
+end
+if ARGV[11] ~= '' then
+  local bound = redis.call('GET', KEYS[5])
+  if bound and redis.call('EXISTS', 'tunnel:t:' .. bound) == 1 then return 'domain_taken' end
+end
 if held >= tonumber(ARGV[6]) then return 'too_many' end
 redis.call('HSET', KEYS[1], 'owner', ARGV[3], 'token', ARGV[4], 'created', ARGV[1],
   'expires', ARGV[2], 'access', ARGV[5], 'gen', '0', 'requests', 0, 'bytes_in', 0,
   'bytes_out', 0)
+if ARGV[11] ~= '' then
+  redis.call('HSET', KEYS[1], 'domain', ARGV[11], 'domain_txt', ARGV[12], 'domain_bound', '0')
+end
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[4], ARGV[3])
+redis.call('PEXPIREAT', KEYS[4], ARGV[8])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[7])
 redis.call('DEL', KEYS[3])
 redis.call('PUBLISH', 'tunnel:changed', ARGV[7])
@@ -100,11 +130,15 @@ return out
 
 /// Writes a tunnel the store lost (a Redis restarted without its data) back from a pod that
 /// still holds its client, with that client's claim, and raises the generation counter past
-/// it so that later claims stay greater.
+/// it so that later claims stay greater. Its name record comes back unless another key took
+/// the name meanwhile, and its custom domain's binding if it was routed and the domain is
+/// free.
 ///
-/// KEYS: tunnel, owner index, lease, generation counter. ARGV: owner, token digest, created
-/// ms, expires ms, access JSON, generation, node, peer address, lease ms, since ms, client
-/// address, id, now ms. Returns 1 if restored, 0 if the tunnel exists again or has expired.
+/// KEYS: tunnel, owner index, lease, generation counter, name record, domain binding. ARGV:
+/// owner, token digest, created ms, expires ms, access JSON, generation, node, peer address,
+/// lease ms, since ms, client address, id, now ms, name record's end ms, domain (empty:
+/// none), domain TXT value, routed (`1`). Returns 1 if restored, 0 if the tunnel exists again
+/// or has expired.
 pub const RESTORE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if tonumber(ARGV[4]) <= tonumber(ARGV[13]) then return 0 end
@@ -116,6 +150,19 @@ redis.call('ZADD', KEYS[2], ARGV[4], ARGV[12])
 redis.call('HSET', KEYS[3], 'node', ARGV[7], 'peer', ARGV[8], 'gen', ARGV[6], 'since', ARGV[10],
   'client', ARGV[11], 'streams', 0)
 redis.call('PEXPIRE', KEYS[3], ARGV[9])
+local holder = redis.call('GET', KEYS[5])
+if not holder or holder == ARGV[1] then
+  redis.call('SET', KEYS[5], ARGV[1])
+  redis.call('PEXPIREAT', KEYS[5], ARGV[14])
+end
+if ARGV[15] ~= '' then
+  local routed = '0'
+  if ARGV[17] == '1' and redis.call('SET', KEYS[6], ARGV[12], 'NX') then
+    redis.call('PEXPIREAT', KEYS[6], ARGV[4])
+    routed = '1'
+  end
+  redis.call('HSET', KEYS[1], 'domain', ARGV[15], 'domain_txt', ARGV[16], 'domain_bound', routed)
+end
 local counter = tonumber(redis.call('GET', KEYS[4]) or '0')
 if counter < tonumber(ARGV[6]) then redis.call('SET', KEYS[4], ARGV[6]) end
 redis.call('PUBLISH', 'tunnel:changed', ARGV[12])
@@ -132,23 +179,76 @@ redis.call('PUBLISH', 'tunnel:changed', ARGV[2])
 return 1
 "#;
 
-/// Removes a tunnel: its hash, lease and index entry; leaves a tombstone; tells the pod that
-/// holds its client to close it.
+/// Removes a tunnel: its hash, lease and index entry; leaves a tombstone; starts its name's
+/// grace period (the name record, if still its owner's, now ends `grace` ms from now, or goes
+/// at once with a grace of 0); stops routing its custom domain; tells the pod that holds its
+/// client to close it.
 ///
-/// KEYS: tunnel, lease, tombstone. ARGV: id, tombstone ms, reason. Returns `{owner, node,
-/// generation}`, or `{}` if there was no such tunnel.
+/// KEYS: tunnel, lease, tombstone, name record. ARGV: id, tombstone ms, reason, grace ms.
+/// Returns `{owner, node, generation}`, or `{}` if there was no such tunnel.
 pub const REMOVE: &str = r#"
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if not owner then return {} end
 local lease = redis.call('HMGET', KEYS[2], 'node', 'gen')
+local domain = redis.call('HGET', KEYS[1], 'domain')
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', 'tunnel:o:' .. owner, ARGV[1])
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+if redis.call('GET', KEYS[4]) == owner then
+  if tonumber(ARGV[4]) > 0 then
+    redis.call('SET', KEYS[4], owner, 'PX', ARGV[4])
+  else
+    redis.call('DEL', KEYS[4])
+  end
+end
+if domain then
+  local binding = 'tunnel:dom:' .. domain
+  if redis.call('GET', binding) == ARGV[1] then
+    redis.call('DEL', binding)
+    redis.call('PUBLISH', 'tunnel:changed', '@' .. domain)
+  end
+end
 redis.call('PUBLISH', 'tunnel:changed', '-' .. ARGV[1])
 if lease[1] then
   redis.call('PUBLISH', 'tunnel:node:' .. lease[1], 'close ' .. ARGV[1] .. ' ' .. lease[2] .. ' ' .. ARGV[3])
 end
 return {owner, lease[1], lease[2]}
+"#;
+
+/// Routes a verified custom domain to its tunnel, unless it routes to another live tunnel.
+/// The binding expires with the tunnel; the tunnel's hash records that it is routed (so that
+/// every pod's status shows it).
+///
+/// KEYS: domain binding, tunnel. ARGV: id, domain, now ms. Returns `bound`, `taken`, or
+/// `no_tunnel` (the tunnel is gone, or asked for another domain).
+pub const BIND_DOMAIN: &str = r#"
+if redis.call('HGET', KEYS[2], 'domain') ~= ARGV[2] then return 'no_tunnel' end
+local bound = redis.call('GET', KEYS[1])
+if bound and bound ~= ARGV[1] and redis.call('EXISTS', 'tunnel:t:' .. bound) == 1 then
+  return 'taken'
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], redis.call('HGET', KEYS[2], 'expires'))
+redis.call('HSET', KEYS[2], 'domain_bound', '1', 'domain_checked', ARGV[3])
+if bound ~= ARGV[1] then
+  redis.call('PUBLISH', 'tunnel:changed', '@' .. ARGV[2])
+  redis.call('PUBLISH', 'tunnel:changed', ARGV[1])
+end
+return 'bound'
+"#;
+
+/// Stops routing a custom domain to a tunnel, if it routes there (compare-and-delete).
+///
+/// KEYS: domain binding, tunnel. ARGV: id, domain, now ms. Returns 1 if it was routed there.
+pub const UNBIND_DOMAIN: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'domain_bound', '0', 'domain_checked', ARGV[3])
+end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', 'tunnel:changed', '@' .. ARGV[2])
+redis.call('PUBLISH', 'tunnel:changed', ARGV[1])
+return 1
 "#;
 
 /// Adds counters to tunnels that still exist.
@@ -176,6 +276,8 @@ pub(super) struct Scripts {
     pub(super) release: Script,
     pub(super) remove: Script,
     pub(super) count: Script,
+    pub(super) bind_domain: Script,
+    pub(super) unbind_domain: Script,
 }
 
 impl Scripts {
@@ -188,6 +290,8 @@ impl Scripts {
             release: Script::new(RELEASE),
             remove: Script::new(REMOVE),
             count: Script::new(COUNT),
+            bind_domain: Script::new(BIND_DOMAIN),
+            unbind_domain: Script::new(UNBIND_DOMAIN),
         }
     }
 }

@@ -15,7 +15,7 @@ use super::store::Store;
 use crate::auth::ApiKeys;
 use crate::tunnel::names::{NameBook, NamePolicy};
 use crate::tunnel::record::Tunnel;
-use crate::tunnel::registry::{DomainBinding, RegistryError, RegistryEvents};
+use crate::tunnel::registry::{RegistryError, RegistryEvents};
 
 /// What a Redis registry needs to know of its pod.
 #[derive(Debug, Clone)]
@@ -70,11 +70,9 @@ pub(super) struct Shared {
     pub(super) events: Arc<dyn RegistryEvents>,
     /// Where client connections are closed.
     pub(super) tasks: TaskTracker,
-    /// Blocked and reserved names (the same configuration on every pod) and the grace
-    /// periods of names released here (not yet shared through Redis).
+    /// The blocked list, the grace period and the reservations: the same configuration on
+    /// every pod. Who holds a name, and for how long, is in Redis (`tunnel:n:{name}`).
     pub(super) names: NameBook,
-    /// Custom domains verified through this pod (not yet shared through Redis).
-    pub(super) domains: DashMap<String, Arc<Tunnel>>,
 }
 
 impl Shared {
@@ -101,33 +99,7 @@ impl Shared {
             events,
             tasks,
             names: NameBook::new(config.names),
-            domains: DashMap::new(),
         })
-    }
-
-    /// [`crate::tunnel::TunnelRegistry::bind_domain`], for this pod.
-    pub(super) fn bind_domain(&self, tunnel: &Arc<Tunnel>) -> DomainBinding {
-        let Some(domain) = &tunnel.domain else {
-            return DomainBinding::NoTunnel;
-        };
-        match self.domains.entry(domain.name.clone()) {
-            dashmap::mapref::entry::Entry::Occupied(e) if Arc::ptr_eq(e.get(), tunnel) => {
-                DomainBinding::Bound
-            }
-            dashmap::mapref::entry::Entry::Occupied(_) => DomainBinding::Taken,
-            dashmap::mapref::entry::Entry::Vacant(slot) => {
-                slot.insert(tunnel.clone());
-                DomainBinding::Bound
-            }
-        }
-    }
-
-    /// [`crate::tunnel::TunnelRegistry::unbind_domain`], for this pod.
-    pub(super) fn unbind_domain(&self, tunnel: &Arc<Tunnel>) {
-        if let Some(domain) = &tunnel.domain {
-            self.domains
-                .remove_if(&domain.name, |_, t| Arc::ptr_eq(t, tunnel));
-        }
     }
 
     pub(super) fn node(&self) -> &str {

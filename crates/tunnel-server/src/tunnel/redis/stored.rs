@@ -11,7 +11,7 @@ use super::store::StoreError;
 use crate::auth::{ApiKeys, SecretHash};
 use crate::edge::client_ip::parse_cidr;
 use crate::tunnel::access::{AccessPolicy, BasicAuth};
-use crate::tunnel::domain::CustomDomain;
+use crate::tunnel::domain::{CustomDomain, DomainStatus};
 use crate::tunnel::record::{Lease, Tunnel};
 
 /// The access rules as stored: networks as text, the credential as salt and digest.
@@ -109,10 +109,7 @@ pub(super) fn parse_tunnel(
         time(fields, "created")?,
         time(fields, "expires")?,
         access,
-        match (fields.get("domain"), fields.get("domain_txt")) {
-            (Some(name), Some(txt)) => Some(CustomDomain::new(name.clone(), txt.clone())),
-            _ => None,
-        },
+        stored_domain(fields),
     );
     let counter = |name| number::<u64>(fields, name).unwrap_or(0);
     Ok(Some(StoredTunnel {
@@ -123,6 +120,28 @@ pub(super) fn parse_tunnel(
             counter("bytes_out"),
         ],
     }))
+}
+
+/// A tunnel's custom domain as stored: name, TXT value, and whether it is routed (the
+/// `BIND_DOMAIN` script sets `domain_bound`, `UNBIND_DOMAIN` clears it, both with the time of
+/// the check in `domain_checked`). A routed domain reads as verified; one that is not reads as
+/// pending, whatever the check that unbound it found (that pod's log says).
+fn stored_domain(fields: &HashMap<String, String>) -> Option<CustomDomain> {
+    let (Some(name), Some(txt)) = (fields.get("domain"), fields.get("domain_txt")) else {
+        return None;
+    };
+    let domain = CustomDomain::new(name.clone(), txt.clone());
+    let checked = time(fields, "domain_checked").ok();
+    if fields.get("domain_bound").map(String::as_str) == Some("1") {
+        domain.record(
+            DomainStatus::Verified,
+            true,
+            checked.unwrap_or_else(Utc::now),
+        );
+    } else if let Some(at) = checked {
+        domain.record(DomainStatus::Pending, false, at);
+    }
+    Some(domain)
 }
 
 /// Reads a lease hash; `Ok(None)` when empty (no pod holds the client).

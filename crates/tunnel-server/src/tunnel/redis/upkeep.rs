@@ -102,12 +102,19 @@ fn handle(shared: &Shared, own: &str, message: &redis::Msg) {
         return;
     }
     let change = Change::parse(&payload);
-    shared.cache.forget(change.id());
+    if let Change::Domain(host) = &change {
+        shared.cache.forget_domain(host);
+        return;
+    }
+    let Some(id) = change.id() else {
+        return;
+    };
+    shared.cache.forget(id);
     if let Change::Removed(id) = &change {
         shared.unlabel(id);
     }
     // Nobody waiting is fine.
-    let _ = shared.changes.send(change.id().to_string());
+    let _ = shared.changes.send(id.to_string());
 }
 
 /// Closes the client of `id` here if its session is still `generation`.
@@ -186,11 +193,17 @@ async fn renew_all(shared: &Shared) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes a tunnel Redis lost back from what this pod holds (the `RESTORE` script).
+/// Writes a tunnel Redis lost back from what this pod holds (the `RESTORE` script), with its
+/// name record and, if it was routed, its custom domain's binding.
 async fn restore(shared: &Shared, t: &Tunnel, c: &Connection) -> Result<(), StoreError> {
     let Some(owner) = shared.keys.fingerprint(t.owner) else {
         return Ok(());
     };
+    let (domain, txt, routed) = match &t.domain {
+        Some(d) => (d.name.as_str(), d.expected.as_str(), d.state().2),
+        None => ("", "", false),
+    };
+    let name_until = shared.names.policy().grace_until(t.expires_at);
     let mut conn = shared.store.conn()?;
     let restored = shared
         .scripts
@@ -199,6 +212,8 @@ async fn restore(shared: &Shared, t: &Tunnel, c: &Connection) -> Result<(), Stor
         .key(keys::owner(&owner))
         .key(keys::lease(&t.id))
         .key(keys::GENERATION)
+        .key(keys::name(&t.id))
+        .key(keys::domain(domain))
         .arg(&owner)
         .arg(t.token_digest().to_hex())
         .arg(millis(t.created_at))
@@ -212,6 +227,10 @@ async fn restore(shared: &Shared, t: &Tunnel, c: &Connection) -> Result<(), Stor
         .arg(c.remote.ip().to_string())
         .arg(&t.id)
         .arg(millis(chrono::Utc::now()))
+        .arg(millis(name_until))
+        .arg(domain)
+        .arg(txt)
+        .arg(if routed { "1" } else { "0" })
         .invoke_async::<i64>(&mut conn)
         .await;
     if shared.store.check(restored)? == 1 {
