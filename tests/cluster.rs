@@ -407,6 +407,13 @@ async fn two_hundred_concurrent_requests_over_three_pods_and_three_tunnels_never
     }
 }
 
+/// `GET /ready` on `pod`: the status and the body.
+async fn readiness(pod: &Pod) -> (u16, serde_json::Value) {
+    let resp = get(pod, "/ready").await;
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or_default())
+}
+
 /// Requests through `pod` while Redis is away: each answer either a success or, fast, 503
 /// `registry_unavailable`. Returns how many of each.
 async fn probe(pod: &Pod, path: &str) -> (bool, Duration) {
@@ -455,12 +462,25 @@ async fn redis_down_local_tunnels_keep_serving_and_the_rest_fails_fast() {
     assert_eq!(create.status(), 503);
     assert_eq!(create.headers()["x-tunnel-error"], "registry_unavailable");
     assert!(start.elapsed() < Duration::from_secs(2));
+    // Readiness: B, which holds no client, leaves the balancer; A, which serves its
+    // client's tunnel still, stays in and says what it lacks.
+    let (status, ready) = readiness(b).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(
+        (&ready["status"], &ready["registry"]),
+        (&"registry_unavailable".into(), &"unavailable".into())
+    );
+    let (status, ready) = readiness(a).await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["registry"], "unavailable", "{ready}");
     // Back by itself once Redis is.
     s.redis.restart().await;
     eventually("B serving again", || async {
         (get(b, &path).await.status() == 200).then_some(())
     })
     .await;
+    let (status, ready) = readiness(b).await;
+    assert_eq!((status, &ready["registry"]), (200, &"ok".into()), "{ready}");
     let create = http()
         .post(b.url("/api/tunnels"))
         .bearer_auth(API_KEY)

@@ -265,4 +265,11 @@ async fn the_document_is_served_without_credentials() {
             "{schema} is not in the document"
         );
     }
+    // Fields that several pods added, optional so that nothing a client relied on changes.
+    let info = &served["components"]["schemas"]["TunnelInfo"];
+    assert!(info["properties"]["node"].is_object(), "{info}");
+    let required = info["required"].as_array().cloned().unwrap_or_default();
+    assert!(!required.contains(&"node".into()), "{info}");
+    let health = &served["components"]["schemas"]["HealthResponse"];
+    assert!(health["properties"]["registry"].is_object(), "{health}");
 }

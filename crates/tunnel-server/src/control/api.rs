@@ -44,12 +44,30 @@ impl FromRequestParts<Arc<AppState>> for ApiKey {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthResponse {
-    /// `ok` (health), `ready` or `shutting_down` (readiness).
+    /// `ok` (health), `ready`, `shutting_down` or `registry_unavailable` (readiness).
     pub status: String,
     /// Tunnels registered (readiness only, while ready).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnels: Option<usize>,
+    /// Whether the shared registry (Redis) answers: `ok` or `unavailable` (readiness only,
+    /// absent without `TUNNEL_REDIS_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryHealth>,
 }
+
+/// What readiness found of the shared registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistryHealth {
+    /// Redis answered.
+    Ok,
+    /// Redis did not answer in time, or refused.
+    Unavailable,
+}
+
+/// How long readiness waits for the shared registry's `PING` (the probe's own timeout in
+/// kubernetes-config.yaml is 3 s).
+const REGISTRY_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/health", tag = "server",
@@ -58,30 +76,58 @@ pub(crate) async fn health() -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "ok".into(),
         tunnels: None,
+        registry: None,
     })
 }
 
-/// Readiness: fails (503) once shutdown has begun, so no new traffic is routed here.
+/// Readiness: fails (503) once shutdown has begun, so no new traffic is routed here; and,
+/// with a shared registry, while Redis does not answer and this pod holds no client (it could
+/// only answer 503 to every request then, whereas a pod holding clients still serves their
+/// tunnels: taking every pod out of the balancer when Redis goes away would stop those too).
 #[utoipa::path(get, path = "/ready", tag = "server", responses(
     (status = 200, description = "Ready", body = HealthResponse),
-    (status = 503, description = "Shutting down", body = HealthResponse)))]
+    (status = 503, description = "Shutting down, or the shared registry is unavailable and this pod holds no client", body = HealthResponse)))]
 pub(crate) async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.shutdown.is_cancelled() {
-        (
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(HealthResponse {
                 status: "shutting_down".into(),
                 tunnels: None,
+                registry: None,
             }),
         )
-            .into_response()
-    } else {
-        Json(HealthResponse {
-            status: "ready".into(),
-            tunnels: Some(state.registry.len()),
-        })
-        .into_response()
+            .into_response();
     }
+    let registry = match state.registry.node_id() {
+        None => None,
+        Some(_) => match tokio::time::timeout(REGISTRY_PING_TIMEOUT, state.registry.ping()).await {
+            Ok(Ok(())) => Some(RegistryHealth::Ok),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "readiness: the registry does not answer");
+                Some(RegistryHealth::Unavailable)
+            }
+            Err(_) => Some(RegistryHealth::Unavailable),
+        },
+    };
+    let tunnels = state.registry.len();
+    if registry == Some(RegistryHealth::Unavailable) && tunnels == 0 {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(HealthResponse {
+                status: "registry_unavailable".into(),
+                tunnels: None,
+                registry,
+            }),
+        )
+            .into_response();
+    }
+    Json(HealthResponse {
+        status: "ready".into(),
+        tunnels: Some(tunnels),
+        registry,
+    })
+    .into_response()
 }
 
 /// Name, version, protocol version and a list of the endpoints.

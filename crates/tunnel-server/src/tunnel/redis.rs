@@ -147,6 +147,10 @@ impl TunnelRegistry for RedisRegistry {
         Some(self.0.node())
     }
 
+    fn ping(&self) -> RegistryFuture<'_, ()> {
+        Box::pin(async move { Ok(self.0.ping().await?) })
+    }
+
     fn relocate<'a>(
         &'a self,
         id: &'a str,

@@ -252,6 +252,13 @@ pub trait TunnelRegistry: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Whether the store answers now (one round trip; `Ok` at once for a registry of its
+    /// own). Readiness asks it: a shared registry's pod is no use to a balancer while it
+    /// cannot look tunnels up, unless it holds clients itself.
+    fn ping(&self) -> RegistryFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// The tunnel `id` as the store knows it now, bypassing any cache: asked when the process
     /// a lease named answered that the client is not there, or could not be reached. If the
     /// store still names `stale` (or no process at all), waits up to `wait` for a claim to

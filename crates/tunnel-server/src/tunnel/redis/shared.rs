@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use super::cache::{Cache, Hit};
 use super::scripts::Scripts;
-use super::store::Store;
+use super::store::{Store, StoreError};
 use crate::auth::ApiKeys;
 use crate::tunnel::names::{NameBook, NamePolicy};
 use crate::tunnel::record::Tunnel;
@@ -100,6 +100,15 @@ impl Shared {
             tasks,
             names: NameBook::new(config.names),
         })
+    }
+
+    /// [`crate::tunnel::TunnelRegistry::ping`]: `PING`, failing at once while Redis is known
+    /// to be down (and taking it down if the `PING` finds it unreachable).
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.store.conn()?;
+        let answer = redis::cmd("PING").query_async::<String>(&mut conn).await;
+        self.store.check(answer)?;
+        Ok(())
     }
 
     pub(super) fn node(&self) -> &str {
