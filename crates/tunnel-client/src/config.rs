@@ -1,12 +1,102 @@
 //! Client configuration: flags and environment variables.
+//!
+//! `tunnel-client [FLAGS]` exposes one service as it always did ([`ClientArgs`]); the
+//! subcommands of [`Command`] work from a config file (`start`, `config check`), which
+//! `crate::file` reads into the same [`ClientConfig`]s.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::inspect::{InspectArgs, InspectConfig, InspectConfigError};
 
-/// Command line and environment of `tunnel-client`.
+/// The command line of `tunnel-client`: a subcommand, or today's flags of one tunnel.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "tunnel-client",
+    version,
+    about = "Expose a local HTTP service through a tunnel-server",
+    long_about = None,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// What to do; without one, expose the service the flags describe.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// The one-tunnel flags (`None` with a subcommand).
+    #[command(flatten)]
+    pub http: Option<ClientArgs>,
+}
+
+/// The subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Start tunnels of the config file: `start --all`, or `start NAME...`. The file is
+    /// watched (and SIGHUP reloads it): tunnels added, removed or changed follow it.
+    Start(StartArgs),
+    /// The config file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `tunnel-client config ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigCommand {
+    /// Reads and validates the file; prints its tunnels, or every error with file, line and
+    /// key (exit status 64).
+    Check(FileArgs),
+}
+
+/// Where the config file is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FileArgs {
+    /// The config file. Default: `$XDG_CONFIG_HOME/tunnel/tunnel.toml` (or the platform's
+    /// config directory).
+    #[arg(long = "config", env = "TUNNEL_CONFIG", value_name = "TUNNEL_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// `tunnel-client start`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StartArgs {
+    /// The tunnels to start, by name.
+    #[arg(value_name = "NAME", required_unless_present = "all")]
+    pub names: Vec<String>,
+
+    /// Start every tunnel of the file (and those added to it later).
+    #[arg(long, conflicts_with = "names")]
+    pub all: bool,
+
+    /// The config file.
+    #[command(flatten)]
+    pub file: FileArgs,
+
+    /// The server, over the file's `[client] server`.
+    #[arg(long, env = "TUNNEL_SERVER", value_name = "TUNNEL_SERVER")]
+    pub server: Option<String>,
+
+    /// The API key, over the file's `[client] api_key`.
+    #[arg(
+        long,
+        env = "TUNNEL_API_KEY",
+        value_name = "TUNNEL_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+
+    /// Do not watch the file (SIGHUP still reloads it).
+    #[arg(long, env = "TUNNEL_NO_WATCH")]
+    pub no_watch: bool,
+
+    /// No per-request log lines.
+    #[arg(long, short, env = "TUNNEL_QUIET")]
+    pub quiet: bool,
+}
+
+/// Command line and environment of one tunnel (`tunnel-client` without a subcommand).
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "tunnel-client",
@@ -219,8 +309,23 @@ pub enum HostHeader {
     Fixed(String),
 }
 
-/// Validated client settings.
-#[derive(Debug, Clone)]
+impl HostHeader {
+    /// `rewrite`, `preserve`, or a literal host (`None` if it is not a usable header value).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "rewrite" => Some(HostHeader::Rewrite),
+            "preserve" => Some(HostHeader::Preserve),
+            other if http::HeaderValue::from_str(other).is_ok() && !other.is_empty() => {
+                Some(HostHeader::Fixed(other.to_string()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Validated client settings (of one tunnel). Equal settings mean an unchanged tunnel on a
+/// config reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// The server.
     pub server: ServerUrl,
@@ -269,14 +374,8 @@ impl ClientConfig {
         if args.port == 0 {
             return Err(ConfigError::PortZero);
         }
-        let host_header = match args.host_header.as_str() {
-            "rewrite" => HostHeader::Rewrite,
-            "preserve" => HostHeader::Preserve,
-            other if http::HeaderValue::from_str(other).is_ok() && !other.is_empty() => {
-                HostHeader::Fixed(other.to_string())
-            }
-            other => return Err(ConfigError::HostHeader(other.to_string())),
-        };
+        let host_header = HostHeader::parse(&args.host_header)
+            .ok_or_else(|| ConfigError::HostHeader(args.host_header.clone()))?;
         let inspect = args.inspect.validate()?;
         Ok(Self {
             inspect,

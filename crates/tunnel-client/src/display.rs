@@ -2,6 +2,7 @@
 //! Coloured when stdout is a terminal and `NO_COLOR` is unset.
 
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Prints user-facing lines.
@@ -9,6 +10,21 @@ use std::time::Duration;
 pub struct Printer {
     color: bool,
     requests: bool,
+    /// The tunnel's name, when the client runs several ([`Printer::for_tunnel`]).
+    label: Option<Arc<str>>,
+}
+
+/// One tunnel's row in the banner of a client with several.
+#[derive(Debug, Clone, Copy)]
+pub struct BannerRow<'a> {
+    /// The tunnel's name in the config file.
+    pub name: &'a str,
+    /// Its public URL, once online.
+    pub url: Option<&'a str>,
+    /// The local service (`localhost:3000`), or why the tunnel is not online.
+    pub target: &'a str,
+    /// Its traffic inspector's page, if it has one.
+    pub inspector: Option<&'a str>,
 }
 
 const RESET: &str = "\x1b[0m";
@@ -23,7 +39,61 @@ impl Printer {
     /// A printer; `requests` turns per-request lines on.
     pub fn new(requests: bool) -> Self {
         let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        Self { color, requests }
+        Self {
+            color,
+            requests,
+            label: None,
+        }
+    }
+
+    /// A printer for one of several tunnels: its lines start with the tunnel's name, and it
+    /// prints no banner of its own (the client prints one for all, [`Printer::banner`]).
+    pub fn for_tunnel(&self, name: &str) -> Self {
+        Self {
+            label: Some(name.into()),
+            ..self.clone()
+        }
+    }
+
+    /// The name column of a labelled printer's lines.
+    fn tag(&self) -> String {
+        match &self.label {
+            Some(l) => format!("{} ", self.paint(BOLD, &format!("{l:<10}"))),
+            None => String::new(),
+        }
+    }
+
+    /// The banner of a client with several tunnels: one row each.
+    pub fn banner(&self, rows: &[BannerRow<'_>]) {
+        self.line("");
+        self.line(&format!(
+            "  {}",
+            self.paint(&format!("{BOLD}{GREEN}"), "Tunnels")
+        ));
+        let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
+        for r in rows {
+            let url = match r.url {
+                Some(u) => format!(
+                    "{} -> {}",
+                    self.paint(&format!("{BOLD}{CYAN}"), u),
+                    r.target
+                ),
+                None => self.paint(YELLOW, r.target),
+            };
+            self.line(&format!(
+                "  {}  {url}",
+                self.paint(BOLD, &format!("{:<width$}", r.name))
+            ));
+            if let Some(i) = r.inspector {
+                let pad = " ".repeat(width);
+                self.line(&format!(
+                    "  {pad}  {} {}",
+                    self.paint(DIM, "inspector"),
+                    self.paint(CYAN, i)
+                ));
+            }
+        }
+        self.line("");
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -42,6 +112,9 @@ impl Printer {
 
     /// The banner once the tunnel is online.
     pub fn online(&self, public_url: &str, local: &str, expires_at: &str) {
+        if self.label.is_some() {
+            return;
+        }
         self.line("");
         self.line(&format!(
             "  {}  {}",
@@ -58,6 +131,9 @@ impl Printer {
 
     /// The traffic inspector's address, under the banner.
     pub fn inspector(&self, url: &str) {
+        if self.label.is_some() {
+            return;
+        }
         self.line(&format!(
             "  {}  {}",
             self.paint(BOLD, "Inspector "),
@@ -68,7 +144,12 @@ impl Printer {
 
     /// A status message.
     pub fn info(&self, msg: &str) {
-        self.line(&format!("{} {}", self.paint(DIM, &now()), msg));
+        self.line(&format!(
+            "{} {}{}",
+            self.paint(DIM, &now()),
+            self.tag(),
+            msg
+        ));
     }
 
     /// A WebSocket session through the tunnel began (its end is a [`Printer::request`] line).
@@ -81,8 +162,9 @@ impl Printer {
     /// A warning.
     pub fn warn(&self, msg: &str) {
         self.line(&format!(
-            "{} {}",
+            "{} {}{}",
             self.paint(DIM, &now()),
+            self.tag(),
             self.paint(YELLOW, msg)
         ));
     }
@@ -110,8 +192,9 @@ impl Printer {
         };
         let path: String = path.chars().take(120).collect();
         self.line(&format!(
-            "{} {:<7} {:<40} {} {:>8} {:>10}{}{}",
+            "{} {}{:<7} {:<40} {} {:>8} {:>10}{}{}",
             self.paint(DIM, &now()),
+            self.tag(),
             method,
             path,
             self.paint(colour, &status_text),

@@ -7,6 +7,8 @@
 //!   that [`config`] takes its flags from and [`forward`] hooks into.
 //! - [`config`]: flags and environment, validated into [`config::ClientConfig`] (typed
 //!   [`config::ConfigError`]s that name the setting).
+//! - [`file`]: the config file (`tunnel.toml`), read into one [`config::ClientConfig`] per
+//!   tunnel; errors name the file, line and key.
 //! - [`display`]: the banner and per-request lines ([`display::RequestLine`]).
 //! - [`control`]: the server's control API (create, status, delete, domain verification).
 //! - [`domain`]: the tunnel's other URLs, and a custom domain's wait for its DNS record (a
@@ -17,6 +19,8 @@
 //! - [`session`]: connect (the handshake in `session/connect.rs`), serve (every forward on a
 //!   task tracker), reconnect with backoff, and on shutdown let the forwards in flight finish
 //!   before deleting the tunnel.
+//! - [`fleet`]: `tunnel-client start`: a session per tunnel of the config file, one banner,
+//!   and the file followed (watched, and SIGHUP) by diffing its tunnels by name.
 //!
 //! The binary (`main.rs`) installs the signal handlers right after the runtime, before
 //! anything else, so that an early Ctrl-C is a graceful exit too.
@@ -25,6 +29,8 @@ pub mod config;
 pub mod control;
 pub mod display;
 pub mod domain;
+pub mod file;
+pub mod fleet;
 pub mod forward;
 pub mod inspect;
 pub mod session;

@@ -3,10 +3,17 @@
 #[cfg(feature = "alloc-count")]
 mod alloc_count;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
+use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
+use tunnel_client::config::{Cli, Command, ConfigCommand, FileArgs, StartArgs};
+use tunnel_client::display::Printer;
+use tunnel_client::file::{self, Overrides, Proto};
+use tunnel_client::fleet::{self, FleetOptions, Selection};
 use tunnel_client::{ClientArgs, ClientConfig, Status};
 
 /// Exit status for bad configuration (EX_USAGE).
@@ -48,14 +55,58 @@ fn main() -> ExitCode {
             }
         }
     };
-    let args = match ClientArgs::try_parse() {
-        Ok(a) => a,
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
             let _ = e.print();
             return ExitCode::from(code);
         }
     };
+    match cli.command {
+        None => match cli.http {
+            Some(args) => one_tunnel(args, &runtime, signals),
+            // No flags at all: clap's own message for the missing ones.
+            None => match ClientArgs::try_parse() {
+                Ok(args) => one_tunnel(args, &runtime, signals),
+                Err(e) => {
+                    let _ = e.print();
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            },
+        },
+        Some(Command::Start(args)) => start(args, &runtime, signals),
+        Some(Command::Config(ConfigCommand::Check(args))) => check(&args),
+    }
+}
+
+/// Logs to stderr, `warn` unless `RUST_LOG` says otherwise.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The shutdown token that the first SIGINT/SIGTERM cancels (in-flight requests finish, the
+/// tunnels are deleted); the second leaves at once.
+fn shutdown_on(signals: Signals) -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        let mut signals = signals;
+        signals.next().await;
+        trigger.cancel();
+        signals.next().await;
+        std::process::exit(130);
+    });
+    shutdown
+}
+
+/// `tunnel-client [FLAGS]`: the one tunnel the flags describe.
+fn one_tunnel(args: ClientArgs, runtime: &Runtime, signals: Signals) -> ExitCode {
     let cfg = match ClientConfig::from_args(args) {
         Ok(c) => c,
         Err(e) => {
@@ -63,24 +114,9 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs();
     runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        let trigger = shutdown.clone();
-        // The first signal: leave gracefully (in-flight requests finish, the tunnel is
-        // deleted). The second: leave now.
-        tokio::spawn(async move {
-            let mut signals = signals;
-            signals.next().await;
-            trigger.cancel();
-            signals.next().await;
-            std::process::exit(130);
-        });
+        let shutdown = shutdown_on(signals);
         let (status, _) = tokio::sync::watch::channel(Status::Starting);
         match tunnel_client::run(cfg, shutdown, status).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -90,6 +126,78 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// The config file's path: `--config`, or the default place.
+fn config_path(args: &FileArgs) -> Result<PathBuf, String> {
+    args.config
+        .clone()
+        .or_else(file::default_path)
+        .ok_or_else(|| "no config file: give --config PATH (no config directory is known)".into())
+}
+
+/// `tunnel-client start`: tunnels of the config file, followed while it changes.
+fn start(args: StartArgs, runtime: &Runtime, signals: Signals) -> ExitCode {
+    let overrides = Overrides {
+        server: args.server.clone(),
+        api_key: args.api_key.clone(),
+        quiet: args.quiet,
+    };
+    let selection = if args.all {
+        Selection::All
+    } else {
+        Selection::Names(args.names.clone())
+    };
+    let loaded = config_path(&args.file).and_then(|path| {
+        let set = file::load(&path, &overrides).map_err(|e| e.to_string())?;
+        fleet::check_selection(&set, &selection).map_err(|e| e.to_string())?;
+        Ok((path, set))
+    });
+    let (path, set) = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tunnel-client: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logs();
+    let opts = FleetOptions {
+        path,
+        overrides,
+        selection,
+        watch: !args.no_watch,
+        debounce: Duration::from_millis(150),
+    };
+    runtime.block_on(async {
+        let shutdown = shutdown_on(signals);
+        let printer = Printer::new(!args.quiet);
+        fleet::run(opts, set, printer, shutdown).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// `tunnel-client config check`: the file's tunnels, or its errors (exit status 64).
+fn check(args: &FileArgs) -> ExitCode {
+    let set = config_path(args)
+        .and_then(|path| file::load(&path, &Overrides::default()).map_err(|e| e.to_string()));
+    match set {
+        Ok(set) => {
+            println!("{}: {} tunnel(s)", set.path.display(), set.tunnels.len());
+            for t in &set.tunnels {
+                let proto = match t.proto {
+                    Proto::Http => "http",
+                    Proto::Tcp => "tcp",
+                };
+                let local = t.config.local_authority();
+                println!("  {:<12} {proto:<4} {local}", t.name);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, listened to from the moment they are registered: a signal

@@ -126,6 +126,16 @@ pub async fn run(
     status: watch::Sender<Status>,
 ) -> Result<(), ClientError> {
     let printer = Printer::new(cfg.log_requests);
+    run_as(cfg, printer, shutdown, status).await
+}
+
+/// [`run`], printing through `printer` (one of several tunnels prints with its name).
+pub async fn run_as(
+    cfg: ClientConfig,
+    printer: Printer,
+    shutdown: CancellationToken,
+    status: watch::Sender<Status>,
+) -> Result<(), ClientError> {
     let api = ControlClient::new(&cfg.server, &cfg.api_key)?;
     let (inspector, listener) = open_inspector(&cfg, &printer).await?.unzip();
     let forwarder = Forwarder::new(&cfg, printer.clone()).with_inspector(inspector.clone());
