@@ -125,6 +125,64 @@ pub fn load(path: &Path, over: &Overrides) -> Result<TunnelSet, FileErrors> {
     parse(path, &text, over, &expand::from_env)
 }
 
+/// The server and API key of a file's `[client]` table, for a one-off tunnel whose flags and
+/// environment leave them out (issue 13): the file's `[[tunnels]]` are not needed, nor
+/// checked beyond their syntax.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientValues {
+    /// `[client] server`.
+    pub server: Option<String>,
+    /// `[client] api_key`, or the content of `api_key_file`.
+    pub api_key: Option<String>,
+}
+
+/// Reads [`ClientValues`] from the file at `path`.
+pub fn client_values(path: &Path) -> Result<ClientValues, FileErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        FileErrors(vec![FileError {
+            path: path.to_path_buf(),
+            at: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    client_values_of(path, &text, &expand::from_env)
+}
+
+fn client_values_of(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ClientValues, FileErrors> {
+    let mut check = Check {
+        path,
+        text,
+        env,
+        errors: Vec::new(),
+    };
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let span = e.span();
+        let key = span.as_ref().and_then(|s| key_at(text, s.start));
+        check.error(span, key, e.message().trim().to_string());
+        FileErrors(check.errors.clone())
+    })?;
+    let server = match &raw.client.server {
+        Some(v) => check.string(v, "client.server"),
+        None => None,
+    };
+    let c = &raw.client;
+    let api_key = if c.api_key.is_some() || c.api_key_file.is_some() {
+        check.api_key(c, &Overrides::default())
+    } else {
+        None
+    };
+    if check.errors.is_empty() {
+        Ok(ClientValues { server, api_key })
+    } else {
+        Err(FileErrors(check.errors))
+    }
+}
+
 /// Checks `text`, the content of `path`, with `env` for `${NAME}` references.
 pub fn parse(
     path: &Path,
@@ -658,6 +716,19 @@ local = "5432"
         )
         .expect("the command line fills [client]");
         assert_eq!(set.tunnels[0].config.api_key, "k");
+    }
+
+    #[test]
+    fn server_and_key_alone_for_a_one_off_tunnel() {
+        let text = "[client]\nserver = \"s.example\"\napi_key = \"${KEY}\"\n";
+        let v = client_values_of(Path::new("t.toml"), text, &env).expect("valid");
+        assert_eq!(v.server.as_deref(), Some("s.example"));
+        assert_eq!(v.api_key.as_deref(), Some("k-from-env"));
+        let v = client_values_of(Path::new("t.toml"), "", &env).expect("empty is fine");
+        assert_eq!(v, ClientValues::default());
+        let e = client_values_of(Path::new("t.toml"), "[client]\nservr = 1\n", &env)
+            .expect_err("unknown key");
+        assert!(e.to_string().starts_with("t.toml:2:1: client.servr"), "{e}");
     }
 
     #[test]
