@@ -40,7 +40,7 @@ async fn the_inspector_page_follows_traffic_and_replays_it() {
         "screenshot": shot,
         "websocket_screenshot": ws,
         "phone_screenshot": phone,
-        "timeout_ms": 15_000,
+        "timeout_ms": 40_000,
     });
     let report = browser.run_script("inspect_page.py", &spec).await;
     // Uncaptured, so that the paths are in the log of a passing run too.

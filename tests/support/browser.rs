@@ -122,7 +122,7 @@ impl Browser {
                 .map(|e| serde_json::json!({ "selector": e.selector, "text": e.text }))
                 .collect::<Vec<_>>(),
             "screenshot": screenshot,
-            "timeout_ms": 15_000,
+            "timeout_ms": 40_000,
         });
         let raw = self.run(&self.script, &spec).await;
         Self::report(url, raw)
@@ -150,9 +150,9 @@ impl Browser {
             .await
             .expect("spec written");
         drop(stdin);
-        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        let out = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
             .await
-            .expect("the browser finished within 60 s")
+            .expect("the browser finished within 180 s")
             .expect("the browser ran");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let raw: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
