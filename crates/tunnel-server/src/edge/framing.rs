@@ -43,6 +43,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::io::poll_read_buf;
 
 mod body;
 mod head;
@@ -59,6 +60,8 @@ pub use syntax::{content_length, HeadLimits, Refusal};
 const REFUSED_HEAD: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
 /// Size of the reads the guard makes for itself.
 const READ_CHUNK: usize = 8 * 1024;
+/// Least spare room a read into `inbox` gets; below it a new block of [`READ_CHUNK`] is taken.
+const MIN_READ: usize = 1024;
 
 #[derive(Debug)]
 enum State {
@@ -247,15 +250,18 @@ impl<IO> FramingGuard<IO> {
 
 impl<IO: AsyncRead + Unpin> FramingGuard<IO> {
     /// Reads into `inbox`; `Ready(false)` at end of input.
+    ///
+    /// The bytes go straight into `inbox`'s spare room, which is never zeroed: a zeroed 8 KiB
+    /// buffer on the stack for each read was a `memset` per read, 30% of the server's
+    /// instructions per small request (callgrind). Heads are split off the front of one
+    /// block, so a block serves many small requests before a new one is allocated.
     fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        let mut tmp = [0u8; READ_CHUNK];
-        let mut rb = ReadBuf::new(&mut tmp);
-        match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(false)),
-            Poll::Ready(Ok(())) => {
-                self.inbox.extend_from_slice(rb.filled());
-                Poll::Ready(Ok(true))
-            }
+        if self.inbox.capacity() - self.inbox.len() < MIN_READ {
+            self.inbox.reserve(READ_CHUNK);
+        }
+        match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.inbox) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Ok(false)),
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(true)),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }
