@@ -7,6 +7,7 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -87,9 +88,37 @@ impl<'de> Deserialize<'de> for WireValue {
 }
 
 /// An ordered list of headers: `[[name, value], …]` in JSON.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct WireHeaders(pub Vec<(String, WireValue)>);
+
+/// Room for this many headers is taken at once when a list is decoded: JSON says nothing of
+/// a list's length, and growing one entry at a time reallocated three times for a head of
+/// ten headers.
+const EXPECTED_HEADERS: usize = 16;
+
+impl<'de> Deserialize<'de> for WireHeaders {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> serde::de::Visitor<'de> for ListVisitor {
+            type Value = WireHeaders;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of [name, value] pairs")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<WireHeaders, A::Error> {
+                let mut list = Vec::with_capacity(EXPECTED_HEADERS);
+                while let Some(pair) = seq.next_element::<(String, WireValue)>()? {
+                    list.push(pair);
+                }
+                Ok(WireHeaders(list))
+            }
+        }
+        d.deserialize_seq(ListVisitor)
+    }
+}
 
 impl WireHeaders {
     /// Copies a header map, keeping repeated names as separate entries in order.
@@ -121,13 +150,28 @@ impl WireHeaders {
 
     /// Builds a header map, validating every name and value: the peer is not trusted, and a
     /// CR, LF or NUL in a value would otherwise let it inject headers.
+    ///
+    /// The values are slices of one buffer: one allocation for all of them instead of one
+    /// each, and a clone of the map (the client's inspector keeps one) then allocates nothing
+    /// for them either (a value copied on its own is a `Bytes` that allocates again on its
+    /// first clone). With the inspector on: 9 allocations and a reallocation fewer per small
+    /// request on the client (alloc-count build).
     pub fn to_header_map(&self) -> Result<HeaderMap, ProtocolError> {
         let mut map = HeaderMap::with_capacity(self.0.len());
+        let total = self.0.iter().map(|(_, v)| v.0.len()).sum();
+        let mut buf = BytesMut::with_capacity(total);
+        for (_, value) in &self.0 {
+            buf.extend_from_slice(&value.0);
+        }
+        let values = buf.freeze();
+        let mut at = 0;
         for (name, value) in &self.0 {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| ProtocolError::InvalidHeaderName(truncate(name)))?;
-            let value = HeaderValue::from_bytes(&value.0)
+            let end = at + value.0.len();
+            let value = HeaderValue::from_maybe_shared(values.slice(at..end))
                 .map_err(|_| ProtocolError::InvalidHeaderValue(name.as_str().to_owned()))?;
+            at = end;
             map.append(name, value);
         }
         Ok(map)
