@@ -115,15 +115,25 @@ fn count_out(tunnel: &Tunnel, metrics: &Metrics, n: u64) {
     metrics.bytes_out(n);
 }
 
+/// Characters of a path that go into a log line or an event.
+const MAX_LOGGED_PATH: usize = 200;
+
+/// The first `n` characters of `s`, borrowed (collecting them into a `String` was an
+/// allocation per access line).
+fn first_chars(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(end, _)| &s[..end])
+}
+
 impl Drop for RequestLog {
     fn drop(&mut self) {
         let outcome = self.outcome.as_str();
         let elapsed = self.started.elapsed();
+        let path = first_chars(&self.path, MAX_LOGGED_PATH);
         info!(
             request_id = %self.request_id,
             tunnel = %self.tunnel.id,
             method = %self.method,
-            path = %self.path.chars().take(200).collect::<String>(),
+            path = %path,
             status = self.status,
             bytes = self.bytes,
             ms = elapsed.as_millis() as u64,
@@ -139,7 +149,7 @@ impl Drop for RequestLog {
             let summary = EventKind::Request {
                 request_id: self.request_id.clone(),
                 method: self.method.to_string(),
-                path: self.path.chars().take(200).collect(),
+                path: path.to_string(),
                 status: self.status,
                 bytes: self.bytes,
                 ms: elapsed.as_millis() as u64,
@@ -148,5 +158,20 @@ impl Drop for RequestLog {
             self.events
                 .publish(self.tunnel.owner, &self.tunnel.id, summary);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_chars;
+
+    #[test]
+    fn paths_are_cut_at_a_character_count() {
+        assert_eq!(first_chars("/abc", 200), "/abc");
+        assert_eq!(first_chars("/abc", 2), "/a");
+        assert_eq!(first_chars("/äöü", 3), "/äö");
+        assert_eq!(first_chars("", 3), "");
+        let long = "é".repeat(300);
+        assert_eq!(first_chars(&long, 200), "é".repeat(200));
     }
 }
