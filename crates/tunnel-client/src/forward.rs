@@ -328,8 +328,8 @@ impl Forwarder {
         if !head.target.starts_with('/') {
             return Err(BadRequest::NotAPath);
         }
-        let uri: http::Uri = format!("http://{}{}", self.authority, head.target)
-            .parse()
+        // From the `String` itself: `parse` would copy it into a buffer of its own.
+        let uri = http::Uri::try_from(format!("http://{}{}", self.authority, head.target))
             .map_err(|_| BadRequest::Target)?;
         let mut headers = head.headers.to_header_map()?;
         match &self.host_header {
