@@ -166,8 +166,11 @@ impl WireHeaders {
         let values = buf.freeze();
         let mut at = 0;
         for (name, value) in &self.0 {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| ProtocolError::InvalidHeaderName(truncate(name)))?;
+            let name = match known_name(name) {
+                Some(known) => known,
+                None => HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| ProtocolError::InvalidHeaderName(truncate(name)))?,
+            };
             let end = at + value.0.len();
             let value = HeaderValue::from_maybe_shared(values.slice(at..end))
                 .map_err(|_| ProtocolError::InvalidHeaderValue(name.as_str().to_owned()))?;
@@ -176,6 +179,28 @@ impl WireHeaders {
         }
         Ok(map)
     }
+}
+
+/// The names outside the standard list that the server adds to every request it forwards.
+/// Parsing one of those makes a copy that allocates, and again when the map is cloned; the
+/// constants share static bytes.
+const KNOWN_NAMES: [HeaderName; 5] = [
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-request-id"),
+];
+
+/// `name` as one of [`KNOWN_NAMES`], in any case (as [`HeaderName::from_bytes`] would read it).
+fn known_name(name: &str) -> Option<HeaderName> {
+    if !name.as_bytes().starts_with(b"x-") && !name.as_bytes().starts_with(b"X-") {
+        return None;
+    }
+    KNOWN_NAMES
+        .iter()
+        .find(|known| known.as_str().eq_ignore_ascii_case(name))
+        .cloned()
 }
 
 /// Whether a header map asks for (in a request) or agrees to (in a `101`) a switch to
@@ -222,6 +247,31 @@ mod tests {
         let back = wire.to_header_map().expect("valid");
         let cookies: Vec<_> = back.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, vec!["a=1", "b=2"]);
+    }
+
+    #[test]
+    fn known_names_read_as_parsed_ones() {
+        let wire = WireHeaders(vec![
+            ("X-Forwarded-For".into(), "1.2.3.4".into()),
+            ("x-request-id".into(), "abc".into()),
+            ("x-other".into(), "1".into()),
+            ("X-Forwarded-Protocol".into(), "2".into()),
+        ]);
+        let map = wire.to_header_map().expect("valid");
+        let names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "x-forwarded-for",
+                "x-request-id",
+                "x-other",
+                "x-forwarded-protocol"
+            ]
+        );
+        for (name, _) in &wire.0 {
+            let parsed = HeaderName::from_bytes(name.as_bytes()).expect("valid");
+            assert!(map.contains_key(&parsed), "{name}");
+        }
     }
 
     #[test]
