@@ -58,7 +58,7 @@ fn fingerprint_of(key: &SecretHash) -> String {
 
 /// Bytes from lowercase or uppercase hex; `None` for odd lengths or other characters.
 pub fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())

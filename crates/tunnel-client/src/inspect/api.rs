@@ -270,7 +270,7 @@ async fn messages(
     let list: Vec<Value> = entry
         .messages
         .iter()
-        .filter(|m| query.after.map_or(true, |a| m.index > a))
+        .filter(|m| query.after.is_none_or(|a| m.index > a))
         .map(message_json)
         .collect();
     Ok(Json(json!({

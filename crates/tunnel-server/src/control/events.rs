@@ -27,9 +27,7 @@ pub fn event_stream(
         async move {
             loop {
                 match rx.recv().await {
-                    Ok(e)
-                        if e.owner == owner && tunnel.as_ref().map_or(true, |t| *t == e.tunnel) =>
-                    {
+                    Ok(e) if e.owner == owner && tunnel.as_ref().is_none_or(|t| *t == e.tunnel) => {
                         let data = serde_json::to_string(&*e).unwrap_or_default();
                         return Some((Event::default().event(e.kind.name()).data(data), rx));
                     }

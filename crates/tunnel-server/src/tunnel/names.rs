@@ -143,7 +143,7 @@ impl NameBook {
     /// Whether a random `name` may be handed out at `now`: not reserved, not blocked, not in
     /// anyone's grace period.
     pub fn may_issue(&self, name: &str, now: DateTime<Utc>) -> bool {
-        self.may_issue_by_rules(name) && self.released.get(name).map_or(true, |r| r.until <= now)
+        self.may_issue_by_rules(name) && self.released.get(name).is_none_or(|r| r.until <= now)
     }
 
     /// Whether `name` is reserved (for whichever key): such a name has no grace period, it is

@@ -398,7 +398,7 @@ impl Shared {
             let t = read.tunnel;
             let moved = t.connection().is_some()
                 || t.remote()
-                    .is_some_and(|l| stale.map_or(true, |s| s.generation != l.generation));
+                    .is_some_and(|l| stale.is_none_or(|s| s.generation != l.generation));
             if moved || tokio::time::Instant::now() >= deadline {
                 return Ok(Some(t));
             }
