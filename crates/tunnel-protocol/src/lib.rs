@@ -18,6 +18,9 @@
 //!   parts: configuration, shared state, the reader/writer/keepalive tasks, the flow-control
 //!   policy, stream handles, the order of heads in types, the receive pipe, the body pump
 //!   both sides use, splice (see its own layout section).
+//! - [`carrier`]: a TCP connection carried on a WebSocket of its own, the way consumers of a
+//!   TCP tunnel pass the server's HTTP front door (binary messages, an empty one for
+//!   half-close); the server's end joins a multiplexer stream.
 //! - [`heap`]: allocator settings for the processes that carry traffic.
 //!
 //! # Glossary
@@ -27,9 +30,13 @@
 //! - **public request**: an HTTP request from the internet to `/<tunnel_id>/…`.
 //! - **stream**: one public request and its response (or, after an upgrade, one raw
 //!   bidirectional byte stream) multiplexed on a client connection under a numeric id.
+//! - **TCP tunnel**: a tunnel whose streams are raw TCP connections (a head with
+//!   [`message::RequestHead::tcp`]) instead of HTTP requests; reached through a public port
+//!   of the server or through its HTTP front door ([`carrier`]).
 //! - **window / credit**: how many body bytes a side may still send on a stream before the
 //!   receiver says it consumed some ([`message::ControlMessage::Window`]).
 
+pub mod carrier;
 pub mod frame;
 pub mod headers;
 pub mod heap;
@@ -41,7 +48,7 @@ mod error;
 
 pub use error::ProtocolError;
 pub use message::{
-    ControlMessage, GoodbyeReason, Hello, RequestHead, ResetCode, ResponseHead, StreamId, Welcome,
-    PROTOCOL_VERSION,
+    ControlMessage, Feature, GoodbyeReason, Hello, RequestHead, ResetCode, ResponseHead, StreamId,
+    TcpOpen, TcpVia, Welcome, PROTOCOL_VERSION,
 };
 pub use mux::StreamError;

@@ -3,6 +3,8 @@
 //! Body bytes never travel here (see [`crate::frame`]); only heads and signalling do. Unknown
 //! fields are ignored so that a newer peer can add optional fields without a version bump.
 
+use std::net::SocketAddr;
+
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -202,6 +204,23 @@ pub struct Hello {
     /// Client software and version, for logs (e.g. `tunnel-client/0.1.0`).
     #[serde(default)]
     pub agent: String,
+    /// What the client can do beyond plain HTTP streams. A server opens a stream of a kind
+    /// only on a connection whose client announced it, so that an older client (which sends
+    /// none) never receives a stream it would misread. Absent: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<Feature>,
+}
+
+/// Something a client announces it can do ([`Hello::features`]). Unknown names from a newer
+/// client decode as [`Feature::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Feature {
+    /// Raw TCP streams: request heads with [`RequestHead::tcp`] set.
+    Tcp,
+    /// A feature this version does not know.
+    #[serde(other)]
+    Other,
 }
 
 /// The server's answer to a [`Hello`] it accepts.
@@ -244,6 +263,51 @@ pub struct RequestHead {
     /// True when the request has no body: no data frame follows.
     #[serde(default)]
     pub end_stream: bool,
+    /// Set when the stream is a raw TCP connection, not an HTTP request: the client connects
+    /// to its local TCP service and answers `200` once connected (or resets the stream with
+    /// [`ResetCode::LocalConnectFailed`]); from then on the stream carries the connection's
+    /// bytes both ways, each direction ended by its end marker (half-close). `method` is then
+    /// `CONNECT`, `target` and `headers` empty. Sent only to a client that announced
+    /// [`Feature::Tcp`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpOpen>,
+}
+
+/// Where a raw TCP stream ([`RequestHead::tcp`]) comes from: what the local service may be
+/// told in a PROXY protocol header, and what the client's log line shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpOpen {
+    /// The address of whoever opened the connection, as the server saw it (the real client
+    /// behind trusted proxies, for the front door).
+    pub peer: SocketAddr,
+    /// The address that connection was made to on the server's side.
+    pub local: SocketAddr,
+    /// How it reached the server.
+    pub via: TcpVia,
+}
+
+/// How a TCP connection reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TcpVia {
+    /// A WebSocket through the server's HTTP endpoint (`tunnel-client connect`).
+    FrontDoor,
+    /// The tunnel's public TCP port.
+    Port,
+    /// A way this version does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl TcpVia {
+    /// The name used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcpVia::FrontDoor => "front_door",
+            TcpVia::Port => "port",
+            TcpVia::Other => "other",
+        }
+    }
 }
 
 /// The head of the local service's response.
@@ -327,6 +391,7 @@ mod tests {
             ControlMessage::Hello(Hello {
                 protocol_version: PROTOCOL_VERSION,
                 agent: "test/1".into(),
+                features: vec![Feature::Tcp],
             }),
             ControlMessage::Request(RequestHead {
                 stream_id: 7,
@@ -337,6 +402,19 @@ mod tests {
                     ("x-bin".into(), vec![0xff, 0x01, b'a'].into()),
                 ]),
                 end_stream: false,
+                tcp: None,
+            }),
+            ControlMessage::Request(RequestHead {
+                stream_id: 9,
+                method: "CONNECT".into(),
+                target: String::new(),
+                headers: WireHeaders::default(),
+                end_stream: false,
+                tcp: Some(TcpOpen {
+                    peer: "[2001:db8::1]:40000".parse().expect("address"),
+                    local: "10.0.0.1:20001".parse().expect("address"),
+                    via: TcpVia::Port,
+                }),
             }),
             ControlMessage::Window {
                 stream_id: 7,
@@ -394,6 +472,41 @@ mod tests {
                 code: ResetCode::Other,
                 message: String::new()
             }
+        );
+    }
+
+    #[test]
+    fn tcp_fields_are_optional_both_ways() {
+        // What a client before TCP tunnels sends: no features.
+        let m: ControlMessage =
+            serde_json::from_str(r#"{"type":"hello","protocol_version":1,"agent":"old"}"#)
+                .expect("parses");
+        assert!(matches!(m, ControlMessage::Hello(h) if h.features.is_empty()));
+        // A newer client's features this version does not know.
+        let m: ControlMessage = serde_json::from_str(
+            r#"{"type":"hello","protocol_version":1,"features":["tcp","teleport"]}"#,
+        )
+        .expect("parses");
+        assert!(
+            matches!(m, ControlMessage::Hello(h) if h.features == [Feature::Tcp, Feature::Other])
+        );
+        // An HTTP request head carries no `tcp` key at all, so older clients see what they
+        // always saw.
+        let head = RequestHead {
+            stream_id: 1,
+            method: "GET".into(),
+            target: "/".into(),
+            headers: WireHeaders::default(),
+            end_stream: true,
+            tcp: None,
+        };
+        let json = serde_json::to_string(&ControlMessage::Request(head)).expect("ok");
+        assert!(!json.contains("tcp"), "{json}");
+        let json = r#"{"type":"request","stream_id":2,"method":"CONNECT","target":"","headers":[],
+            "tcp":{"peer":"192.0.2.7:5000","local":"127.0.0.1:1","via":"carrier_pigeon"}}"#;
+        let m: ControlMessage = serde_json::from_str(json).expect("parses");
+        assert!(
+            matches!(m, ControlMessage::Request(h) if h.tcp.as_ref().is_some_and(|t| t.via == TcpVia::Other))
         );
     }
 

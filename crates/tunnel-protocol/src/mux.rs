@@ -100,18 +100,23 @@ pub use self::config::MuxConfig;
 pub use self::error::StreamError;
 pub use self::events::{ClientEvent, Goodbye};
 pub use self::exchange::{
-    IncomingRequest, IncomingResponse, RequestParts, Responder, ResponseFuture, ResponseParts,
+    IncomingRequest, IncomingResponse, IncomingTcp, RequestParts, Responder, ResponseFuture,
+    ResponseParts, TCP_CONNECTED,
 };
 pub use self::pump::{pump, PumpError};
 pub use self::side::{ClientSide, ServerSide, Side};
+pub(crate) use self::splice::Activity;
 pub use self::splice::{splice, IoOp, SpliceError, SpliceStats};
 pub use self::stream::{BodyReceiver, BodySender};
 pub use crate::ws::Role;
 
+use self::exchange::tcp_head;
 use self::flow::MAX_WINDOW;
 use self::shared::{goodbye, lock, OnAbandon, Outgoing, Shared, StreamState, CLOSE_NORMAL};
 use self::stream::halves;
-use crate::message::{ControlMessage, GoodbyeReason, ResetCode, ResponseHead, Welcome};
+use crate::message::{
+    ControlMessage, GoodbyeReason, RequestHead, ResetCode, ResponseHead, StreamId, TcpOpen, Welcome,
+};
 use crate::ws::WebSocket;
 
 /// Capacity of the channel of events to the owner of the connection.
@@ -192,26 +197,38 @@ impl Mux<ServerSide> {
         &self,
         request: RequestParts,
     ) -> Result<(BodySender, ResponseFuture), StreamError> {
-        self.open(request, false).await
+        self.open(|id| request.into_head(id, false), false).await
     }
 
     /// Opens a stream for a public request without a body: the request direction ends with
     /// its head.
     pub async fn send_request(&self, request: RequestParts) -> Result<ResponseFuture, StreamError> {
-        let (_finished, response) = self.open(request, true).await?;
+        let (_finished, response) = self.open(|id| request.into_head(id, true), true).await?;
         Ok(response)
+    }
+
+    /// Opens a raw TCP stream for a connection that came from `open`. Its answer is a
+    /// `200` head ([`TCP_CONNECTED`]) once the client reached its local service, or a reset;
+    /// then the halves carry the connection's bytes ([`splice()`]). Only for a client that
+    /// announced [`crate::message::Feature::Tcp`]: an older one would take it for an HTTP
+    /// `CONNECT`.
+    pub async fn open_tcp(
+        &self,
+        open: TcpOpen,
+    ) -> Result<(BodySender, ResponseFuture), StreamError> {
+        self.open(|id| tcp_head(id, open), false).await
     }
 
     async fn open(
         &self,
-        request: RequestParts,
+        head: impl FnOnce(StreamId) -> RequestHead,
         end_stream: bool,
     ) -> Result<(BodySender, ResponseFuture), StreamError> {
-        let (state, head) = self.register()?;
+        let (state, response_head) = self.register()?;
         let id = state.id;
         let (mut sender, body) = halves(self.shared.clone(), state);
-        let response = ResponseFuture::new(head, body);
-        let head = ControlMessage::Request(request.into_head(id, end_stream));
+        let response = ResponseFuture::new(response_head, body);
+        let head = ControlMessage::Request(head(id));
         sender.send_head(&head).await?;
         if end_stream {
             sender.mark_finished();

@@ -85,6 +85,7 @@ fn control_message() -> impl Strategy<Value = ControlMessage> {
                     target,
                     headers,
                     end_stream,
+                    tcp: None,
                 })
             }
         ),

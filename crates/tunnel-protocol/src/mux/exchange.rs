@@ -2,7 +2,9 @@
 //! its answer arrives through a [`ResponseFuture`], and the accepting side answers an
 //! [`IncomingRequest`] by consuming its [`Responder`]. No head can be sent twice, before its
 //! stream exists or after body bytes; the generic "send any control message" stays inside
-//! the multiplexer.
+//! the multiplexer. A raw TCP stream has the same order with its own types: the server opens
+//! it with [`super::Mux::open_tcp`], the client is handed an [`IncomingTcp`] and either
+//! accepts it (once connected to its local service) or refuses it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +15,7 @@ use tokio::sync::oneshot;
 use super::error::StreamError;
 use super::stream::{BodyReceiver, BodySender};
 use crate::headers::WireHeaders;
-use crate::message::{ControlMessage, RequestHead, ResetCode, ResponseHead, StreamId};
+use crate::message::{ControlMessage, RequestHead, ResetCode, ResponseHead, StreamId, TcpOpen};
 
 /// The head of a request as its opener writes it; the multiplexer adds the stream id (and
 /// `end_stream`, from the method used to open it).
@@ -35,7 +37,21 @@ impl RequestParts {
             target: self.target,
             headers: self.headers,
             end_stream,
+            tcp: None,
         }
+    }
+}
+
+/// The head of a raw TCP stream: its origin; the rest of the head is fixed
+/// (see [`crate::message::RequestHead::tcp`]).
+pub(super) fn tcp_head(stream_id: StreamId, open: TcpOpen) -> RequestHead {
+    RequestHead {
+        stream_id,
+        method: "CONNECT".into(),
+        target: String::new(),
+        headers: WireHeaders::default(),
+        end_stream: false,
+        tcp: Some(open),
     }
 }
 
@@ -132,6 +148,11 @@ impl Responder {
         self.sender.id()
     }
 
+    /// The sending half, for a stream that turned out to be another kind (raw TCP).
+    pub(super) fn into_sender(self) -> BodySender {
+        self.sender
+    }
+
     /// Sends the response head; the body follows through the returned sender.
     pub async fn respond(self, parts: ResponseParts) -> Result<BodySender, StreamError> {
         self.send(parts, false).await
@@ -164,6 +185,57 @@ impl Responder {
     }
 
     /// Resolves when the stream is reset (the public client left) or its connection ends.
+    pub async fn cancelled(&self) {
+        self.sender.cancelled().await
+    }
+}
+
+/// Status of the response head that accepts a raw TCP stream.
+pub const TCP_CONNECTED: u16 = 200;
+
+/// (Client role) a raw TCP stream the server opened (a connection to the tunnel's public port
+/// or front door).
+#[derive(Debug)]
+pub struct IncomingTcp {
+    /// Where the connection comes from.
+    pub open: TcpOpen,
+    body: BodyReceiver,
+    sender: BodySender,
+}
+
+impl IncomingTcp {
+    /// The stream of an opened head that carries [`RequestHead::tcp`].
+    pub(super) fn new(open: TcpOpen, body: BodyReceiver, sender: BodySender) -> Self {
+        Self { open, body, sender }
+    }
+
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        self.sender.id()
+    }
+
+    /// Accepts the stream once the local service is connected: the server learns it may pass
+    /// bytes (a `200` head), and the halves carry them from now on, as [`super::splice()`]
+    /// takes them.
+    pub async fn accept(self) -> Result<(BodySender, BodyReceiver), StreamError> {
+        let sender = self.sender;
+        let head = ResponseHead {
+            stream_id: sender.id(),
+            status: TCP_CONNECTED,
+            headers: WireHeaders::default(),
+            end_stream: false,
+        };
+        sender.send_head(&ControlMessage::Response(head)).await?;
+        Ok((sender, self.body))
+    }
+
+    /// Refuses the stream (say, [`ResetCode::LocalConnectFailed`]): the server closes the
+    /// connection it came from.
+    pub fn refuse(self, code: ResetCode, message: &str) {
+        self.sender.reset(code, message);
+    }
+
+    /// Resolves when the stream is reset (the connection's peer left) or its connection ends.
     pub async fn cancelled(&self) {
         self.sender.cancelled().await
     }

@@ -3,7 +3,7 @@
 //! the run-time [`Role`] (it decides masking).
 
 use super::events::{ClientEvent, Goodbye};
-use super::exchange::IncomingRequest;
+use super::exchange::{IncomingRequest, IncomingTcp};
 use crate::ws::Role;
 
 mod sealed {
@@ -46,9 +46,27 @@ impl Side for ServerSide {
 impl Side for ClientSide {
     const ROLE: Role = Role::Client;
     type Event = ClientEvent;
-    const ACCEPT: Option<fn(IncomingRequest) -> ClientEvent> = Some(ClientEvent::Request);
+    const ACCEPT: Option<fn(IncomingRequest) -> ClientEvent> = Some(client_event);
 
     fn goodbye(goodbye: Goodbye) -> ClientEvent {
         ClientEvent::Goodbye(goodbye)
+    }
+}
+
+/// A stream the server opened, as the client's event: a raw TCP stream when its head says so,
+/// an HTTP request otherwise.
+fn client_event(request: IncomingRequest) -> ClientEvent {
+    let IncomingRequest {
+        mut head,
+        body,
+        responder,
+    } = request;
+    match head.tcp.take() {
+        Some(open) => ClientEvent::Tcp(IncomingTcp::new(open, body, responder.into_sender())),
+        None => ClientEvent::Request(IncomingRequest {
+            head,
+            body,
+            responder,
+        }),
     }
 }

@@ -165,28 +165,29 @@ async fn copy_down<W: AsyncWrite + Unpin>(
     wr.shutdown().await.map_err(SpliceError::io(IoOp::Shutdown))
 }
 
-/// When a byte last passed either way.
-struct Activity {
+/// When a byte last passed either way: the idle watch of [`splice`] and of
+/// [`crate::carrier`].
+pub(crate) struct Activity {
     started: Instant,
     /// Milliseconds after `started`.
     last_ms: AtomicU64,
 }
 
 impl Activity {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
         }
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Resolves once nothing passed for `idle`; never without a limit.
-    async fn idle(&self, idle: Option<Duration>) {
+    pub(crate) async fn idle(&self, idle: Option<Duration>) {
         let Some(idle) = idle else {
             return std::future::pending::<()>().await;
         };

@@ -15,4 +15,5 @@ mod flow_control;
 mod misbehaving_peer;
 mod pump;
 mod round_trip;
+mod tcp;
 mod tuning;

@@ -113,6 +113,7 @@ async fn other_protocol_violations_close_the_connection() {
             Frame::Control(ControlMessage::Hello(Hello {
                 protocol_version: PROTOCOL_VERSION,
                 agent: "test".into(),
+                features: Vec::new(),
             }))
             .into_message()
             .expect("encodes"),

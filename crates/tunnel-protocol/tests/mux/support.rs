@@ -147,6 +147,7 @@ pub(crate) fn request_head(stream_id: StreamId, end_stream: bool) -> RequestHead
         target,
         headers,
         end_stream,
+        tcp: None,
     }
 }
 
