@@ -30,6 +30,7 @@ use crate::edge::PeerAddr;
 use crate::error::TunnelError;
 use crate::proxy::{self, Addressed};
 use crate::state::AppState;
+use crate::tcp;
 
 /// The routing decision of a public request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +99,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         control = control.route_layer(layer);
     }
     let mut clients = Router::new().route("/api/tunnel/connect/{id}", get(connect::connect));
+    // Not rate limited per minute like the API: a consumer may open many connections at once
+    // (a connection pool); each tunnel's TUNNEL_TCP_MAX_CONNECTIONS bounds them instead.
+    let tcp = Router::new().route("/api/tunnels/{id}/tcp", get(tcp::front_door));
     if let Some(layer) = state.limits.connect_layer() {
         clients = clients.route_layer(layer);
     }
@@ -106,6 +110,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ready", get(api::ready))
         .merge(control)
         .merge(clients)
+        .merge(tcp)
         .fallback(proxy::proxy)
         .layer(axum::middleware::map_response_with_state(
             state.clone(),

@@ -19,12 +19,14 @@ use clap::{Args, Parser, ValueEnum};
 use crate::auth::ApiKeys;
 
 pub mod domains;
+pub mod tcp;
 
 pub use domains::{DnsResolver, DomainArgs, Domains, UrlStyle};
 mod cluster;
 mod values;
 
 pub use cluster::{Cluster, ClusterArgs, PeerSecret, RedisUrl, MIN_PEER_SECRET};
+pub use tcp::{PortRange, TcpSettings};
 pub use values::ConfigError;
 use values::{at_least, invalid, secs};
 
@@ -134,6 +136,10 @@ pub struct ServerArgs {
     /// Several pods sharing a registry in Redis.
     #[command(flatten)]
     pub cluster: ClusterArgs,
+
+    /// TCP tunnels: public ports, connection cap.
+    #[command(flatten)]
+    pub tcp: TcpSettings,
 }
 
 /// How long things may take: waits, silences, the drain, pings, and tunnel lifetimes.
@@ -415,6 +421,8 @@ pub struct Settings {
     pub domains: Domains,
     /// Several pods sharing a registry in Redis; `None`: the registry is in memory.
     pub cluster: Option<Cluster>,
+    /// TCP tunnels.
+    pub tcp: TcpSettings,
 }
 
 impl Settings {
@@ -473,6 +481,7 @@ impl Settings {
             logging: args.logging,
             domains,
             cluster,
+            tcp: args.tcp,
         })
     }
 

@@ -19,7 +19,9 @@ use tunnel_protocol::frame::{max_message, Frame};
 use tunnel_protocol::headers::upgrades_to_websocket;
 use tunnel_protocol::mux::{self, Goodbye, MuxConfig, Role};
 use tunnel_protocol::ws::{Message, WebSocket, WsError};
-use tunnel_protocol::{ControlMessage, GoodbyeReason, ProtocolError, Welcome, PROTOCOL_VERSION};
+use tunnel_protocol::{
+    ControlMessage, Feature, GoodbyeReason, ProtocolError, Welcome, PROTOCOL_VERSION,
+};
 
 use crate::auth::{presented_credential, SecretHash};
 use crate::edge::PeerAddr;
@@ -176,13 +178,15 @@ enum HelloError {
         server = env!("CARGO_PKG_VERSION")
     )]
     Version { client: u32 },
+    #[error("this is a TCP tunnel and this tunnel-client cannot carry TCP: upgrade tunnel-client")]
+    NoTcp,
 }
 
 impl HelloError {
     /// The reason the goodbye gives.
     fn reason(&self) -> GoodbyeReason {
         match self {
-            HelloError::Version { .. } => GoodbyeReason::VersionMismatch,
+            HelloError::Version { .. } | HelloError::NoTcp => GoodbyeReason::VersionMismatch,
             _ => GoodbyeReason::ProtocolError,
         }
     }
@@ -196,8 +200,13 @@ async fn refuse(ws: &mut ServerWs, refusal: HelloError) {
     ws.close(1000, "").await;
 }
 
-/// Reads the client's hello and checks its version; returns the client's agent string.
-async fn handshake(state: &AppState, ws: &mut ServerWs) -> Result<String, HelloError> {
+/// Reads the client's hello and checks its version, and that the client of a TCP tunnel can
+/// carry TCP streams; returns the client's agent string.
+async fn handshake(
+    state: &AppState,
+    tunnel: &Tunnel,
+    ws: &mut ServerWs,
+) -> Result<String, HelloError> {
     let deadline = state.settings.timeouts.handshake_timeout;
     // `recv` answers pings and skips pongs itself.
     let first = tokio::time::timeout(deadline, async {
@@ -219,6 +228,9 @@ async fn handshake(state: &AppState, ws: &mut ServerWs) -> Result<String, HelloE
         return Err(HelloError::Version {
             client: hello.protocol_version,
         });
+    }
+    if state.tcp.get(&tunnel.id).is_some() && !hello.features.contains(&Feature::Tcp) {
+        return Err(HelloError::NoTcp);
     }
     Ok(hello.agent.chars().take(100).collect())
 }
@@ -245,7 +257,7 @@ async fn serve_client(
     remote: SocketAddr,
     handshake_permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let agent = match handshake(&state, &mut ws).await {
+    let agent = match handshake(&state, &tunnel, &mut ws).await {
         Ok(agent) => agent,
         Err(refusal) => return refuse(&mut ws, refusal).await,
     };

@@ -101,6 +101,9 @@ pub enum TunnelError {
     /// The store of a shared tunnel registry failed. The in-memory registry never fails.
     #[error("the tunnel registry is unavailable")]
     RegistryUnavailable,
+    /// Every public TCP port of `TUNNEL_TCP_PORTS` is held by a tunnel.
+    #[error("{0}")]
+    PortsExhausted(String),
 }
 
 impl TunnelError {
@@ -113,9 +116,8 @@ impl TunnelError {
                 StatusCode::BAD_GATEWAY
             }
             Timeout => StatusCode::GATEWAY_TIMEOUT,
-            Overloaded | ShuttingDown | HandshakesFull | RegistryUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Overloaded | ShuttingDown | HandshakesFull | RegistryUnavailable
+            | PortsExhausted(_) => StatusCode::SERVICE_UNAVAILABLE,
             BadRequest(_) | Invalid(_) | BadFraming(_) | MalformedRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -162,6 +164,7 @@ impl TunnelError {
             HeadTooLarge => "headers_too_large",
             HandshakesFull => "too_many_handshakes",
             RegistryUnavailable => "registry_unavailable",
+            PortsExhausted(_) => "tcp_ports_exhausted",
         }
     }
 
@@ -195,6 +198,9 @@ impl TunnelError {
                 "Send fewer or shorter headers (TUNNEL_MAX_HEADER_BYTES, TUNNEL_MAX_HEADERS)."
             }
             HandshakesFull | Overloaded | RegistryUnavailable => "Retry shortly.",
+            PortsExhausted(_) => {
+                "Delete a TCP tunnel, or use the front door (tunnel-client connect) without a port."
+            }
             _ => "",
         }
     }

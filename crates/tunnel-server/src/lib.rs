@@ -29,7 +29,10 @@
 //! - [`proxy`]: the reverse proxy for public requests, addressed by path prefix, subdomain or
 //!   custom domain (entry, forward, response, upgrade, header rules, the access log line).
 //! - [`connect`]: the WebSocket endpoint tunnel clients connect to.
-//! - [`control`]: the control API, health and readiness, and its OpenAPI document.
+//! - [`tcp`]: TCP tunnels: a public port's accept loop and the HTTP front door
+//!   (`/api/tunnels/{id}/tcp`), both joined to the tunnel's multiplexer streams.
+//! - [`control`]: the control API, health and readiness, and its OpenAPI document (it starts
+//!   and ends a TCP tunnel's [`tcp`] side with the tunnel).
 //!
 //! Assembly, the only modules that know every part:
 //! - [`app`]: the route table and the public dispatch: the one routing decision of a request
@@ -54,6 +57,7 @@ pub mod peer;
 pub mod proxy;
 pub mod server;
 pub mod state;
+pub mod tcp;
 pub mod tunnel;
 
 pub use config::Settings;

@@ -355,8 +355,13 @@ async fn reap_expired(state: Arc<AppState>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for n in 0u64.. {
         tick.tick().await;
-        if let Err(e) = state.registry.expire(chrono::Utc::now()).await {
-            warn!(error = %e, "cannot expire tunnels");
+        match state.registry.expire(chrono::Utc::now()).await {
+            Ok(expired) => {
+                for id in expired {
+                    crate::tcp::release(&state, &id).await;
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot expire tunnels"),
         }
         if n % 60 == 59 {
             state.limits.retain_recent();

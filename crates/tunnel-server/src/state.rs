@@ -18,6 +18,7 @@ use crate::observe::events::EventBus;
 use crate::observe::metrics::Metrics;
 use crate::peer::PeerClient;
 use crate::tunnel::names::NamePolicy;
+use crate::tunnel::tcp::{PortPool, TcpTunnels};
 use crate::tunnel::{MemoryRegistry, PublicUrls, TunnelRegistry};
 
 /// Every task the server spawns besides its connections, by what ends it, so that shutdown
@@ -65,6 +66,10 @@ pub struct AppState {
     /// The client of the other pods' peer listeners, when several pods share the registry
     /// (`None`: one process, or a registry of its own).
     pub peers: Option<PeerClient>,
+    /// The TCP tunnels' own parts (access tokens, public ports, caps).
+    pub tcp: TcpTunnels,
+    /// The public ports of `TUNNEL_TCP_PORTS`.
+    pub tcp_ports: Arc<PortPool>,
 }
 
 /// What makes a server one pod among several: the shared registry and the client of the other
@@ -142,7 +147,11 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let tasks = Tasks::default();
         let SharedParts { registry, peers } = parts(metrics.clone(), &tasks, names)?;
+        let tcp = &settings.tcp;
+        let tcp_ports = Arc::new(PortPool::new(tcp.tcp_ports.clone(), tcp.tcp_bind_ip));
         Ok(Self {
+            tcp: TcpTunnels::default(),
+            tcp_ports,
             urls,
             hosts,
             verifier,

@@ -12,6 +12,8 @@
 //! - [`names`]: who may take a name: blocked names, reservations, grace periods.
 //! - [`domain`]: a tunnel's custom domain and what its last DNS check found.
 //! - [`urls`]: a tunnel's public URLs (path prefix, subdomain, custom domain).
+//! - [`tcp`]: what only TCP tunnels have (access token, public port, connection cap), and
+//!   the pool of public ports.
 //!
 //! Nothing here knows about HTTP routes, the proxy or the metrics.
 
@@ -22,6 +24,7 @@ pub mod names;
 pub mod record;
 pub mod redis;
 pub mod registry;
+pub mod tcp;
 pub mod urls;
 
 pub use memory::MemoryRegistry;

@@ -146,6 +146,7 @@ pub(crate) async fn api_info() -> Json<serde_json::Value> {
             "verify_domain": "POST /api/tunnels/{id}/domain/verify",
             "events": "GET /api/events, GET /api/tunnels/{id}/events (SSE)",
             "connect": "GET /api/tunnel/connect/{id} (WebSocket, Authorization: Bearer TOKEN)",
+            "tcp": "GET /api/tunnels/{id}/tcp (WebSocket per TCP connection, Bearer API key or access token)",
             "health": "GET /health",
             "openapi": "GET /api/openapi.json",
             "ready": "GET /ready",
@@ -176,6 +177,63 @@ pub struct CreateRequest {
     /// `_tunnel.<domain>` holds the value in the answer's `custom_domain.txt_value`.
     #[schema(example = "app.mycompany.com")]
     pub domain: Option<String>,
+    /// `http` (the default) or `tcp`: a TCP tunnel carries raw TCP connections, reached
+    /// through the front door (`GET /api/tunnels/{id}/tcp`, `tunnel-client connect`) and,
+    /// when the server has `TUNNEL_TCP_PORTS`, a public port of its own.
+    pub proto: Option<Proto>,
+    /// The public port a TCP tunnel asks for (within `TUNNEL_TCP_PORTS`); a free one of the
+    /// range when absent.
+    #[schema(example = 20001)]
+    pub tcp_port: Option<u16>,
+}
+
+/// What a tunnel carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Proto {
+    /// HTTP requests (and WebSockets) to its public URLs.
+    #[default]
+    Http,
+    /// Raw TCP connections.
+    Tcp,
+}
+
+/// How to reach a TCP tunnel.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TcpEndpoint {
+    /// The token that opens the front door besides the owner's API key, for consumers
+    /// (`tunnel-client connect --token`); shown only here.
+    pub access_token: String,
+    /// The front door: a WebSocket per connection (`tunnel-client connect ID`).
+    #[schema(example = "wss://tunnels.example.com/api/tunnels/db/tcp")]
+    pub connect_url: String,
+    /// The public port, when the server has `TUNNEL_TCP_PORTS`.
+    pub port: Option<u16>,
+    /// `host:port` of the public port, when there is one.
+    #[schema(example = "tunnels.example.com:20001")]
+    pub address: Option<String>,
+}
+
+impl TcpEndpoint {
+    fn of(state: &AppState, id: &str, created: crate::tcp::TcpCreated) -> Self {
+        let ws = state.websocket_url(id);
+        let base = ws.split("/api/").next().unwrap_or(&ws);
+        let host = state
+            .base_url
+            .split_once("://")
+            .map_or(state.base_url.as_str(), |(_, r)| r);
+        let host = host.split('/').next().unwrap_or(host);
+        let host = match host.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        Self {
+            access_token: created.access_token,
+            connect_url: format!("{base}/api/tunnels/{id}/tcp"),
+            port: created.port,
+            address: created.port.map(|p| format!("{host}:{p}")),
+        }
+    }
 }
 
 /// Answer to a create request.
@@ -199,6 +257,11 @@ pub struct CreateResponse {
     pub created_at: DateTime<Utc>,
     /// Expiry time.
     pub expires_at: DateTime<Utc>,
+    /// What the tunnel carries.
+    pub proto: Proto,
+    /// How to reach a TCP tunnel (`proto: tcp` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpEndpoint>,
 }
 
 /// Creates a tunnel. Also `POST /api/tunnels`.
@@ -211,7 +274,7 @@ pub struct CreateResponse {
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
         (status = 409, description = "The name is taken, held by another key for its grace period, reserved for another key, or the domain is in use", body = ErrorBody),
         (status = 429, description = "This key holds TUNNEL_MAX_TUNNELS_PER_KEY tunnels", body = ErrorBody),
-        (status = 503, description = "The server is shutting down", body = ErrorBody)))]
+        (status = 503, description = "The server is shutting down, or every port of TUNNEL_TCP_PORTS is taken (tcp_ports_exhausted)", body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     ApiKey(owner): ApiKey,
@@ -248,6 +311,8 @@ pub(crate) async fn create(
         None | Some("") => None,
         Some(d) => Some(new_domain(&state, owner, d)?),
     };
+    let proto = req.proto.unwrap_or_default();
+    let port = tcp_port(&state, proto, req.tcp_port)?;
     let (tunnel, token) = state
         .registry
         .create(NewTunnel {
@@ -259,18 +324,9 @@ pub(crate) async fn create(
             domain,
         })
         .await
-        .map_err(|e| match e {
-            CreateError::InvalidName(m) => TunnelError::Invalid(format!("invalid name: {m}")),
-            CreateError::Taken(n) => TunnelError::Conflict(format!("tunnel name {n:?} is taken")),
-            e @ (CreateError::Held(_) | CreateError::Reserved(_) | CreateError::DomainTaken(_)) => {
-                TunnelError::Conflict(e.to_string())
-            }
-            CreateError::TooMany(n) => TunnelError::QuotaExceeded(format!(
-                "this API key already holds {n} tunnels, the most allowed; delete one first"
-            )),
-            CreateError::Registry(e) => e.into(),
-        })?;
-    tracing::info!(tunnel = %tunnel.id, key = owner, ttl_secs = ttl.as_secs(), "tunnel created");
+        .map_err(create_error)?;
+    let tcp = port.map(|bound| crate::tcp::start(&state, &tunnel, bound));
+    tracing::info!(tunnel = %tunnel.id, key = owner, ttl_secs = ttl.as_secs(), ?proto, "tunnel created");
     if tunnel.domain.is_some() {
         verify_later(&state, &tunnel);
     }
@@ -288,7 +344,39 @@ pub(crate) async fn create(
         token,
         created_at: tunnel.created_at,
         expires_at: tunnel.expires_at,
+        proto,
+        tcp: tcp.map(|t| TcpEndpoint::of(&state, &tunnel.id, t)),
     }))
+}
+
+/// A TCP tunnel's public port (`Some(None)`: a TCP tunnel without one), bound before the
+/// tunnel is created: an exhausted range refuses the tunnel instead of leaving one behind.
+fn tcp_port(
+    state: &AppState,
+    proto: Proto,
+    requested: Option<u16>,
+) -> Result<Option<Option<crate::tcp::BoundPort>>, TunnelError> {
+    match proto {
+        Proto::Http if requested.is_some() => Err(TunnelError::Invalid(
+            "tcp_port needs \"proto\": \"tcp\"".into(),
+        )),
+        Proto::Http => Ok(None),
+        Proto::Tcp => Ok(Some(crate::tcp::bind_port(state, requested)?)),
+    }
+}
+
+fn create_error(e: CreateError) -> TunnelError {
+    match e {
+        CreateError::InvalidName(m) => TunnelError::Invalid(format!("invalid name: {m}")),
+        CreateError::Taken(n) => TunnelError::Conflict(format!("tunnel name {n:?} is taken")),
+        e @ (CreateError::Held(_) | CreateError::Reserved(_) | CreateError::DomainTaken(_)) => {
+            TunnelError::Conflict(e.to_string())
+        }
+        CreateError::TooMany(n) => TunnelError::QuotaExceeded(format!(
+            "this API key already holds {n} tunnels, the most allowed; delete one first"
+        )),
+        CreateError::Registry(e) => e.into(),
+    }
 }
 
 /// The tunnels of the calling key.
@@ -369,6 +457,8 @@ pub(crate) async fn delete_tunnel(
                 .registry
                 .remove(&id, GoodbyeReason::Deleted, "the tunnel was deleted")
                 .await?;
+            // Its public port is free once the answer is out.
+            crate::tcp::release(&state, &id).await;
             tracing::info!(tunnel = %id, "tunnel deleted");
             Ok(Json(DeleteResponse {
                 deleted: true,

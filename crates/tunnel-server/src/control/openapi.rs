@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi};
 use super::{api, events};
 use crate::connect;
 use crate::error::{ErrorBody, ErrorDetail};
+use crate::tcp::front_door;
 
 /// Routes that serve the same handler as a documented one: (path, method, documented path).
 pub const ALIASES: &[(&str, HttpMethod, &str)] = &[
@@ -51,6 +52,7 @@ pub const ALIASES: &[(&str, HttpMethod, &str)] = &[
         events::all_events,
         events::tunnel_events,
         connect::connect,
+        front_door::front_door,
         openapi_json,
     ),
     components(schemas(ErrorBody, ErrorDetail)),
@@ -93,6 +95,17 @@ impl Modify for SecuritySchemes {
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some(
                         "The tunnel's token, returned once by the create call, as `Authorization: Bearer TOKEN`",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "tcp_access_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A TCP tunnel's access token (`tcp.access_token` of the create call), for consumers who hold no API key",
                     ))
                     .build(),
             ),
