@@ -188,13 +188,15 @@ async fn three_tunnels_from_one_file_and_one_failing_stops_no_other() {
     let client = Client::start(&path, &[]);
     online(&server, "web").await;
     online(&server, "shop").await;
+    // A TCP tunnel starts too (its local service need not run until someone connects).
+    online(&server, "db").await;
     // One banner with every tunnel: the two URLs, and why the others are not online.
     client.line(&["Tunnels"]).await;
     let web_url = format!("/web/ -> http://127.0.0.1:{}", web.addr.port());
     client.line(&["web", &web_url]).await;
     client.line(&["shop", "/shop/ -> http://127.0.0.1:"]).await;
     client.line(&["broken", "failed:"]).await;
-    client.line(&["db", "TCP tunnels are not supported"]).await;
+    client.line(&["db", "127.0.0.1:5432"]).await;
     let (status, body) = get(&server, "web", "hello").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"backend\":\"web\""), "{body}");

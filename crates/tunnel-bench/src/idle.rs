@@ -131,6 +131,7 @@ pub async fn connect_idle(addr: SocketAddr, created: &Created) -> anyhow::Result
     let hello = Frame::Control(ControlMessage::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         agent: "tunnel-bench".into(),
+        features: Vec::new(),
     }))
     .into_message()?;
     ws.send(hello).await?;

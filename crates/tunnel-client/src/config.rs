@@ -2,8 +2,10 @@
 //!
 //! `tunnel-client [FLAGS]` exposes one service as it always did ([`ClientArgs`]); the
 //! subcommands of [`Command`] work from a config file (`start`, `config check`), which
-//! `crate::file` reads into the same [`ClientConfig`]s.
+//! `crate::file` reads into the same [`ClientConfig`]s; `tcp` and `connect` are TCP tunnels'
+//! two ends.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,7 +18,7 @@ use crate::inspect::{InspectArgs, InspectConfig, InspectConfigError};
 #[command(
     name = "tunnel-client",
     version,
-    about = "Expose a local HTTP service through a tunnel-server",
+    about = "Expose a local HTTP or TCP service through a tunnel-server",
     long_about = None,
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
@@ -40,6 +42,12 @@ pub enum Command {
     /// The config file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Expose a local TCP service (Postgres, Redis, SSH…): `tunnel-client tcp 5432`.
+    Tcp(TcpArgs),
+    /// Reach a TCP tunnel through the server's HTTP front door: a local port whose
+    /// connections go to the tunnel's service (`tunnel-client connect ID --listen
+    /// 127.0.0.1:15432`).
+    Connect(ConnectArgs),
 }
 
 /// `tunnel-client config ...`.
@@ -92,6 +100,118 @@ pub struct StartArgs {
     pub no_watch: bool,
 
     /// No per-request log lines.
+    #[arg(long, short, env = "TUNNEL_QUIET")]
+    pub quiet: bool,
+}
+
+/// `tunnel-client tcp PORT`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TcpArgs {
+    /// Local TCP port to expose.
+    #[arg(value_name = "PORT")]
+    pub port: u16,
+
+    /// The tunnel server: HOST[:PORT], or a URL.
+    #[arg(long, env = "TUNNEL_SERVER", value_name = "TUNNEL_SERVER")]
+    pub server: String,
+
+    /// API key for the server's control API.
+    #[arg(
+        long,
+        env = "TUNNEL_API_KEY",
+        value_name = "TUNNEL_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: String,
+
+    /// Host of the local service.
+    #[arg(
+        long,
+        env = "TUNNEL_LOCAL_HOST",
+        value_name = "TUNNEL_LOCAL_HOST",
+        default_value = "localhost"
+    )]
+    pub local_host: String,
+
+    /// Requested tunnel id.
+    #[arg(long, env = "TUNNEL_NAME", value_name = "TUNNEL_NAME")]
+    pub name: Option<String>,
+
+    /// The public port to ask for (within the server's TUNNEL_TCP_PORTS; a free one if absent).
+    #[arg(long, env = "TUNNEL_REMOTE_PORT", value_name = "TUNNEL_REMOTE_PORT")]
+    pub remote_port: Option<u16>,
+
+    /// Send a PROXY protocol v2 header (the real client's address) to the local service
+    /// before each connection's bytes.
+    #[arg(long, env = "TUNNEL_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
+    /// Requested tunnel lifetime in seconds.
+    #[arg(
+        long,
+        env = "TUNNEL_CLIENT_TTL_SECS",
+        value_name = "TUNNEL_CLIENT_TTL_SECS"
+    )]
+    pub ttl_secs: Option<u64>,
+
+    /// Only these networks may connect; repeat or comma-separate.
+    #[arg(
+        long = "allow-ip",
+        env = "TUNNEL_ALLOW_IPS",
+        value_name = "TUNNEL_ALLOW_IPS",
+        value_delimiter = ','
+    )]
+    pub allow_ips: Vec<String>,
+
+    /// These networks may never connect (checked before --allow-ip).
+    #[arg(
+        long = "deny-ip",
+        env = "TUNNEL_DENY_IPS",
+        value_name = "TUNNEL_DENY_IPS",
+        value_delimiter = ','
+    )]
+    pub deny_ips: Vec<String>,
+
+    /// No per-connection log lines.
+    #[arg(long, short, env = "TUNNEL_QUIET")]
+    pub quiet: bool,
+}
+
+/// `tunnel-client connect ID --listen ADDR`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectArgs {
+    /// The TCP tunnel's id.
+    #[arg(value_name = "TUNNEL_ID")]
+    pub tunnel_id: String,
+
+    /// The local address to listen on; each connection to it reaches the tunnel's service.
+    #[arg(long, env = "TUNNEL_LISTEN", value_name = "TUNNEL_LISTEN")]
+    pub listen: SocketAddr,
+
+    /// The tunnel server: HOST[:PORT], or a URL.
+    #[arg(long, env = "TUNNEL_SERVER", value_name = "TUNNEL_SERVER")]
+    pub server: String,
+
+    /// The tunnel's access token (from its owner's banner or create call).
+    #[arg(
+        long,
+        env = "TUNNEL_ACCESS_TOKEN",
+        value_name = "TUNNEL_ACCESS_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "api_key"
+    )]
+    pub token: Option<String>,
+
+    /// Or the owner's API key.
+    #[arg(
+        long,
+        env = "TUNNEL_API_KEY",
+        value_name = "TUNNEL_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+
+    /// No per-connection log lines.
     #[arg(long, short, env = "TUNNEL_QUIET")]
     pub quiet: bool,
 }
@@ -351,6 +471,28 @@ pub struct ClientConfig {
     pub domain: Option<String>,
     /// The traffic inspector, unless `--no-inspect`.
     pub inspect: Option<InspectConfig>,
+    /// Set for a TCP tunnel (`tunnel-client tcp`, a file's `proto = "tcp"`): raw TCP streams
+    /// to the local service instead of HTTP requests.
+    pub tcp: Option<TcpOptions>,
+}
+
+/// What a TCP tunnel asks for beyond an HTTP one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// The public port asked for (within the server's `TUNNEL_TCP_PORTS`).
+    pub remote_port: Option<u16>,
+    /// The PROXY protocol header to the local service.
+    pub proxy_protocol: ProxyProtocol,
+}
+
+/// Whether a TCP tunnel's local service gets a PROXY protocol header naming the real client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// No header: the local service sees the tunnel client as its peer.
+    #[default]
+    Off,
+    /// The binary version 2 header.
+    V2,
 }
 
 /// Access control the client asks the server to enforce on its tunnel.
@@ -397,6 +539,45 @@ impl ClientConfig {
                 ip_allow: clean(args.allow_ips),
                 ip_deny: clean(args.deny_ips),
             },
+            tcp: None,
+        })
+    }
+
+    /// Validates `tunnel-client tcp`'s arguments (no inspector: it reads HTTP).
+    pub fn from_tcp_args(args: TcpArgs) -> Result<Self, ConfigError> {
+        let server = ServerUrl::parse(&args.server)?;
+        if args.api_key.trim().is_empty() {
+            return Err(ConfigError::EmptyApiKey);
+        }
+        if args.port == 0 {
+            return Err(ConfigError::PortZero);
+        }
+        let proxy_protocol = if args.proxy_protocol {
+            ProxyProtocol::V2
+        } else {
+            ProxyProtocol::Off
+        };
+        Ok(Self {
+            inspect: None,
+            server,
+            api_key: args.api_key.trim().to_string(),
+            local_host: args.local_host,
+            local_port: args.port,
+            name: args.name.filter(|n| !n.is_empty()),
+            domain: None,
+            ttl_secs: args.ttl_secs,
+            host_header: HostHeader::Rewrite,
+            log_requests: !args.quiet,
+            max_backoff: Duration::from_secs(30),
+            access: AccessRequest {
+                basic_auth: None,
+                ip_allow: clean(args.allow_ips),
+                ip_deny: clean(args.deny_ips),
+            },
+            tcp: Some(TcpOptions {
+                remote_port: args.remote_port.filter(|p| *p != 0),
+                proxy_protocol,
+            }),
         })
     }
 

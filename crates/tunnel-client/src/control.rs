@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{AccessRequest, ServerUrl};
+use crate::config::{AccessRequest, ServerUrl, TcpOptions};
 
 /// A created tunnel.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,6 +26,24 @@ pub struct Created {
     pub custom_domain: Option<CustomDomain>,
     /// When it expires (RFC 3339).
     pub expires_at: String,
+    /// How to reach it, for a TCP tunnel.
+    #[serde(default)]
+    pub tcp: Option<TcpEndpoint>,
+}
+
+/// How a TCP tunnel is reached, as the server reports it on create.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TcpEndpoint {
+    /// The token that opens the front door, for consumers without the API key.
+    pub access_token: String,
+    /// The front door's WebSocket URL.
+    pub connect_url: String,
+    /// The public port, when the server has a range.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `host:port` of the public port.
+    #[serde(default)]
+    pub address: Option<String>,
 }
 
 impl Created {
@@ -156,6 +174,7 @@ impl ControlClient {
         ttl_secs: Option<u64>,
         access: &AccessRequest,
         domain: Option<&str>,
+        tcp: Option<&TcpOptions>,
     ) -> Result<Created, ApiError> {
         let mut body = serde_json::json!({
             "name": name,
@@ -167,6 +186,12 @@ impl ControlClient {
         // Only when asked for: a server before custom domains refuses unknown fields.
         if let Some(d) = domain {
             body["domain"] = serde_json::Value::from(d);
+        }
+        if let Some(tcp) = tcp {
+            body["proto"] = serde_json::Value::from("tcp");
+            if let Some(port) = tcp.remote_port {
+                body["tcp_port"] = serde_json::Value::from(port);
+            }
         }
         let resp = self
             .send(

@@ -129,6 +129,39 @@ impl Printer {
         self.line("");
     }
 
+    /// The banner of a TCP tunnel: its public port (if the server gave it one) and the
+    /// command a consumer runs to reach it through the front door.
+    pub fn online_tcp(&self, local: &str, address: Option<&str>, connect: &str, expires_at: &str) {
+        self.line("");
+        self.line(&format!(
+            "  {}  {}",
+            self.paint(&format!("{BOLD}{GREEN}"), "TCP tunnel online"),
+            self.paint(DIM, &format!("(expires {expires_at})"))
+        ));
+        if let Some(address) = address {
+            self.line(&format!(
+                "  {}  {} -> {local}",
+                self.paint(BOLD, "Forwarding"),
+                self.paint(&format!("{BOLD}{CYAN}"), &format!("tcp://{address}"))
+            ));
+        } else {
+            self.line(&format!("  {}  -> {local}", self.paint(BOLD, "Forwarding")));
+        }
+        self.line(&format!(
+            "  {}  {}",
+            self.paint(BOLD, "Connect   "),
+            self.paint(CYAN, connect)
+        ));
+        self.line("");
+    }
+
+    /// A carried TCP connection ended (unless per-request lines are off).
+    pub fn tcp(&self, line: &str) {
+        if self.requests {
+            self.info(line);
+        }
+    }
+
     /// The traffic inspector's address, under the banner.
     pub fn inspector(&self, url: &str) {
         if self.label.is_some() {

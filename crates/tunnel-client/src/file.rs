@@ -17,7 +17,7 @@ use toml::Spanned;
 
 pub use self::schema::Proto;
 use self::schema::{IntOrText, RawClient, RawFile, RawTunnel};
-use crate::config::{AccessRequest, ClientConfig, HostHeader, ServerUrl};
+use crate::config::{AccessRequest, ClientConfig, HostHeader, ServerUrl, TcpOptions};
 use crate::inspect::InspectArgs;
 
 /// The file's tunnels, in file order.
@@ -407,6 +407,9 @@ impl Check<'_> {
                 },
                 domain: domain?,
                 inspect,
+                // A TCP tunnel forwards raw TCP streams (crate::tcp); no PROXY header from a
+                // file yet.
+                tcp: (t.proto == Proto::Tcp).then(TcpOptions::default),
             },
             name: name?,
         })

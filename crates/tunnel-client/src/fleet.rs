@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::display::{BannerRow, Printer};
-use crate::file::{self, Overrides, Proto, TunnelSet, TunnelSpec};
+use crate::file::{self, Overrides, TunnelSet, TunnelSpec};
 use crate::session::{self, ClientError, Status};
 
 /// Which tunnels of the file run.
@@ -325,7 +325,7 @@ impl Fleet {
         let generation = self.generations;
         let stop = self.shutdown.child_token();
         let name = spec.name.clone();
-        let mut slot = Slot {
+        let slot = Slot {
             spec: spec.clone(),
             generation,
             stop: stop.clone(),
@@ -335,14 +335,6 @@ impl Fleet {
             removed: false,
             announced: false,
         };
-        if spec.proto == Proto::Tcp {
-            let why = "TCP tunnels are not supported by this tunnel-client yet".to_string();
-            self.printer.for_tunnel(&name).warn(&why);
-            slot.running = false;
-            slot.state = State::Failed(why);
-            self.slots.insert(name, slot);
-            return;
-        }
         let printer = self.printer.for_tunnel(&name);
         let span = tracing::info_span!("tunnel", name = %name, generation);
         let events = self.events.clone();

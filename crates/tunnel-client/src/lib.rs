@@ -16,6 +16,9 @@
 //! - [`forward`]: one [`tunnel_protocol::mux::IncomingRequest`] → the local service → back:
 //!   the answer through its responder, the body through the protocol crate's pump, a
 //!   WebSocket through its splice.
+//! - [`tcp`]: TCP tunnels on this side: a raw TCP stream → the local service (PROXY
+//!   protocol header optional), and `tunnel-client connect`, the consumer's end of the
+//!   server's front door.
 //! - [`session`]: connect (the handshake in `session/connect.rs`), serve (every forward on a
 //!   task tracker), reconnect with backoff, and on shutdown let the forwards in flight finish
 //!   before deleting the tunnel.
@@ -34,6 +37,7 @@ pub mod fleet;
 pub mod forward;
 pub mod inspect;
 pub mod session;
+pub mod tcp;
 
 pub use config::{ClientArgs, ClientConfig};
 pub use session::{run, ClientError, Status};

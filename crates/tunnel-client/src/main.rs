@@ -10,10 +10,13 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
-use tunnel_client::config::{Cli, Command, ConfigCommand, FileArgs, StartArgs};
+use tunnel_client::config::{
+    Cli, Command, ConfigCommand, ConnectArgs, FileArgs, ServerUrl, StartArgs,
+};
 use tunnel_client::display::Printer;
 use tunnel_client::file::{self, Overrides, Proto};
 use tunnel_client::fleet::{self, FleetOptions, Selection};
+use tunnel_client::tcp::consume::{self, FrontDoor};
 use tunnel_client::{ClientArgs, ClientConfig, Status};
 
 /// Exit status for bad configuration (EX_USAGE).
@@ -65,10 +68,10 @@ fn main() -> ExitCode {
     };
     match cli.command {
         None => match cli.http {
-            Some(args) => one_tunnel(args, &runtime, signals),
+            Some(args) => one_tunnel(ClientConfig::from_args(args), &runtime, signals),
             // No flags at all: clap's own message for the missing ones.
             None => match ClientArgs::try_parse() {
-                Ok(args) => one_tunnel(args, &runtime, signals),
+                Ok(args) => one_tunnel(ClientConfig::from_args(args), &runtime, signals),
                 Err(e) => {
                     let _ = e.print();
                     ExitCode::from(EXIT_CONFIG)
@@ -77,6 +80,10 @@ fn main() -> ExitCode {
         },
         Some(Command::Start(args)) => start(args, &runtime, signals),
         Some(Command::Config(ConfigCommand::Check(args))) => check(&args),
+        Some(Command::Tcp(args)) => {
+            one_tunnel(ClientConfig::from_tcp_args(args), &runtime, signals)
+        }
+        Some(Command::Connect(args)) => connect(args, &runtime, signals),
     }
 }
 
@@ -105,9 +112,13 @@ fn shutdown_on(signals: Signals) -> CancellationToken {
     shutdown
 }
 
-/// `tunnel-client [FLAGS]`: the one tunnel the flags describe.
-fn one_tunnel(args: ClientArgs, runtime: &Runtime, signals: Signals) -> ExitCode {
-    let cfg = match ClientConfig::from_args(args) {
+/// `tunnel-client [FLAGS]` or `tunnel-client tcp PORT`: the one tunnel the flags describe.
+fn one_tunnel(
+    cfg: Result<ClientConfig, tunnel_client::config::ConfigError>,
+    runtime: &Runtime,
+    signals: Signals,
+) -> ExitCode {
+    let cfg = match cfg {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tunnel-client: {e}");
@@ -125,6 +136,43 @@ fn one_tunnel(args: ClientArgs, runtime: &Runtime, signals: Signals) -> ExitCode
                 ExitCode::from(e.exit_code())
             }
         }
+    })
+}
+
+/// `tunnel-client connect ID --listen ADDR`: the local listener of a TCP tunnel's front door,
+/// until Ctrl-C.
+fn connect(args: ConnectArgs, runtime: &Runtime, signals: Signals) -> ExitCode {
+    let server = match ServerUrl::parse(&args.server) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tunnel-client: invalid TUNNEL_SERVER: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let credential = args.token.or(args.api_key).unwrap_or_default();
+    if credential.trim().is_empty() {
+        eprintln!("tunnel-client: invalid TUNNEL_ACCESS_TOKEN: empty (or give --api-key)");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let door = FrontDoor::new(&server, &args.tunnel_id, credential.trim());
+    let printer = Printer::new(!args.quiet);
+    init_logs();
+    runtime.block_on(async {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("tunnel-client: cannot listen on {}: {e}", args.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let local = listener.local_addr().map_or(args.listen, |a| a);
+        printer.info(&format!(
+            "listening on {local}: connections go to TCP tunnel {} ({})",
+            args.tunnel_id, door.url
+        ));
+        let shutdown = shutdown_on(signals);
+        consume::serve(listener, door, printer, shutdown).await;
+        ExitCode::SUCCESS
     })
 }
 

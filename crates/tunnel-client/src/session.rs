@@ -16,10 +16,11 @@ use tunnel_protocol::{GoodbyeReason, ResetCode, Welcome};
 
 use self::connect::{connect, ClientWs, ConnectError};
 use crate::config::ClientConfig;
-use crate::control::{ApiError, ControlClient, Created};
+use crate::control::{ApiError, ControlClient, Created, TcpEndpoint};
 use crate::display::Printer;
 use crate::forward::Forwarder;
 use crate::inspect::{self, Inspector};
+use crate::tcp::TcpForwarder;
 
 /// Where the client is, for whoever embeds it (tests, a UI).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,8 +140,11 @@ pub async fn run_as(
     let api = ControlClient::new(&cfg.server, &cfg.api_key)?;
     let (inspector, listener) = open_inspector(&cfg, &printer).await?.unzip();
     let forwarder = Forwarder::new(&cfg, printer.clone()).with_inspector(inspector.clone());
+    let proxy_protocol = cfg.tcp.map(|t| t.proxy_protocol).unwrap_or_default();
+    let tcp = TcpForwarder::new(cfg.local_authority(), proxy_protocol, printer.clone());
     let mut client = Client {
         forwarder: Arc::new(forwarder),
+        tcp: Arc::new(tcp),
         inspector,
         backoff: Backoff::new(cfg.max_backoff),
         tasks: TaskTracker::new(),
@@ -195,6 +199,8 @@ struct Client {
     api: ControlClient,
     printer: Printer,
     forwarder: Arc<Forwarder>,
+    /// The raw TCP streams of a TCP tunnel.
+    tcp: Arc<TcpForwarder>,
     /// The traffic inspector, unless it is off (its server runs on `background`).
     inspector: Option<Inspector>,
     backoff: Backoff,
@@ -265,6 +271,14 @@ impl Client {
         if self.announced {
             self.printer
                 .info(&format!("reconnected: {}", welcome.public_url));
+        } else if let Some(tcp) = &created.tcp {
+            self.printer.online_tcp(
+                &self.cfg.local_authority(),
+                tcp.address.as_deref(),
+                &connect_command(&self.cfg, created, tcp),
+                &created.expires_at,
+            );
+            self.announced = true;
         } else {
             self.printer.online(
                 &welcome.public_url,
@@ -312,6 +326,9 @@ impl Client {
                 Some(ClientEvent::Request(request)) => {
                     self.tasks.spawn(self.forwarder.clone().forward(request));
                 }
+                Some(ClientEvent::Tcp(tcp)) => {
+                    self.tasks.spawn(self.tcp.clone().forward(tcp));
+                }
                 Some(ClientEvent::Goodbye(Goodbye { reason, message })) => {
                     if !reason.should_reconnect() {
                         mux.abort("server ended the tunnel");
@@ -354,6 +371,9 @@ impl Client {
                     Some(ClientEvent::Request(request)) => request
                         .responder
                         .reset(ResetCode::Refused, "client shutting down"),
+                    Some(ClientEvent::Tcp(tcp)) => {
+                        tcp.refuse(ResetCode::Refused, "client shutting down")
+                    }
                     Some(ClientEvent::Goodbye(_)) => {}
                     None => open = false,
                 },
@@ -452,6 +472,15 @@ impl Client {
     }
 }
 
+/// What a consumer runs to reach a TCP tunnel through the front door, as the banner shows it.
+fn connect_command(cfg: &ClientConfig, created: &Created, tcp: &TcpEndpoint) -> String {
+    let port = cfg.local_port;
+    format!(
+        "tunnel-client connect {} --server {} --token {} --listen 127.0.0.1:{port}",
+        created.tunnel_id, cfg.server.http_base, tcp.access_token
+    )
+}
+
 /// The error for a goodbye that ends the tunnel for good.
 fn ended(reason: GoodbyeReason, message: &str) -> ClientError {
     let why = match reason {
@@ -480,7 +509,13 @@ async fn create_with_retry(
 ) -> Result<Option<Created>, ClientError> {
     loop {
         let result = match api
-            .create(name, cfg.ttl_secs, &cfg.access, cfg.domain.as_deref())
+            .create(
+                name,
+                cfg.ttl_secs,
+                &cfg.access,
+                cfg.domain.as_deref(),
+                cfg.tcp.as_ref(),
+            )
             .await
         {
             Err(ApiError::Conflict(msg)) => match name {
@@ -489,8 +524,14 @@ async fn create_with_retry(
                         "tunnel {n} is held by an earlier session of this key; taking it over"
                     ));
                     api.delete(n).await?;
-                    api.create(name, cfg.ttl_secs, &cfg.access, cfg.domain.as_deref())
-                        .await
+                    api.create(
+                        name,
+                        cfg.ttl_secs,
+                        &cfg.access,
+                        cfg.domain.as_deref(),
+                        cfg.tcp.as_ref(),
+                    )
+                    .await
                 }
                 _ => Err(ApiError::Conflict(msg)),
             },

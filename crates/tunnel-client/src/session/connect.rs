@@ -10,7 +10,7 @@ use tokio_tungstenite::MaybeTlsStream;
 use tunnel_protocol::frame::websocket_config;
 use tunnel_protocol::mux::Role;
 use tunnel_protocol::ws::{Message, WebSocket};
-use tunnel_protocol::{ControlMessage, GoodbyeReason, Hello, Welcome, PROTOCOL_VERSION};
+use tunnel_protocol::{ControlMessage, Feature, GoodbyeReason, Hello, Welcome, PROTOCOL_VERSION};
 
 use crate::config::ClientConfig;
 use crate::control::{error_chain, Created};
@@ -86,6 +86,9 @@ async fn hello(ws: &mut ClientWs) -> Result<Welcome, ConnectError> {
     let hello = ControlMessage::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         agent: concat!("tunnel-client/", env!("CARGO_PKG_VERSION")).to_string(),
+        // Every session can carry TCP streams (crate::tcp); the server opens them only on a
+        // TCP tunnel.
+        features: vec![Feature::Tcp],
     });
     let hello = serde_json::to_string(&hello).map_err(|e| ConnectError::Refused(e.to_string()))?;
     ws.send_text(&hello)
