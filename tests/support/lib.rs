@@ -11,6 +11,7 @@ pub mod browser;
 pub mod cluster;
 pub mod dns;
 pub mod http;
+pub mod tcp;
 pub mod webapp;
 
 use std::net::SocketAddr;
@@ -212,8 +213,28 @@ impl TestClient {
     ) -> Self {
         let mut args = vec!["--quiet"];
         args.extend_from_slice(extra);
-        let mut cfg = client_config(server, api_key, port, &args)
+        let cfg = client_config(server, api_key, port, &args)
             .unwrap_or_else(|e| panic!("client flags: {e}"));
+        Self::run(cfg).await
+    }
+
+    /// A `tunnel-client tcp PORT` for `server`, forwarding to 127.0.0.1:`port`, with `extra`
+    /// flags; waits until online.
+    pub async fn start_tcp(server: &TestServer, port: u16, extra: &[&str]) -> Self {
+        let (server, port) = (server.addr.to_string(), port.to_string());
+        let mut args = vec!["tunnel-client", "tcp", &port, "--server", &server];
+        args.extend_from_slice(&["--api-key", API_KEY, "--local-host", "127.0.0.1", "--quiet"]);
+        args.extend_from_slice(extra);
+        let cli = <tunnel_client::config::Cli as clap::Parser>::try_parse_from(args)
+            .unwrap_or_else(|e| panic!("client flags: {e}"));
+        let Some(tunnel_client::config::Command::Tcp(tcp)) = cli.command else {
+            panic!("not a tcp command");
+        };
+        Self::run(ClientConfig::from_tcp_args(tcp).unwrap()).await
+    }
+
+    /// Runs a client with `cfg` (a short backoff) and waits until online.
+    pub async fn run(mut cfg: ClientConfig) -> Self {
         cfg.max_backoff = Duration::from_millis(200);
         let shutdown = CancellationToken::new();
         let (tx, rx) = watch::channel(Status::Starting);
