@@ -26,7 +26,7 @@ mod cluster;
 mod values;
 
 pub use cluster::{Cluster, ClusterArgs, PeerSecret, RedisUrl, MIN_PEER_SECRET};
-pub use tcp::{PortRange, TcpSettings};
+pub use tcp::{PortRange, TcpPorts, TcpSettings};
 pub use values::ConfigError;
 use values::{at_least, invalid, secs};
 

@@ -148,7 +148,7 @@ impl AppState {
         let tasks = Tasks::default();
         let SharedParts { registry, peers } = parts(metrics.clone(), &tasks, names)?;
         let tcp = &settings.tcp;
-        let tcp_ports = Arc::new(PortPool::new(tcp.tcp_ports.clone(), tcp.tcp_bind_ip));
+        let tcp_ports = Arc::new(PortPool::new(tcp.tcp_ports.0.clone(), tcp.tcp_bind_ip));
         Ok(Self {
             tcp: TcpTunnels::default(),
             tcp_ports,

@@ -48,6 +48,20 @@ impl PortRange {
     }
 }
 
+/// `TUNNEL_TCP_PORTS`: a range, or none (empty or `off`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcpPorts(pub Option<PortRange>);
+
+impl TcpPorts {
+    /// Parses a range, or `""`/`off` for none.
+    pub fn parse(s: &str) -> Result<Self, BadPortRange> {
+        match s.trim() {
+            "" | "off" => Ok(Self(None)),
+            range => PortRange::parse(range).map(|r| Self(Some(r))),
+        }
+    }
+}
+
 /// TCP tunnels.
 #[derive(Debug, Clone, Args)]
 pub struct TcpSettings {
@@ -60,9 +74,10 @@ pub struct TcpSettings {
         long,
         env = "TUNNEL_TCP_PORTS",
         value_name = "TUNNEL_TCP_PORTS",
-        value_parser = PortRange::parse
+        value_parser = TcpPorts::parse,
+        default_value = ""
     )]
-    pub tcp_ports: Option<PortRange>,
+    pub tcp_ports: TcpPorts,
 
     /// The address the public TCP ports listen on.
     #[arg(
@@ -97,6 +112,8 @@ mod tests {
         );
         assert_eq!(PortRange::parse(" 5000 "), Ok(PortRange(5000..=5000)));
         assert_eq!(PortRange::parse("20000-20099").map(|r| r.len()), Ok(100));
+        assert_eq!(TcpPorts::parse(""), Ok(TcpPorts(None)));
+        assert_eq!(TcpPorts::parse("off"), Ok(TcpPorts(None)));
         for bad in ["", "0-10", "10-9", "a-b", "1-70000", "-5"] {
             assert!(PortRange::parse(bad).is_err(), "{bad}");
         }
