@@ -683,6 +683,7 @@ async fn a_stale_lease_of_an_old_generation_cannot_remove_the_new_one() {
         max_per_key: 10,
         access: AccessPolicy::default(),
         domain: None,
+        keep_prefix: true,
     };
     ra.create(new).await.unwrap();
     let addr = "127.0.0.1:1".parse().unwrap();
@@ -690,6 +691,8 @@ async fn a_stale_lease_of_an_old_generation_cannot_remove_the_new_one() {
     let (mux_a, _far_a) = session();
     let old = ra.claim(&ta, mux_a.clone(), addr).await.unwrap().generation;
     let tb = rb.lookup("stale").await.unwrap().unwrap();
+    // How path-prefix requests are forwarded is the tunnel's, on every pod.
+    assert!(tb.keep_prefix);
     assert_eq!(
         tb.remote().map(|l| (l.node.clone(), l.generation)),
         Some(("a".into(), old))

@@ -22,6 +22,10 @@
 //!   TCP tunnel pass the server's HTTP front door (binary messages, an empty one for
 //!   half-close); the server's end joins a multiplexer stream.
 //! - [`heap`]: allocator settings for the processes that carry traffic.
+//! - [`name`]: the rule for tunnel names (a lowercase DNS label), and a valid name close to
+//!   a bad one.
+//! - [`dev_key`]: where a dev-mode server keeps its generated API key, so that a restart keeps
+//!   it and a client on the same machine finds it.
 //!
 //! # Glossary
 //! - **client connection**: the one WebSocket a `tunnel-client` holds open to the server.
@@ -37,11 +41,13 @@
 //!   receiver says it consumed some ([`message::ControlMessage::Window`]).
 
 pub mod carrier;
+pub mod dev_key;
 pub mod frame;
 pub mod headers;
 pub mod heap;
 pub mod message;
 pub mod mux;
+pub mod name;
 pub mod ws;
 
 mod error;

@@ -18,6 +18,7 @@ use clap::{Args, Parser, ValueEnum};
 
 use crate::auth::ApiKeys;
 
+pub mod dev_key;
 pub mod domains;
 pub mod tcp;
 
@@ -398,6 +399,10 @@ impl From<domains::DomainSettingError> for ConfigError {
 pub struct Settings {
     /// Where to listen.
     pub bind: SocketAddr,
+    /// Whether to listen on `[::1]` too, on `bind`'s port: dev mode on 127.0.0.1 (the
+    /// default), so that `localhost` works whichever of 127.0.0.1 and ::1 a client tries
+    /// first.
+    pub bind_ipv6_loopback: bool,
     /// Configured public base URL, without trailing slash; `None` derives it from the bound
     /// address.
     pub public_url: Option<String>,
@@ -469,6 +474,7 @@ impl Settings {
             }
         }
         Ok(Self {
+            bind_ipv6_loopback: generated_key.is_some() && bind.ip() == Ipv4Addr::LOCALHOST,
             bind,
             public_url,
             api_keys,
@@ -483,6 +489,15 @@ impl Settings {
             cluster,
             tcp: args.tcp,
         })
+    }
+
+    /// In dev mode, serves with `key` (one kept from an earlier run, see [`dev_key`]) instead
+    /// of the key generated for this run. Does nothing when API keys are configured.
+    pub fn use_dev_key(&mut self, key: String) {
+        if self.generated_key.is_some() {
+            self.api_keys = ApiKeys::new(std::slice::from_ref(&key));
+            self.generated_key = Some(key);
+        }
     }
 
     /// Parses and validates an argument list (for tests and embedding): the environment is
@@ -609,6 +624,18 @@ mod tests {
         assert_eq!(s.bind.port(), DEFAULT_PORT);
         let key = s.generated_key.expect("generated");
         assert!(s.api_keys.check(&key).is_some());
+    }
+
+    #[test]
+    fn a_kept_dev_key_replaces_the_generated_one_only_in_dev_mode() {
+        let mut s = parse(&[]).expect("valid");
+        s.use_dev_key("kept-key-0123456789".into());
+        assert_eq!(s.generated_key.as_deref(), Some("kept-key-0123456789"));
+        assert!(s.api_keys.check("kept-key-0123456789").is_some());
+        let mut s = parse(&["--api-keys", "0123456789abcdef"]).expect("valid");
+        s.use_dev_key("kept-key-0123456789".into());
+        assert!(s.api_keys.check("kept-key-0123456789").is_none());
+        assert!(s.generated_key.is_none());
     }
 
     #[test]

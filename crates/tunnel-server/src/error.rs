@@ -4,6 +4,8 @@
 //! body (JSON when the caller accepts JSON, a small HTML page otherwise). Internal detail goes
 //! to the logs, never to the public. [`ErrorBody`] is the JSON shape, for the OpenAPI document.
 
+use std::borrow::Cow;
+
 use axum::response::{IntoResponse, Response};
 use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, StatusCode};
@@ -17,6 +19,11 @@ pub enum TunnelError {
     /// No tunnel has that id.
     #[error("no tunnel with this id")]
     TunnelNotFound,
+    /// No tunnel has that id, and the request came from a page of a tunnel under its path
+    /// prefix: the path left the prefix (an app emitting root-absolute URLs). Same status and
+    /// code as [`TunnelError::TunnelNotFound`], with a hint naming the URL probably meant.
+    #[error("no tunnel with this id: this path left the prefix of tunnel {}", .0.tunnel)]
+    LeftPrefix(Box<LeftPrefix>),
     /// The request's host is neither this server's domain, nor one label under it, nor a
     /// verified custom domain: no default tunnel, no open proxy.
     #[error("this server does not serve that host")]
@@ -106,12 +113,39 @@ pub enum TunnelError {
     PortsExhausted(String),
 }
 
+/// Where a path that left a tunnel's prefix was probably meant to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftPrefix {
+    /// The tunnel of the page the request came from (its `Referer`).
+    pub tunnel: String,
+    /// The same path under that tunnel's prefix.
+    pub intended_url: String,
+    /// The same path on the tunnel's subdomain, when the server has a `TUNNEL_DOMAIN`.
+    pub subdomain_url: Option<String>,
+}
+
+impl LeftPrefix {
+    fn hint(&self) -> String {
+        let fix = match &self.subdomain_url {
+            Some(sub) => format!("use the subdomain URL ({sub})"),
+            None => "use a subdomain URL (TUNNEL_DOMAIN)".to_string(),
+        };
+        format!(
+            "This path left the tunnel's prefix: the app probably uses absolute URLs. Probably \
+             meant: {intended}. Fix: {fix}, or run tunnel-client with --keep-prefix and set the \
+             app's base path to /{tunnel}/.",
+            intended = self.intended_url,
+            tunnel = self.tunnel,
+        )
+    }
+}
+
 impl TunnelError {
     /// HTTP status.
     pub fn status(&self) -> StatusCode {
         use TunnelError::*;
         match self {
-            TunnelNotFound | UnknownHost | NestedSubdomain => StatusCode::NOT_FOUND,
+            TunnelNotFound | LeftPrefix(_) | UnknownHost | NestedSubdomain => StatusCode::NOT_FOUND,
             TunnelOffline | ClientDisconnected | LocalUnreachable | LocalError | BadResponse => {
                 StatusCode::BAD_GATEWAY
             }
@@ -137,7 +171,7 @@ impl TunnelError {
     pub fn code(&self) -> &'static str {
         use TunnelError::*;
         match self {
-            TunnelNotFound => "tunnel_not_found",
+            TunnelNotFound | LeftPrefix(_) => "tunnel_not_found",
             UnknownHost => "unknown_host",
             NestedSubdomain => "nested_subdomain",
             TunnelOffline => "tunnel_offline",
@@ -169,7 +203,14 @@ impl TunnelError {
     }
 
     /// What a user can do about it.
-    fn hint(&self) -> &'static str {
+    fn hint(&self) -> Cow<'static, str> {
+        match self {
+            TunnelError::LeftPrefix(left) => Cow::Owned(left.hint()),
+            other => Cow::Borrowed(other.static_hint()),
+        }
+    }
+
+    fn static_hint(&self) -> &'static str {
         use TunnelError::*;
         match self {
             TunnelNotFound => "Check the URL; the tunnel may have expired or been deleted.",
@@ -229,13 +270,21 @@ impl TunnelError {
 
     fn html_response(&self) -> Response {
         let status = self.status();
+        // The URL probably meant, as a link: the one thing the reader wants to click.
+        let link = match self {
+            TunnelError::LeftPrefix(left) => format!(
+                "<p><a href=\"{url}\">{url}</a></p>",
+                url = html_escape(&left.intended_url)
+            ),
+            _ => String::new(),
+        };
         let body = format!(
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>{code} {reason}</title></head>\
-             <body><h1>{code} {reason}</h1><p>{msg}</p><p>{hint}</p><p><small>{tag}</small></p></body></html>\n",
+             <body><h1>{code} {reason}</h1><p>{msg}</p><p>{hint}</p>{link}<p><small>{tag}</small></p></body></html>\n",
             code = status.as_u16(),
             reason = status.canonical_reason().unwrap_or(""),
             msg = html_escape(&self.to_string()),
-            hint = html_escape(self.hint()),
+            hint = html_escape(&self.hint()),
             tag = self.code(),
         );
         self.with_headers(body, "text/html; charset=utf-8")

@@ -6,7 +6,7 @@ mod alloc_count;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,7 +14,7 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tunnel_server::config::{Cluster, ServerArgs, Settings};
+use tunnel_server::config::{dev_key, Cluster, ServerArgs, Settings};
 use tunnel_server::observe::logging;
 use tunnel_server::peer::PeerClient;
 use tunnel_server::server::Listeners;
@@ -22,6 +22,8 @@ use tunnel_server::state::SharedParts;
 use tunnel_server::tunnel::registry::RegistryError;
 use tunnel_server::tunnel::{RedisConfig, RedisRegistry};
 use tunnel_server::AppState;
+
+mod banner;
 
 /// Exit status for bad configuration (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -82,12 +84,33 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(settings: Settings, mut signals: Signals) -> anyhow::Result<()> {
+async fn serve(mut settings: Settings, mut signals: Signals) -> anyhow::Result<()> {
+    // Dev mode: the key of the last run, so that a restart does not lock its clients out.
+    let kept = settings.generated_key.clone().map(|fresh| {
+        let kept = dev_key::load_or_keep(&fresh);
+        if let Ok(k) = &kept {
+            settings.use_dev_key(k.key.clone());
+        }
+        kept
+    });
     let bind = settings.bind;
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind} (TUNNEL_BIND)"))?;
     let local = listener.local_addr().context("listener has no address")?;
+    let mut more_public = Vec::new();
+    if settings.bind_ipv6_loopback {
+        // Best effort: a machine without IPv6 still has a working dev server on 127.0.0.1.
+        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, local.port()));
+        match TcpListener::bind(v6).await {
+            Ok(l) => more_public.push(l),
+            Err(e) => tracing::info!(error = %e, "not listening on {v6} too"),
+        }
+    }
+    let listening: Vec<String> = std::iter::once(local)
+        .chain(more_public.iter().filter_map(|l| l.local_addr().ok()))
+        .map(|a| a.to_string())
+        .collect();
     let metrics_listener = match settings.metrics_bind {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -96,7 +119,6 @@ async fn serve(settings: Settings, mut signals: Signals) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let generated = settings.generated_key.clone();
     let (state, pod) = match settings.cluster.clone() {
         None => (Arc::new(AppState::new(settings, local)), None),
         Some(cluster) => {
@@ -110,7 +132,7 @@ async fn serve(settings: Settings, mut signals: Signals) -> anyhow::Result<()> {
         .map_or_else(|| "off".to_string(), |a| a.to_string());
     match &pod {
         None => {
-            tracing::info!(listen = %local, metrics = %metrics_addr, public_url = %state.base_url, "tunnel-server {} ready", env!("CARGO_PKG_VERSION"))
+            tracing::info!(listen = %listening.join(" "), metrics = %metrics_addr, public_url = %state.base_url, "tunnel-server {} ready", env!("CARGO_PKG_VERSION"))
         }
         Some(pod) => tracing::info!(
             listen = %local,
@@ -124,8 +146,8 @@ async fn serve(settings: Settings, mut signals: Signals) -> anyhow::Result<()> {
             "tunnel-server {} ready", env!("CARGO_PKG_VERSION")
         ),
     }
-    if let Some(key) = generated {
-        print_dev_banner(&state, local, &key);
+    if let Some(kept) = kept {
+        banner::print(&state, local, &listening, &kept);
     }
     let shutdown = state.shutdown.clone();
     // Lives as long as the process: the second signal exits it.
@@ -143,6 +165,7 @@ async fn serve(settings: Settings, mut signals: Signals) -> anyhow::Result<()> {
     };
     let listeners = Listeners {
         public: listener,
+        more_public,
         metrics: metrics_listener,
         peer: peer_listener,
     };
@@ -237,31 +260,6 @@ impl Pod {
         };
         Ok((Arc::new(state), pod))
     }
-}
-
-/// Dev mode: the generated key and how to use it.
-fn print_dev_banner(state: &AppState, local: SocketAddr, key: &str) {
-    let server = state
-        .base_url
-        .trim_start_matches("http://")
-        .trim_start_matches("https://");
-    println!();
-    println!("  Dev mode: no TUNNEL_API_KEYS set, so this server listens on {local} only.");
-    println!("  Generated API key (valid until the server stops): {key}");
-    if let Some(sub) = state.urls.subdomain_url("NAME") {
-        println!(
-            "  Tunnels answer at {sub} (and {}): *.localhost is loopback, no DNS needed.",
-            state.urls.path_url("NAME")
-        );
-    }
-    println!();
-    println!("  Expose a local service on port 3000 with:");
-    println!("    tunnel-client --server {server} --api-key {key} --port 3000");
-    println!("  or, from this repository:");
-    println!(
-        "    cargo run --release -p tunnel-client -- --server {server} --api-key {key} --port 3000"
-    );
-    println!();
 }
 
 /// SIGTERM and SIGINT, registered once up front (tokio registers `ctrl_c()` only when first

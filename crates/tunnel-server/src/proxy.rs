@@ -17,6 +17,7 @@
 
 mod forward;
 pub mod headers;
+mod hint;
 mod log;
 pub mod relay;
 mod remote;
@@ -92,12 +93,23 @@ async fn resolve(
         Addressed::Prefix => {
             return match route(state, &parts.method, &parts.uri) {
                 Ok((id, rest)) => match find(state, id).await {
+                    // Configured for its base path: the whole target, nothing to rewrite.
+                    Ok(tunnel) if tunnel.keep_prefix => {
+                        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                        Ok((tunnel, target.to_string(), None))
+                    }
                     Ok(tunnel) => Ok((tunnel, rest.to_string(), Some(format!("/{id}")))),
+                    Err(e @ TunnelError::TunnelNotFound) => {
+                        Err(refuse(hint::left_prefix(state, parts).unwrap_or(e)))
+                    }
                     Err(e) => Err(refuse(e)),
                 },
+                Err(NotRouted::Refused(e @ TunnelError::TunnelNotFound)) => {
+                    Err(refuse(hint::left_prefix(state, parts).unwrap_or(e)))
+                }
                 Err(NotRouted::Refused(e)) => Err(refuse(e)),
                 Err(NotRouted::AddSlash(location)) => Err(redirect(&location)),
-            }
+            };
         }
         Addressed::Subdomain(label) => {
             check_request(state, &parts.method, &parts.uri).map_err(refuse)?;

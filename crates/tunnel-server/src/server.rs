@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -42,6 +43,7 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
     serve(
         Listeners {
             public: listener,
+            more_public: Vec::new(),
             metrics: None,
             peer: None,
         },
@@ -56,6 +58,9 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>) {
 pub struct Listeners {
     /// Public traffic, the control API and tunnel clients.
     pub public: TcpListener,
+    /// More listeners for the same: in dev mode `[::1]` beside `127.0.0.1`, so that a client
+    /// given `localhost` reaches the server whichever address it resolves to first.
+    pub more_public: Vec<TcpListener>,
     /// `GET /metrics`.
     pub metrics: Option<TcpListener>,
     /// Requests other pods forward for tunnels whose client is connected here.
@@ -69,6 +74,7 @@ pub struct Listeners {
 pub async fn serve(listeners: Listeners, state: Arc<AppState>) {
     let Listeners {
         public,
+        more_public,
         metrics,
         peer,
     } = listeners;
@@ -82,7 +88,9 @@ pub async fn serve(listeners: Listeners, state: Arc<AppState>) {
         ))
     });
     let peer = peer.and_then(|listener| peer_listener(listener, &state, stop.clone()));
-    serve_public(public, state).await;
+    let mut public = vec![public];
+    public.extend(more_public);
+    serve_public(PublicListeners::new(public), state).await;
     stop.cancel();
     for task in [metrics, peer].into_iter().flatten() {
         if let Err(e) = task.await {
@@ -117,8 +125,8 @@ fn peer_listener(
     )))
 }
 
-/// The public listener until shutdown, then the drain.
-async fn serve_public(listener: TcpListener, state: Arc<AppState>) {
+/// The public listeners until shutdown, then the drain.
+async fn serve_public(listener: PublicListeners, state: Arc<AppState>) {
     let app = router(state.clone());
     let connections = TaskTracker::new();
     reserve_names(&state).await;
@@ -141,7 +149,7 @@ async fn serve_public(listener: TcpListener, state: Arc<AppState>) {
 /// The next public connection, once there is room for it under `TUNNEL_MAX_CONNECTIONS`;
 /// `None` once shutdown has begun.
 async fn accept(
-    listener: &TcpListener,
+    listener: &PublicListeners,
     state: &AppState,
 ) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
     // At the connection cap, stop accepting: further clients wait in the kernel's backlog
@@ -167,6 +175,37 @@ async fn accept(
             debug!(error = %e, "TCP_NODELAY not set");
         }
         return Some((tcp, peer, permit));
+    }
+}
+
+/// The public listeners, accepted from as one: usually one, two in dev mode.
+struct PublicListeners {
+    listeners: Vec<TcpListener>,
+    /// Which listener is polled first next time, so that a busy one cannot starve another.
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl PublicListeners {
+    fn new(listeners: Vec<TcpListener>) -> Self {
+        Self {
+            listeners,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The next connection on any of the listeners.
+    async fn accept(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
+        std::future::poll_fn(|cx| {
+            let n = self.listeners.len();
+            let first = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for i in 0..n {
+                if let Poll::Ready(r) = self.listeners[(first + i) % n].poll_accept(cx) {
+                    return Poll::Ready(r);
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 
@@ -320,6 +359,7 @@ pub async fn run_with_metrics(
     serve(
         Listeners {
             public: listener,
+            more_public: Vec::new(),
             metrics: Some(metrics_listener),
             peer: None,
         },

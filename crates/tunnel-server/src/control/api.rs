@@ -185,6 +185,11 @@ pub struct CreateRequest {
     /// range when absent.
     #[schema(example = 20001)]
     pub tcp_port: Option<u16>,
+    /// Forward path-prefix requests with their `/<id>` prefix, and rewrite nothing in the
+    /// answers (no `Location`, cookie path or `X-Forwarded-Prefix` changes): for a local
+    /// service configured to live under `/<id>/` (Vite `base`, Jupyter `base_url`, Next.js
+    /// `basePath`). Default false: the prefix is stripped.
+    pub keep_prefix: Option<bool>,
 }
 
 /// What a tunnel carries.
@@ -322,6 +327,7 @@ pub(crate) async fn create(
             max_per_key: settings.limits.max_tunnels_per_key,
             access,
             domain,
+            keep_prefix: req.keep_prefix.unwrap_or(false),
         })
         .await
         .map_err(create_error)?;

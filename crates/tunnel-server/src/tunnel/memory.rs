@@ -70,6 +70,7 @@ impl MemoryRegistry {
             max_per_key,
             access,
             domain,
+            keep_prefix,
         } = new;
         if let Some(name) = name {
             self.names.check_requested(name, owner, now)?;
@@ -115,7 +116,8 @@ impl MemoryRegistry {
                         now + ttl,
                         access.clone(),
                         domain.take().map(|d| CustomDomain::new(d.name, d.expected)),
-                    );
+                    )
+                    .with_keep_prefix(keep_prefix);
                     let tunnel = Arc::new(tunnel);
                     slot.insert(tunnel.clone());
                     self.names.taken(&id, owner);
@@ -304,6 +306,7 @@ mod tests {
             max_per_key,
             access: AccessPolicy::default(),
             domain: None,
+            keep_prefix: false,
         }
     }
 

@@ -82,6 +82,10 @@ pub struct Tunnel {
     pub access: AccessPolicy,
     /// The custom domain asked for, if any.
     pub domain: Option<CustomDomain>,
+    /// Whether a request by path prefix reaches the local service with its `/<id>` prefix
+    /// kept, and its answer comes back unrewritten: for apps configured to live under that
+    /// base path (Vite's `base`, Jupyter's `base_url`, Next.js's `basePath`).
+    pub keep_prefix: bool,
 }
 
 impl Tunnel {
@@ -128,6 +132,7 @@ impl Tunnel {
             generations: AtomicU64::new(0),
             stats: TunnelStats::default(),
             access,
+            keep_prefix: false,
         }
     }
 
@@ -148,6 +153,12 @@ impl Tunnel {
     /// Records where the client is (`None`: not connected to any other pod).
     pub(super) fn set_remote(&self, lease: Option<Arc<Lease>>) {
         *self.remote.lock().unwrap_or_else(|e| e.into_inner()) = lease;
+    }
+
+    /// The same tunnel, keeping its path prefix or not (see [`Tunnel::keep_prefix`]).
+    pub(super) fn with_keep_prefix(mut self, keep: bool) -> Self {
+        self.keep_prefix = keep;
+        self
     }
 
     fn conn(&self) -> MutexGuard<'_, Option<Connection>> {
@@ -244,6 +255,7 @@ impl Tunnel {
             open_streams,
             node,
             basic_auth: self.access.basic_auth.is_some(),
+            keep_prefix: self.keep_prefix,
             ip_allow: self.access.allow.iter().map(|n| n.to_string()).collect(),
             ip_deny: self.access.deny.iter().map(|n| n.to_string()).collect(),
             requests_served: self.stats.requests.load(Ordering::Relaxed),
@@ -320,6 +332,8 @@ pub struct TunnelInfo {
     pub node: Option<String>,
     /// Whether the public URL requires basic auth.
     pub basic_auth: bool,
+    /// Whether requests by path prefix keep their `/<id>` prefix (nothing rewritten).
+    pub keep_prefix: bool,
     /// Networks allowed (empty: all).
     pub ip_allow: Vec<String>,
     /// Networks denied.

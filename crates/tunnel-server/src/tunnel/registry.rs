@@ -62,21 +62,16 @@ pub enum CreateError {
     Registry(#[from] RegistryError),
 }
 
-/// Checks a requested tunnel name: 1–63 of `a-z`, `0-9`, `-`, not starting or ending with `-`.
+/// Checks a requested tunnel name: a lowercase DNS label ([`tunnel_protocol::name::RULE`],
+/// the rule the client checks too), and none of the server's own path names.
 pub fn validate_name(name: &str) -> Result<(), CreateError> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if name.is_empty()
-        || name.len() > 63
-        || !ok_chars
-        || name.starts_with('-')
-        || name.ends_with('-')
-    {
-        return Err(CreateError::InvalidName(
-            "use 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'".into(),
-        ));
-    }
+    tunnel_protocol::name::check(name).map_err(|e| {
+        let mut message = e.to_string();
+        if let Some(s) = tunnel_protocol::name::suggest(name) {
+            message.push_str(&format!(" (try {s:?})"));
+        }
+        CreateError::InvalidName(message)
+    })?;
     if SERVER_NAMES.contains(&name) {
         return Err(CreateError::InvalidName(format!("{name:?} is reserved")));
     }
@@ -97,7 +92,7 @@ pub(super) fn generate_id() -> String {
 
 /// Whether `s` could be a tunnel id at all (cheap check before any lookup).
 pub fn looks_like_id(s: &str) -> bool {
-    validate_name(s).is_ok()
+    tunnel_protocol::name::is_valid(s) && !SERVER_NAMES.contains(&s)
 }
 
 /// The store behind a registry failed. The in-memory registry never fails; a shared one can
@@ -133,6 +128,8 @@ pub struct NewTunnel<'a> {
     /// The custom domain asked for (routed only once verified, see
     /// [`TunnelRegistry::bind_domain`]).
     pub domain: Option<NewDomain>,
+    /// Whether path-prefix requests keep their prefix ([`Tunnel::keep_prefix`]).
+    pub keep_prefix: bool,
 }
 
 /// A custom domain to attach to a new tunnel.

@@ -110,6 +110,7 @@ impl Shared {
             max_per_key,
             access,
             domain,
+            keep_prefix,
         } = new;
         let now = Utc::now();
         // The rules every pod has from its configuration; who holds the name is Redis's.
@@ -123,7 +124,7 @@ impl Shared {
         let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
         let expires = now + ttl;
         let name_until = self.names.policy().grace_until(expires);
-        let rules = access_json(&access);
+        let rules = access_json(&access, keep_prefix);
         let (host, txt) = domain
             .as_ref()
             .map_or(("", ""), |d| (d.name.as_str(), d.expected.as_str()));
@@ -158,7 +159,8 @@ impl Shared {
             match self.store.check(answer)?.as_str() {
                 "ok" => {
                     let domain = domain.map(|d| CustomDomain::new(d.name, d.expected));
-                    let tunnel = Tunnel::new(id, owner, &token, now, expires, access, domain);
+                    let tunnel = Tunnel::new(id, owner, &token, now, expires, access, domain)
+                        .with_keep_prefix(keep_prefix);
                     let tunnel = Arc::new(tunnel);
                     self.seen(&tunnel);
                     return Ok((tunnel, token));

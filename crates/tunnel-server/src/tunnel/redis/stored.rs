@@ -14,26 +14,30 @@ use crate::tunnel::access::{AccessPolicy, BasicAuth};
 use crate::tunnel::domain::{CustomDomain, DomainStatus};
 use crate::tunnel::record::{Lease, Tunnel};
 
-/// The access rules as stored: networks as text, the credential as salt and digest.
+/// The access rules as stored: networks as text, the credential as salt and digest; and how
+/// path-prefix requests are forwarded (absent in tunnels stored before it: stripped).
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredAccess {
     basic_auth: Option<String>,
     allow: Vec<String>,
     deny: Vec<String>,
+    #[serde(default)]
+    keep_prefix: bool,
 }
 
-/// `access` as the JSON the tunnel hash stores.
-pub(super) fn access_json(access: &AccessPolicy) -> String {
+/// `access` (and [`Tunnel::keep_prefix`]) as the JSON the tunnel hash stores.
+pub(super) fn access_json(access: &AccessPolicy, keep_prefix: bool) -> String {
     let stored = StoredAccess {
         basic_auth: access.basic_auth.as_ref().map(BasicAuth::to_stored),
         allow: access.allow.iter().map(|n| n.to_string()).collect(),
         deny: access.deny.iter().map(|n| n.to_string()).collect(),
+        keep_prefix,
     };
     // Strings and lists of strings always serialise.
     serde_json::to_string(&stored).unwrap_or_default()
 }
 
-fn parse_access(json: &str) -> Result<AccessPolicy, StoreError> {
+fn parse_access(json: &str) -> Result<(AccessPolicy, bool), StoreError> {
     let bad = |what: &str| StoreError::Corrupt(format!("access rules: {what}"));
     let stored: StoredAccess = serde_json::from_str(json).map_err(|e| bad(&e.to_string()))?;
     let nets = |list: &[String]| {
@@ -41,14 +45,15 @@ fn parse_access(json: &str) -> Result<AccessPolicy, StoreError> {
             .map(|s| parse_cidr(s).map_err(|e| bad(&e.to_string())))
             .collect::<Result<Vec<_>, _>>()
     };
-    Ok(AccessPolicy {
+    let policy = AccessPolicy {
         basic_auth: match &stored.basic_auth {
             Some(s) => Some(BasicAuth::from_stored(s).ok_or_else(|| bad("basic_auth"))?),
             None => None,
         },
         allow: nets(&stored.allow)?,
         deny: nets(&stored.deny)?,
-    })
+    };
+    Ok((policy, stored.keep_prefix))
 }
 
 /// Unix milliseconds.
@@ -101,7 +106,7 @@ pub(super) fn parse_tunnel(
         .get("token")
         .and_then(|t| SecretHash::from_hex(t))
         .ok_or_else(|| StoreError::Corrupt("token".into()))?;
-    let access = parse_access(fields.get("access").map_or("", String::as_str))?;
+    let (access, keep_prefix) = parse_access(fields.get("access").map_or("", String::as_str))?;
     let tunnel = Tunnel::restore(
         id.to_string(),
         owner,
@@ -110,7 +115,8 @@ pub(super) fn parse_tunnel(
         time(fields, "expires")?,
         access,
         stored_domain(fields),
-    );
+    )
+    .with_keep_prefix(keep_prefix);
     let counter = |name| number::<u64>(fields, name).unwrap_or(0);
     Ok(Some(StoredTunnel {
         tunnel,
@@ -187,11 +193,14 @@ mod tests {
             &["10.1.0.0/16".into()],
         )
         .expect("valid");
-        let back = parse_access(&access_json(&policy)).expect("parses");
+        let (back, kept) = parse_access(&access_json(&policy, true)).expect("parses");
+        assert!(kept);
         assert_eq!(back.allow, policy.allow);
         assert_eq!(back.deny, policy.deny);
         assert!(back.basic_auth.is_some());
-        let open = parse_access(&access_json(&AccessPolicy::default())).expect("parses");
+        let (open, kept) =
+            parse_access(&access_json(&AccessPolicy::default(), false)).expect("parses");
+        assert!(!kept);
         assert!(open.basic_auth.is_none() && open.allow.is_empty());
         assert!(parse_access("{").is_err());
     }
