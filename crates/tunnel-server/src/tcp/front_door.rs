@@ -38,9 +38,9 @@ use crate::tunnel::Tunnel;
     description = "One TCP connection to a TCP tunnel, as a WebSocket: each binary message \
                    carries bytes, an empty one ends the sender's direction (half-close). \
                    `tunnel-client connect` speaks it. The owner's API key or the tunnel's \
-                   access token goes in `Authorization: Bearer`.",
+                   access token goes in `Authorization: Bearer` (the key also in `X-API-Key`).",
     params(("id" = String, Path, description = "Tunnel id")),
-    security(("bearer" = []), ("tcp_access_token" = [])),
+    security(("bearer" = []), ("api_key" = []), ("tcp_access_token" = [])),
     responses(
         (status = 101, description = "Connected to the tunnel's local service; bytes follow"),
         (status = 400, description = "Not a TCP tunnel", body = crate::error::ErrorBody),
