@@ -53,11 +53,113 @@ pub struct Redis {
     dir: PathBuf,
     socket: PathBuf,
     child: Option<Child>,
+    options: RedisOptions,
+    /// Plain TCP and TLS ports, when [`RedisOptions::tcp`].
+    ports: Option<(u16, u16)>,
+}
+
+/// How a test's Redis is reached besides its unix socket.
+#[derive(Debug, Clone, Default)]
+pub struct RedisOptions {
+    /// `requirepass`: every connection must authenticate (the unix socket's too).
+    pub password: Option<String>,
+    /// Also listen on two loopback ports: plain TCP and TLS (a certificate for 127.0.0.1
+    /// signed by a CA of the test's own, made with `openssl`; see [`Redis::ca_file`]).
+    pub tcp: bool,
+}
+
+/// A port that was free a moment ago (redis-server takes port numbers, not 0).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `openssl ARGS` in `dir`; panics with its output when it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl (Debian: apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`ca.pem`) and a certificate for 127.0.0.1 and localhost it signed (`redis.pem`,
+/// `redis.key`), in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+    ]);
+    openssl(dir, &ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "redis.key",
+        "-out",
+        "redis.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(dir, &csr);
+    std::fs::write(
+        dir.join("san.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "redis.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "redis.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+        ],
+    );
 }
 
 impl Redis {
     /// Starts one in a fresh directory; `None` (after a SKIPPED line) if there is none.
     pub async fn start(test: &str) -> Option<Self> {
+        Self::start_with(test, RedisOptions::default()).await
+    }
+
+    /// Starts one with `options`; `None` (after a SKIPPED line) if there is none.
+    pub async fn start_with(test: &str, options: RedisOptions) -> Option<Self> {
         if !redis_available(test) {
             return None;
         }
@@ -66,18 +168,43 @@ impl Redis {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("redis.sock");
+        let ports = options.tcp.then(|| {
+            make_certificates(&dir);
+            (free_port(), free_port())
+        });
         let mut redis = Self {
             dir,
             socket,
             child: None,
+            options,
+            ports,
         };
         redis.run().await;
         Some(redis)
     }
 
     async fn run(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
+        let mut cmd = Command::new("redis-server");
+        match self.ports {
+            Some((plain, tls)) => {
+                let (plain, tls) = (plain.to_string(), tls.to_string());
+                cmd.args(["--bind", "127.0.0.1", "--port", &plain, "--tls-port", &tls])
+                    .args([
+                        "--tls-cert-file",
+                        "redis.pem",
+                        "--tls-key-file",
+                        "redis.key",
+                    ])
+                    .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+            }
+            None => cmd.args(["--port", "0"]),
+        };
+        if let Some(password) = &self.options.password {
+            cmd.args(["--requirepass", password]);
+        }
+        let child = cmd
+            .current_dir(&self.dir)
+            .arg("--unixsocket")
             .arg(&self.socket)
             .args(["--unixsocketperm", "700", "--dir"])
             .arg(&self.dir)
@@ -101,19 +228,45 @@ impl Redis {
         let Ok(mut s) = UnixStream::connect(&self.socket).await else {
             return false;
         };
-        if s.write_all(b"PING\r\n").await.is_err() {
+        let (ask, answer) = match &self.options.password {
+            Some(p) => (format!("AUTH {p}\r\nPING\r\n"), "+OK\r\n+PONG\r\n"),
+            None => ("PING\r\n".to_string(), "+PONG\r\n"),
+        };
+        if s.write_all(ask.as_bytes()).await.is_err() {
             return false;
         }
-        let mut buf = [0u8; 7];
+        let mut buf = vec![0u8; answer.len()];
         matches!(
             tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut buf)).await,
             Ok(Ok(_))
-        ) && &buf == b"+PONG\r\n"
+        ) && buf == answer.as_bytes()
     }
 
-    /// `unix:///…/redis.sock`.
+    /// `redis://[:PASSWORD@]127.0.0.1:PORT`, or `rediss://` for the TLS port (with
+    /// [`RedisOptions::tcp`] only).
+    pub fn tcp_url(&self, tls: bool) -> String {
+        let (plain, secure) = self.ports.expect("started with RedisOptions::tcp");
+        let auth = match &self.options.password {
+            Some(p) => format!(":{p}@"),
+            None => String::new(),
+        };
+        match tls {
+            true => format!("rediss://{auth}127.0.0.1:{secure}"),
+            false => format!("redis://{auth}127.0.0.1:{plain}"),
+        }
+    }
+
+    /// The CA that signed the TLS port's certificate (for `SSL_CERT_FILE`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// `unix:///…/redis.sock` (`?pass=PASSWORD` when it has one).
     pub fn url(&self) -> String {
-        format!("unix://{}", self.socket.display())
+        match &self.options.password {
+            Some(p) => format!("unix://{}?pass={p}", self.socket.display()),
+            None => format!("unix://{}", self.socket.display()),
+        }
     }
 
     /// `kill -9`, and waits for the exit.
