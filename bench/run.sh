@@ -6,12 +6,15 @@
 #   bench/run.sh --quick    # about a minute
 #   bench/run.sh --out FILE # where the JSON figures go (default bench/results/latest.json)
 #
-# Then `tunnel-bench inspect`: the traffic inspector on against off (bench/results/inspect.json).
+# Then `tunnel-bench inspect`: the traffic inspector on against off (bench/results/inspect.json),
+# and `tunnel-bench cluster`: two pods sharing a Redis, a request entering the pod that holds
+# the client against one entering the other pod, and recovery after `kill -9` of a pod
+# (bench/results/cluster.json).
 #
 # Any other flag goes to `tunnel-bench run` (see `--help` there).
 #
 # What it installs when missing:
-#   - wrk and nginx: Debian packages (apt-get);
+#   - wrk, nginx and redis-server: Debian packages (apt-get);
 #   - rathole 0.5.0 and bore-cli 0.6.0: `cargo install --root target/bench-peers` (once; a few
 #     minutes). bore is installed --locked. rathole is not: its lock file pins `time` 0.3.29,
 #     which no longer compiles with Rust 1.80 and later (E0282 in time's format parser), so
@@ -34,6 +37,7 @@ fi
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]} (Debian packages)" >&2
     $sudo apt-get update
@@ -83,13 +87,30 @@ fi
 # client with it on and one with it off, interleaved (issue 16's target: within 10%).
 inspect_args=(--rounds 5 --secs 5)
 inspect_out="bench/results/inspect.json"
+cluster_args=(--rounds 5 --secs 5 --download-mib 256 --recoveries 5)
+cluster_out="bench/results/cluster.json"
 for arg in "$@"; do
     case "$arg" in
-        --quick) inspect_args=(--rounds 2 --secs 2) ;;
-        --out=*|--out) inspect_out="" ;;  # a custom run: keep the committed file as it is
+        --quick)
+            inspect_args=(--rounds 2 --secs 2)
+            cluster_args=(--rounds 2 --secs 2 --download-mib 64 --recoveries 2)
+            ;;
+        --out=*|--out)  # a custom run: keep the committed files as they are
+            inspect_out=""
+            cluster_out=""
+            ;;
     esac
 done
 echo
 echo "== the traffic inspector on against off (tunnel-bench inspect ${inspect_args[*]})"
 "$bins/tunnel-bench" inspect --bin-dir "$bins" "${inspect_args[@]}" \
     ${inspect_out:+--out "$inspect_out"}
+
+# Several pods sharing a Redis (issue 15): small requests (wrk -t1 -c1 and -c16) and a download
+# entering pod A, which holds the client, against entering pod B, which forwards to A, in
+# interleaved rounds; then the time from `kill -9` of the pod holding a client to the first
+# successful request through a third pod.
+echo
+echo "== several pods: same pod against cross pod, recovery after kill -9 (tunnel-bench cluster ${cluster_args[*]})"
+"$bins/tunnel-bench" cluster --bin-dir "$bins" --work-dir "$work/cluster" "${cluster_args[@]}" \
+    ${cluster_out:+--out "$cluster_out"}

@@ -19,11 +19,14 @@
 //! - [`paths`]: the paths and backends measured; [`stats`]: medians and spreads.
 //! - [`machine`]: the CPU, load and environment a run had, recorded with its figures.
 //! - [`inspect`]: `tunnel-bench inspect`, the client's traffic inspector on against off.
+//! - [`cluster`]: `tunnel-bench cluster`, several pods sharing Redis: a request entering the
+//!   pod that holds the client against one entering another pod, and recovery after `kill -9`.
 //! - [`setup`]: starts every process and knows the routes; [`run`]: the phases;
 //!   [`report`]: the figures, the tables and the JSON file.
 
 pub mod backend;
 pub mod client;
+pub mod cluster;
 pub mod idle;
 pub mod inspect;
 pub mod load;

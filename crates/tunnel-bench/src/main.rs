@@ -22,6 +22,9 @@ enum Cmd {
     Run(RunArgs),
     /// Small requests/s and client CPU per request with the traffic inspector on and off.
     Inspect(tunnel_bench::inspect::InspectArgs),
+    /// Several pods sharing a Redis registry: requests entering the pod that holds the client
+    /// against entering another pod (which forwards), and recovery after `kill -9` of a pod.
+    Cluster(tunnel_bench::cluster::ClusterArgs),
     /// Serve the benchmark's local backend on 127.0.0.1:0 (prints `listening ADDR`).
     Backend,
     /// Relay every TCP connection to `--to`, on 127.0.0.1:0 (prints `listening ADDR`).
@@ -80,6 +83,12 @@ fn main() -> ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(tunnel_bench::inspect::run(args)))
+            .map(|report| println!("{}", report.table())),
+        Cmd::Cluster(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(tunnel_bench::cluster::run(args)))
             .map(|report| println!("{}", report.table())),
         Cmd::Run(args) => {
             let out = args.out.clone();
