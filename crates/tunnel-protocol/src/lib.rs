@@ -8,6 +8,8 @@
 //! - [`headers`]: HTTP header lists as they travel on the wire, with validation on the way in.
 //! - [`message`]: the JSON control messages (hello, request/response heads, flow-control credit,
 //!   resets, goodbye). Every variant is documented there.
+//! - [`head_json`]: request and response heads written as JSON straight from a header map
+//!   (the text serde would write, without copying the headers into a [`headers::WireHeaders`]).
 //! - [`frame`]: how a WebSocket message maps to a [`frame::Frame`]: text frames carry one
 //!   [`message::ControlMessage`], binary frames carry body bytes behind a fixed 5-byte header
 //!   (encoded in one place, [`frame::data_header`]).
@@ -43,6 +45,7 @@
 pub mod carrier;
 pub mod dev_key;
 pub mod frame;
+pub mod head_json;
 pub mod headers;
 pub mod heap;
 pub mod message;

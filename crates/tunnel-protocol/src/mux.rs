@@ -114,8 +114,9 @@ use self::exchange::tcp_head;
 use self::flow::MAX_WINDOW;
 use self::shared::{goodbye, lock, OnAbandon, Outgoing, Shared, StreamState, CLOSE_NORMAL};
 use self::stream::halves;
+use crate::head_json::HeaderList;
 use crate::message::{
-    ControlMessage, GoodbyeReason, RequestHead, ResetCode, ResponseHead, StreamId, TcpOpen, Welcome,
+    ControlMessage, GoodbyeReason, ResetCode, ResponseHead, StreamId, TcpOpen, Welcome,
 };
 use crate::ws::WebSocket;
 
@@ -193,17 +194,20 @@ impl Mux<ServerSide> {
     /// Opens a stream for a public request whose body follows (or, for an upgrade, whose
     /// direction stays open for the public client's bytes after a `101`): sends the head and
     /// returns the request body's sender and the response to come.
-    pub async fn open_stream(
+    pub async fn open_stream<H: HeaderList>(
         &self,
-        request: RequestParts,
+        request: RequestParts<H>,
     ) -> Result<(BodySender, ResponseFuture), StreamError> {
-        self.open(|id| request.into_head(id, false), false).await
+        self.open(|id| Ok(request.to_json(id, false)), false).await
     }
 
     /// Opens a stream for a public request without a body: the request direction ends with
     /// its head.
-    pub async fn send_request(&self, request: RequestParts) -> Result<ResponseFuture, StreamError> {
-        let (_finished, response) = self.open(|id| request.into_head(id, true), true).await?;
+    pub async fn send_request<H: HeaderList>(
+        &self,
+        request: RequestParts<H>,
+    ) -> Result<ResponseFuture, StreamError> {
+        let (_finished, response) = self.open(|id| Ok(request.to_json(id, true)), true).await?;
         Ok(response)
     }
 
@@ -216,20 +220,24 @@ impl Mux<ServerSide> {
         &self,
         open: TcpOpen,
     ) -> Result<(BodySender, ResponseFuture), StreamError> {
-        self.open(|id| tcp_head(id, open), false).await
+        let head = |id| {
+            serde_json::to_string(&ControlMessage::Request(tcp_head(id, open)))
+                .map_err(|_| StreamError::Cancelled)
+        };
+        self.open(head, false).await
     }
 
+    /// Opens a stream whose head, as JSON, `head` writes for the stream's id.
     async fn open(
         &self,
-        head: impl FnOnce(StreamId) -> RequestHead,
+        head: impl FnOnce(StreamId) -> Result<String, StreamError>,
         end_stream: bool,
     ) -> Result<(BodySender, ResponseFuture), StreamError> {
         let (state, response_head) = self.register()?;
         let id = state.id;
         let (mut sender, body) = halves(self.shared.clone(), state);
         let response = ResponseFuture::new(response_head, body);
-        let head = ControlMessage::Request(head(id));
-        sender.send_head(&head).await?;
+        sender.send_head_json(head(id)?).await?;
         if end_stream {
             sender.mark_finished();
         }

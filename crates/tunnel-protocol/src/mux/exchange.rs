@@ -14,31 +14,33 @@ use tokio::sync::oneshot;
 
 use super::error::StreamError;
 use super::stream::{BodyReceiver, BodySender};
+use crate::head_json::{self, HeaderList};
 use crate::headers::WireHeaders;
 use crate::message::{ControlMessage, RequestHead, ResetCode, ResponseHead, StreamId, TcpOpen};
 
 /// The head of a request as its opener writes it; the multiplexer adds the stream id (and
-/// `end_stream`, from the method used to open it).
+/// `end_stream`, from the method used to open it). The headers are a [`WireHeaders`] list or
+/// the proxy's own [`http::HeaderMap`], written to the wire as they are ([`head_json`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestParts {
+pub struct RequestParts<H = WireHeaders> {
     /// HTTP method.
     pub method: String,
     /// Origin-form target for the local service (path and query).
     pub target: String,
     /// Headers to send to the local service.
-    pub headers: WireHeaders,
+    pub headers: H,
 }
 
-impl RequestParts {
-    pub(super) fn into_head(self, stream_id: StreamId, end_stream: bool) -> RequestHead {
-        RequestHead {
+impl<H: HeaderList> RequestParts<H> {
+    /// The head's JSON text for stream `stream_id`.
+    pub(super) fn to_json(&self, stream_id: StreamId, end_stream: bool) -> String {
+        head_json::request_json(
             stream_id,
-            method: self.method,
-            target: self.target,
-            headers: self.headers,
+            &self.method,
+            &self.target,
+            &self.headers,
             end_stream,
-            tcp: None,
-        }
+        )
     }
 }
 
@@ -56,12 +58,13 @@ pub(super) fn tcp_head(stream_id: StreamId, open: TcpOpen) -> RequestHead {
 }
 
 /// The head of a response as the accepting side writes it; the stream id is the request's.
+/// The headers, as for [`RequestParts`], are a [`WireHeaders`] list or an [`http::HeaderMap`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResponseParts {
+pub struct ResponseParts<H = WireHeaders> {
     /// HTTP status code.
     pub status: u16,
     /// Response headers.
-    pub headers: WireHeaders,
+    pub headers: H,
 }
 
 /// The answer to an opened stream: the response head and the body that follows it.
@@ -154,24 +157,29 @@ impl Responder {
     }
 
     /// Sends the response head; the body follows through the returned sender.
-    pub async fn respond(self, parts: ResponseParts) -> Result<BodySender, StreamError> {
+    pub async fn respond<H: HeaderList>(
+        self,
+        parts: ResponseParts<H>,
+    ) -> Result<BodySender, StreamError> {
         self.send(parts, false).await
     }
 
     /// Sends a response head that has no body: the response direction ends with it.
-    pub async fn respond_empty(self, parts: ResponseParts) -> Result<(), StreamError> {
+    pub async fn respond_empty<H: HeaderList>(
+        self,
+        parts: ResponseParts<H>,
+    ) -> Result<(), StreamError> {
         self.send(parts, true).await.map(drop)
     }
 
-    async fn send(self, parts: ResponseParts, end_stream: bool) -> Result<BodySender, StreamError> {
+    async fn send<H: HeaderList>(
+        self,
+        parts: ResponseParts<H>,
+        end_stream: bool,
+    ) -> Result<BodySender, StreamError> {
         let mut sender = self.sender;
-        let head = ResponseHead {
-            stream_id: sender.id(),
-            status: parts.status,
-            headers: parts.headers,
-            end_stream,
-        };
-        sender.send_head(&ControlMessage::Response(head)).await?;
+        let json = head_json::response_json(sender.id(), parts.status, &parts.headers, end_stream);
+        sender.send_head_json(json).await?;
         if end_stream {
             sender.mark_finished();
         }

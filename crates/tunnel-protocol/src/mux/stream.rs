@@ -110,6 +110,11 @@ impl BodySender {
         self.core.shared.send_control(head).await
     }
 
+    /// [`BodySender::send_head`] for a head already written as JSON ([`crate::head_json`]).
+    pub(super) async fn send_head_json(&self, json: String) -> Result<(), StreamError> {
+        self.core.shared.enqueue(Outgoing::Control(json)).await
+    }
+
     /// Body bytes sent on this stream so far.
     pub fn bytes_sent(&self) -> u64 {
         self.sent

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use axum::body::Body;
 use http::header::{HeaderValue, HOST};
 use http::{HeaderMap, Method};
-use tunnel_protocol::headers::WireHeaders;
 use tunnel_protocol::mux::{pump, BodyReceiver, BodySender, PumpError, RequestParts, ServerMux};
 use tunnel_protocol::{ResetCode, ResponseHead, StreamError};
 
@@ -115,7 +114,7 @@ pub(super) async fn exchange(x: Exchange<'_>) -> Result<Forwarded, TunnelError> 
     let parts = RequestParts {
         method: method.as_str().to_string(),
         target: target.to_string(),
-        headers: WireHeaders::from_header_map(&headers),
+        headers,
     };
     // A request with a body, or an upgrade (its direction carries the public client's bytes
     // after a `101`), keeps its sender; any other ends with its head.

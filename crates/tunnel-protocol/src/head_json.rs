@@ -1,0 +1,225 @@
+//! Request and response heads written as JSON straight from their parts: the bytes serde
+//! would write for a [`ControlMessage::Request`] or [`ControlMessage::Response`], without a
+//! [`WireHeaders`] copy of the header list in between.
+//!
+//! A head is the one control message of every request in each direction. Going through
+//! serde meant copying every header name and value of an [`http::HeaderMap`] into a
+//! [`WireHeaders`] (two allocations per header) only to write them out as JSON and drop them.
+//! Writing from the map itself keeps one allocation, the JSON text; what a peer reads is the
+//! same text, byte for byte (see the tests), so nothing changes on the wire.
+//!
+//! [`ControlMessage::Request`]: crate::message::ControlMessage::Request
+//! [`ControlMessage::Response`]: crate::message::ControlMessage::Response
+
+use std::fmt::Write as _;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use http::HeaderMap;
+
+use crate::headers::WireHeaders;
+use crate::message::StreamId;
+
+/// A header list a head can be written from: a parsed [`HeaderMap`] (what the proxy holds)
+/// or a [`WireHeaders`] list (any bytes, as a peer may send).
+pub trait HeaderList {
+    /// Number of entries (a hint for the size of the text).
+    fn entries(&self) -> usize;
+    /// Calls `f` with every entry's name and value, in order.
+    fn each(&self, f: impl FnMut(&str, &[u8]));
+}
+
+impl HeaderList for HeaderMap {
+    fn entries(&self) -> usize {
+        self.len()
+    }
+
+    fn each(&self, mut f: impl FnMut(&str, &[u8])) {
+        for (name, value) in self {
+            f(name.as_str(), value.as_bytes());
+        }
+    }
+}
+
+impl HeaderList for WireHeaders {
+    fn entries(&self) -> usize {
+        self.len()
+    }
+
+    fn each(&self, mut f: impl FnMut(&str, &[u8])) {
+        for (name, value) in &self.0 {
+            f(name, &value.0);
+        }
+    }
+}
+
+/// Bytes of text per header, to size the buffer once for a typical head.
+const BYTES_PER_HEADER: usize = 48;
+
+/// `{"type":"request",…}` as serde writes a [`crate::RequestHead`] without `tcp`.
+pub fn request_json(
+    stream_id: StreamId,
+    method: &str,
+    target: &str,
+    headers: &impl HeaderList,
+    end_stream: bool,
+) -> String {
+    let mut out = String::with_capacity(
+        96 + method.len() + target.len() + headers.entries() * BYTES_PER_HEADER,
+    );
+    out.push_str(r#"{"type":"request","stream_id":"#);
+    push_u32(&mut out, stream_id);
+    out.push_str(r#","method":"#);
+    push_str(&mut out, method);
+    out.push_str(r#","target":"#);
+    push_str(&mut out, target);
+    push_headers_and_end(&mut out, headers, end_stream);
+    out
+}
+
+/// `{"type":"response",…}` as serde writes a [`crate::ResponseHead`].
+pub fn response_json(
+    stream_id: StreamId,
+    status: u16,
+    headers: &impl HeaderList,
+    end_stream: bool,
+) -> String {
+    let mut out = String::with_capacity(96 + headers.entries() * BYTES_PER_HEADER);
+    out.push_str(r#"{"type":"response","stream_id":"#);
+    push_u32(&mut out, stream_id);
+    out.push_str(r#","status":"#);
+    push_u32(&mut out, u32::from(status));
+    push_headers_and_end(&mut out, headers, end_stream);
+    out
+}
+
+fn push_headers_and_end(out: &mut String, headers: &impl HeaderList, end_stream: bool) {
+    out.push_str(r#","headers":["#);
+    let mut first = true;
+    headers.each(|name, value| {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push('[');
+        push_str(out, name);
+        out.push(',');
+        match std::str::from_utf8(value) {
+            Ok(text) => push_str(out, text),
+            Err(_) => {
+                out.push_str(r#"{"b64":""#);
+                B64.encode_string(value, out);
+                out.push_str("\"}");
+            }
+        }
+        out.push(']');
+    });
+    out.push_str(if end_stream {
+        r#"],"end_stream":true}"#
+    } else {
+        r#"],"end_stream":false}"#
+    });
+}
+
+fn push_u32(out: &mut String, n: u32) {
+    let _ = write!(out, "{n}"); // writing to a String cannot fail
+}
+
+/// `s` as a JSON string, escaped exactly as serde_json escapes it: `"`, `\` and the control
+/// characters below 0x20 (with the short forms for backspace, tab, newline, form feed and
+/// carriage return), nothing else.
+fn push_str(out: &mut String, s: &str) {
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x09 => "\\t",
+            0x0A => "\\n",
+            0x0C => "\\f",
+            0x0D => "\\r",
+            0x00..=0x1F => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if short.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(short);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::headers::WireValue;
+    use crate::message::{ControlMessage, RequestHead, ResponseHead};
+    use http::HeaderValue;
+
+    fn awkward() -> WireHeaders {
+        WireHeaders(vec![
+            ("content-type".into(), "text/plain".into()),
+            ("x-bin".into(), WireValue(vec![0xff, 0x00, b'a'])),
+            (
+                "x-esc".into(),
+                "q\"b\\s\u{1}\u{8}\t\n\u{c}\r\u{1f}\u{7f}é€".into(),
+            ),
+            ("Odd \"Name\"".into(), "".into()),
+        ])
+    }
+
+    #[test]
+    fn requests_are_written_as_serde_writes_them() {
+        for (headers, end_stream) in [(awkward(), false), (WireHeaders::default(), true)] {
+            let head = RequestHead {
+                stream_id: 4_000_000_000,
+                method: "M\"X".into(),
+                target: "/a%2Fb?x=1&y=\u{7}".into(),
+                headers: headers.clone(),
+                end_stream,
+                tcp: None,
+            };
+            let ours = request_json(
+                head.stream_id,
+                &head.method,
+                &head.target,
+                &headers,
+                end_stream,
+            );
+            let serde = serde_json::to_string(&ControlMessage::Request(head.clone())).expect("ok");
+            assert_eq!(ours, serde);
+            let back: ControlMessage = serde_json::from_str(&ours).expect("parses");
+            assert_eq!(back, ControlMessage::Request(head));
+        }
+    }
+
+    #[test]
+    fn responses_are_written_as_serde_writes_them() {
+        let mut map = HeaderMap::new();
+        map.append("set-cookie", HeaderValue::from_static("a=1"));
+        map.append("set-cookie", HeaderValue::from_static("b=2"));
+        map.append(
+            "x-raw",
+            HeaderValue::from_bytes(&[0x80, b'z']).expect("obs-text"),
+        );
+        for end_stream in [false, true] {
+            let head = ResponseHead {
+                stream_id: 7,
+                status: 204,
+                headers: WireHeaders::from_header_map(&map),
+                end_stream,
+            };
+            let serde = serde_json::to_string(&ControlMessage::Response(head)).expect("ok");
+            assert_eq!(response_json(7, 204, &map, end_stream), serde);
+            let wire = WireHeaders::from_header_map(&map);
+            assert_eq!(response_json(7, 204, &wire, end_stream), serde);
+        }
+    }
+}
