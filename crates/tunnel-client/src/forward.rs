@@ -9,34 +9,32 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{HeaderValue, HOST, LOCATION};
 use http::{Method, Request};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Either, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tracing::Instrument;
 use tunnel_protocol::headers::WireHeaders;
 use tunnel_protocol::mux::{
     pump, splice, BodyReceiver, IncomingRequest, PumpError, Responder, ResponseParts,
 };
-use tunnel_protocol::{ProtocolError, RequestHead, ResetCode, StreamError};
+use tunnel_protocol::{ProtocolError, RequestHead, ResetCode};
 
 use crate::config::{ClientConfig, HostHeader};
 use crate::display::{format_bytes, Printer, RequestLine};
 use crate::inspect::{Capture, Inspector};
 
-/// Body type sent to the local service.
-pub type LocalBody = BoxBody<Bytes, StreamError>;
+mod local;
+
+pub use local::LocalBody;
+use local::{LocalClient, LocalError, Pooled};
 
 /// What every forwarding task needs.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
-    http: Client<HttpConnector, LocalBody>,
+    local: Arc<LocalClient>,
     authority: String,
     host_header: HostHeader,
     printer: Printer,
@@ -57,15 +55,10 @@ enum BadRequest {
 }
 
 impl Forwarder {
-    /// A forwarder with a pooled HTTP/1.1 client for the configured local service.
+    /// A forwarder with a pool of HTTP/1.1 connections to the configured local service.
     pub fn new(cfg: &ClientConfig, printer: Printer) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(64)
-            .build(connector);
         Self {
-            http,
+            local: Arc::new(LocalClient::new(cfg.local_authority())),
             authority: cfg.local_authority(),
             host_header: cfg.host_header.clone(),
             printer,
@@ -95,8 +88,9 @@ impl Forwarder {
             stream = head.stream_id,
         );
         let mut capture = None;
+        let mut pooled = None;
         let outcome = self
-            .exchange(request, websocket, &mut capture)
+            .exchange(request, websocket, &mut capture, &mut pooled)
             .instrument(span.clone())
             .await;
         if let (Some(capture), Err(failure)) = (capture.as_mut(), &outcome) {
@@ -141,6 +135,9 @@ impl Forwarder {
             request_id: request_id.as_deref(),
             note: &note,
         });
+        if let Some(pooled) = pooled {
+            self.local.release(pooled).await;
+        }
     }
 
     /// The request to the local service, and its answer back through the stream.
@@ -149,6 +146,7 @@ impl Forwarder {
         request: IncomingRequest,
         websocket: bool,
         capture: &mut Option<Capture>,
+        pooled: &mut Option<Pooled>,
     ) -> Result<Exchanged, Failure> {
         let IncomingRequest {
             head,
@@ -175,10 +173,10 @@ impl Forwarder {
         };
         let local = self.tap(local, capture);
         let response = tokio::select! {
-            r = self.http.request(local) => r,
+            r = self.local.request(local) => r,
             _ = responder.cancelled() => return Err(Failure::cancelled(None)),
         };
-        let response = match response {
+        let (response, connection) = match response {
             Ok(r) => r,
             Err(e) => return Err(self.local_failed(responder, &e)),
         };
@@ -197,15 +195,21 @@ impl Forwarder {
             upgrade_body => {
                 // A refused upgrade: an ordinary response; the request direction is let go.
                 drop(upgrade_body);
-                self.relay_response(responder, response, capture.as_ref())
-                    .await
+                let relayed = self
+                    .relay_response(responder, response, capture.as_ref())
+                    .await;
+                // Reused only after an answer that went through whole.
+                if relayed.is_ok() {
+                    *pooled = Some(connection);
+                }
+                relayed
             }
         }
     }
 
     /// The local service could not be reached or failed: the stream is refused with a code
     /// the server maps to the public client's status.
-    fn local_failed(&self, responder: Responder, e: &hyper_util::client::legacy::Error) -> Failure {
+    fn local_failed(&self, responder: Responder, e: &LocalError) -> Failure {
         let (code, note) = if e.is_connect() {
             (
                 ResetCode::LocalConnectFailed,
@@ -242,7 +246,7 @@ impl Forwarder {
         let status = parts.status.as_u16();
         let head = ResponseParts {
             status,
-            headers: WireHeaders::from_header_map(&parts.headers),
+            headers: parts.headers,
         };
         if http_body::Body::is_end_stream(&body) {
             return match responder.respond_empty(head).await {
@@ -328,9 +332,8 @@ impl Forwarder {
         if !head.target.starts_with('/') {
             return Err(BadRequest::NotAPath);
         }
-        // From the `String` itself: `parse` would copy it into a buffer of its own.
-        let uri = http::Uri::try_from(format!("http://{}{}", self.authority, head.target))
-            .map_err(|_| BadRequest::Target)?;
+        // Origin-form, as sent on the connection to the local service.
+        let uri = http::Uri::try_from(head.target.as_str()).map_err(|_| BadRequest::Target)?;
         let mut headers = head.headers.to_header_map()?;
         match &self.host_header {
             HostHeader::Rewrite => {
@@ -344,6 +347,12 @@ impl Forwarder {
                 if let Ok(v) = HeaderValue::from_str(h) {
                     headers.insert(HOST, v);
                 }
+            }
+        }
+        // HTTP/1.1 needs a Host; the local address when the public request had none.
+        if !headers.contains_key(HOST) {
+            if let Ok(v) = HeaderValue::from_str(&self.authority) {
+                headers.insert(HOST, v);
             }
         }
         let body: LocalBody = match receiver {
