@@ -24,6 +24,8 @@ use tunnel_protocol::mux::{ClientEvent, ClientMux, Goodbye, ServerMux};
 mod names;
 #[path = "cluster/redis_url.rs"]
 mod redis_url;
+#[path = "cluster/tcp.rs"]
+mod tcp;
 
 /// Redis, pods `a`, `b`, `c`… and the balancer in front of them (trying them in that order).
 struct Setup {
@@ -717,11 +719,11 @@ struct KeepAlive {
 
 #[tokio::test]
 async fn a_stale_lease_of_an_old_generation_cannot_remove_the_new_one() {
-    use tunnel_server::auth::ApiKeys;
+    use tunnel_server::auth::{ApiKeys, SecretHash};
     use tunnel_server::tunnel::access::AccessPolicy;
     use tunnel_server::tunnel::redis::scripts;
     use tunnel_server::tunnel::registry::NewTunnel;
-    use tunnel_server::tunnel::{RedisConfig, RedisRegistry, TunnelRegistry};
+    use tunnel_server::tunnel::{RedisConfig, RedisRegistry, TcpRecord, TunnelRegistry};
     let Some(redis) = Redis::start("stale_lease").await else {
         return;
     };
@@ -750,6 +752,10 @@ async fn a_stale_lease_of_an_old_generation_cannot_remove_the_new_one() {
         access: AccessPolicy::default(),
         domain: None,
         keep_prefix: true,
+        tcp: Some(TcpRecord {
+            access_token: SecretHash::of("door"),
+            port: None,
+        }),
     };
     ra.create(new).await.unwrap();
     let addr = "127.0.0.1:1".parse().unwrap();
@@ -757,8 +763,10 @@ async fn a_stale_lease_of_an_old_generation_cannot_remove_the_new_one() {
     let (mux_a, _far_a) = session();
     let old = ra.claim(&ta, mux_a.clone(), addr).await.unwrap().generation;
     let tb = rb.lookup("stale").await.unwrap().unwrap();
-    // How path-prefix requests are forwarded is the tunnel's, on every pod.
+    // How path-prefix requests are forwarded is the tunnel's, on every pod; so is a TCP
+    // tunnel's access token.
     assert!(tb.keep_prefix);
+    assert!(tb.tcp.is_some_and(|t| t.access_token_matches("door")));
     assert_eq!(
         tb.remote().map(|l| (l.node.clone(), l.generation)),
         Some(("a".into(), old))

@@ -222,7 +222,13 @@ impl TestClient {
     /// A `tunnel-client tcp PORT` for `server`, forwarding to 127.0.0.1:`port`, with `extra`
     /// flags; waits until online.
     pub async fn start_tcp(server: &TestServer, port: u16, extra: &[&str]) -> Self {
-        let (server, port) = (server.addr.to_string(), port.to_string());
+        Self::start_tcp_at(server.addr, port, extra).await
+    }
+
+    /// [`TestClient::start_tcp`] for the server at `server` (a server, or a balancer in front
+    /// of several).
+    pub async fn start_tcp_at(server: SocketAddr, port: u16, extra: &[&str]) -> Self {
+        let (server, port) = (server.to_string(), port.to_string());
         let mut args = vec!["tunnel-client", "tcp", &port, "--server", &server];
         args.extend_from_slice(&["--api-key", API_KEY, "--local-host", "127.0.0.1", "--quiet"]);
         args.extend_from_slice(extra);

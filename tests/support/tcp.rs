@@ -128,7 +128,12 @@ pub struct Consumer {
 impl Consumer {
     /// Starts a consumer of tunnel `id` on `server`.
     pub async fn start(server: &TestServer, id: &str, credential: &str) -> Self {
-        let url = ServerUrl::parse(&server.addr.to_string()).expect("server url");
+        Self::start_at(server.addr, id, credential).await
+    }
+
+    /// [`Consumer::start`] for the server at `server`.
+    pub async fn start_at(server: SocketAddr, id: &str, credential: &str) -> Self {
+        let url = ServerUrl::parse(&server.to_string()).expect("server url");
         let door = FrontDoor::new(&url, id, credential);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

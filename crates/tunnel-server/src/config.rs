@@ -430,6 +430,12 @@ pub struct Settings {
     pub tcp: TcpSettings,
 }
 
+/// Why public TCP ports and a shared registry do not go together.
+const PORTS_NEED_ONE_POD: &str = "public TCP ports need a single server process: a port \
+    listens on the pod that created its tunnel, and no other pod accepts on it or knows it is \
+    taken. With TUNNEL_REDIS_URL set, leave TUNNEL_TCP_PORTS empty: TCP tunnels are reached \
+    through the front door (`tunnel-client connect`), which every pod serves";
+
 impl Settings {
     /// Checks what involves several settings; every value by itself was checked by clap.
     pub fn from_args(args: ServerArgs) -> Result<Self, ConfigError> {
@@ -437,6 +443,9 @@ impl Settings {
         let domains = args.domains.validate(generated_key.is_some(), &api_keys)?;
         let cluster = cluster::cluster(args.cluster, generated_key.is_some())?;
         let public_url = public_url(args.public_url.as_deref())?;
+        if cluster.is_some() && args.tcp.tcp_ports.0.is_some() {
+            return Err(invalid("TUNNEL_TCP_PORTS", PORTS_NEED_ONE_POD));
+        }
         let t = &args.timeouts;
         if t.default_ttl > t.max_ttl {
             return Err(invalid(
@@ -792,6 +801,17 @@ mod tests {
         assert_eq!(
             with(&["--peer-secret", SECRET, "--peer-bind", "127.0.0.1:0"]),
             "nothing"
+        );
+        assert_eq!(
+            with(&[
+                "--peer-secret",
+                SECRET,
+                "--peer-bind",
+                "127.0.0.1:0",
+                "--tcp-ports",
+                "20000-20009"
+            ]),
+            "TUNNEL_TCP_PORTS"
         );
         assert_eq!(
             refused_setting(&["--redis-url", "redis://r"]),

@@ -229,7 +229,7 @@ async fn handshake(
             client: hello.protocol_version,
         });
     }
-    if state.tcp.get(&tunnel.id).is_some() && !hello.features.contains(&Feature::Tcp) {
+    if tunnel.tcp.is_some() && !hello.features.contains(&Feature::Tcp) {
         return Err(HelloError::NoTcp);
     }
     Ok(hello.agent.chars().take(100).collect())

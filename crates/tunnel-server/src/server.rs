@@ -113,7 +113,13 @@ fn peer_listener(
     let relaying = state.clone();
     let handler: peer::listener::Handler = Arc::new(move |req| {
         let state = relaying.clone();
-        Box::pin(async move { proxy::relay::relay(state, req).await })
+        Box::pin(async move {
+            // A TCP connection to a tunnel, or a request for its local service.
+            match req.headers().contains_key(peer::wire::TCP) {
+                true => crate::tcp::relay::relay(state, req).await,
+                false => proxy::relay::relay(state, req).await,
+            }
+        })
     });
     let limits = peer::listener::Limits {
         max_connections: state.settings.limits.max_connections,

@@ -17,6 +17,8 @@
 pub mod front_door;
 mod open;
 pub mod port;
+pub mod relay;
+mod remote;
 
 use std::sync::Arc;
 
@@ -26,11 +28,11 @@ use tracing::{info_span, Instrument};
 
 pub use front_door::front_door;
 
-use crate::auth::generate_secret;
+use crate::auth::{generate_secret, SecretHash};
 use crate::error::TunnelError;
 use crate::state::AppState;
 use crate::tunnel::tcp::{PortError, PortLease, TcpTunnel};
-use crate::tunnel::Tunnel;
+use crate::tunnel::{TcpRecord, Tunnel};
 
 /// A public port bound for a tunnel about to be created: free again if it is dropped.
 #[derive(Debug)]
@@ -39,13 +41,35 @@ pub struct BoundPort {
     lease: PortLease,
 }
 
+/// A TCP tunnel about to be created: its access token and its public port, bound.
+#[derive(Debug)]
+pub struct NewTcp {
+    access_token: String,
+    bound: Option<BoundPort>,
+}
+
+impl NewTcp {
+    /// What the registry keeps of it.
+    pub fn record(&self) -> TcpRecord {
+        TcpRecord {
+            access_token: SecretHash::of(&self.access_token),
+            port: self.bound.as_ref().map(|b| b.lease.port()),
+        }
+    }
+}
+
+/// A new TCP tunnel's access token, and its public port bound (see [`bind_port`]).
+pub fn prepare(state: &AppState, requested: Option<u16>) -> Result<NewTcp, TunnelError> {
+    Ok(NewTcp {
+        bound: bind_port(state, requested)?,
+        access_token: generate_secret(),
+    })
+}
+
 /// Binds the public port of a new TCP tunnel: `requested`, or a free one of the range; none
 /// when the server has no range and none was asked for. Done before the tunnel is created,
 /// so that an exhausted range refuses the creation instead of leaving a tunnel behind.
-pub fn bind_port(
-    state: &AppState,
-    requested: Option<u16>,
-) -> Result<Option<BoundPort>, TunnelError> {
+fn bind_port(state: &AppState, requested: Option<u16>) -> Result<Option<BoundPort>, TunnelError> {
     if requested.is_none() && !state.tcp_ports.enabled() {
         return Ok(None);
     }
@@ -72,12 +96,16 @@ pub struct TcpCreated {
     pub port: Option<u16>,
 }
 
-/// Makes `tunnel` a TCP tunnel: its access token, its cap, and its public port's accept loop.
-pub fn start(state: &Arc<AppState>, tunnel: &Tunnel, bound: Option<BoundPort>) -> TcpCreated {
-    let access_token = generate_secret();
+/// Starts the TCP side of `tunnel`, just created with `new`'s record: its cap, and its public
+/// port's accept loop.
+pub fn start(state: &Arc<AppState>, tunnel: &Tunnel, new: NewTcp) -> TcpCreated {
+    let NewTcp {
+        access_token,
+        bound,
+    } = new;
     let port = bound.as_ref().map(|b| b.lease.port());
     let max = state.settings.tcp.tcp_max_connections;
-    let tcp = Arc::new(TcpTunnel::new(&access_token, port, max));
+    let tcp = Arc::new(TcpTunnel::new(port, max));
     state.tcp.insert(&tunnel.id, tcp.clone());
     if let Some(BoundPort { listener, lease }) = bound {
         let stop = CancellationToken::new();

@@ -28,7 +28,7 @@ pub mod tcp;
 pub mod urls;
 
 pub use memory::MemoryRegistry;
-pub use record::{Connection, CustomDomainInfo, Lease, Tunnel, TunnelInfo};
+pub use record::{Connection, CustomDomainInfo, Lease, TcpRecord, Tunnel, TunnelInfo};
 pub use redis::{RedisConfig, RedisRegistry};
 pub use registry::TunnelRegistry;
 pub use urls::PublicUrls;

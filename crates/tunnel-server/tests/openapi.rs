@@ -270,6 +270,10 @@ async fn the_document_is_served_without_credentials() {
     assert!(info["properties"]["node"].is_object(), "{info}");
     let required = info["required"].as_array().cloned().unwrap_or_default();
     assert!(!required.contains(&"node".into()), "{info}");
+    // What TCP tunnels added: what a tunnel carries, and its public port (optional).
+    assert!(info["properties"]["proto"].is_object(), "{info}");
+    assert!(info["properties"]["port"].is_object(), "{info}");
+    assert!(!required.contains(&"port".into()), "{info}");
     let health = &served["components"]["schemas"]["HealthResponse"];
     assert!(health["properties"]["registry"].is_object(), "{health}");
 }

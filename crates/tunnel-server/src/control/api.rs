@@ -317,7 +317,7 @@ pub(crate) async fn create(
         Some(d) => Some(new_domain(&state, owner, d)?),
     };
     let proto = req.proto.unwrap_or_default();
-    let port = tcp_port(&state, proto, req.tcp_port)?;
+    let new_tcp = tcp_port(&state, proto, req.tcp_port)?;
     let (tunnel, token) = state
         .registry
         .create(NewTunnel {
@@ -328,10 +328,11 @@ pub(crate) async fn create(
             access,
             domain,
             keep_prefix: req.keep_prefix.unwrap_or(false),
+            tcp: new_tcp.as_ref().map(crate::tcp::NewTcp::record),
         })
         .await
         .map_err(create_error)?;
-    let tcp = port.map(|bound| crate::tcp::start(&state, &tunnel, bound));
+    let tcp = new_tcp.map(|new| crate::tcp::start(&state, &tunnel, new));
     tracing::info!(tunnel = %tunnel.id, key = owner, ttl_secs = ttl.as_secs(), ?proto, "tunnel created");
     if tunnel.domain.is_some() {
         verify_later(&state, &tunnel);
@@ -355,19 +356,19 @@ pub(crate) async fn create(
     }))
 }
 
-/// A TCP tunnel's public port (`Some(None)`: a TCP tunnel without one), bound before the
-/// tunnel is created: an exhausted range refuses the tunnel instead of leaving one behind.
+/// A TCP tunnel's access token and public port (if it gets one), bound before the tunnel is
+/// created: an exhausted range refuses the tunnel instead of leaving one behind.
 fn tcp_port(
     state: &AppState,
     proto: Proto,
     requested: Option<u16>,
-) -> Result<Option<Option<crate::tcp::BoundPort>>, TunnelError> {
+) -> Result<Option<crate::tcp::NewTcp>, TunnelError> {
     match proto {
         Proto::Http if requested.is_some() => Err(TunnelError::Invalid(
             "tcp_port needs \"proto\": \"tcp\"".into(),
         )),
         Proto::Http => Ok(None),
-        Proto::Tcp => Ok(Some(crate::tcp::bind_port(state, requested)?)),
+        Proto::Tcp => Ok(Some(crate::tcp::prepare(state, requested)?)),
     }
 }
 

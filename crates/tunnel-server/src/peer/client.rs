@@ -24,7 +24,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
 
-use super::wire::{Refusal, AUTH, EXPECT_ADDED, HOP, TUNNEL};
+use super::wire::{Refusal, AUTH, EXPECT_ADDED, HOP, TCP, TUNNEL};
 
 /// How long a connection to another pod may take: it is on the same network, so a pod that
 /// does not answer in this time is gone.
@@ -178,6 +178,46 @@ impl PeerClient {
             Err(e) if e.is_connect() => Err(SendError::Unreachable {
                 error: Box::new(e),
                 body: slot.take_back(),
+            }),
+            Err(e) => Err(SendError::Failed(Box::new(e))),
+        }
+    }
+}
+
+impl PeerClient {
+    /// Opens a TCP connection from `consumer` to `tunnel`, whose client is on the pod whose
+    /// peer listener is `peer`: a WebSocket upgrade whose bytes, after the `101`, are the
+    /// consumer's WebSocket (see `crate::tcp::relay`). Waits for the answer's head.
+    pub async fn open_tcp(
+        &self,
+        peer: &str,
+        tunnel: &str,
+        consumer: std::net::SocketAddr,
+    ) -> Result<Answer, SendError> {
+        let value = |s: &str| HeaderValue::from_str(s).map_err(|e| SendError::Invalid(e.into()));
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(format!("http://{peer}/api/tunnels/{tunnel}/tcp"))
+            .header(http::header::UPGRADE, "websocket")
+            .header(http::header::CONNECTION, "upgrade")
+            .body(GatedBody::empty())
+            .map_err(SendError::Invalid)?;
+        let headers = request.headers_mut();
+        headers.insert(AUTH, self.secret.clone());
+        headers.insert(HOP, self.node.clone());
+        headers.insert(TUNNEL, value(tunnel)?);
+        headers.insert(TCP, value(&consumer.to_string())?);
+        match self.http.request(request).await {
+            Ok(resp) => match Refusal::of(resp.headers()) {
+                Some(refusal) => Ok(Answer::Refused {
+                    refusal,
+                    body: None,
+                }),
+                None => Ok(Answer::Response(resp)),
+            },
+            Err(e) if e.is_connect() => Err(SendError::Unreachable {
+                error: Box::new(e),
+                body: None,
             }),
             Err(e) => Err(SendError::Failed(Box::new(e))),
         }

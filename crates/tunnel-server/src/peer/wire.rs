@@ -25,6 +25,11 @@ pub const HOP: HeaderName = HeaderName::from_static("x-tunnel-hop");
 /// The tunnel the request is for.
 pub const TUNNEL: HeaderName = HeaderName::from_static("x-tunnel-peer-tunnel");
 
+/// On a TCP connection to the tunnel (its front door) forwarded to the pod holding the
+/// client: the consumer's address (`IP:PORT`). A request carrying it is a TCP connection, not
+/// a request for the local service (see `crate::tcp::relay`).
+pub const TCP: HeaderName = HeaderName::from_static("x-tunnel-peer-tcp");
+
 /// Present when the forwarding pod added `Expect: 100-continue` itself (to learn whether the
 /// body is wanted before sending it): the local service must not see it.
 pub const EXPECT_ADDED: HeaderName = HeaderName::from_static("x-tunnel-peer-expect");
@@ -96,6 +101,7 @@ fn error_of(code: &str, retry_after_secs: u64) -> Option<TunnelError> {
         BodyTooLarge,
         Unauthorized,
         RegistryUnavailable,
+        IpForbidden,
     ];
     if code == "rate_limited" {
         return Some(RateLimited { retry_after_secs });

@@ -25,12 +25,12 @@ use tunnel_protocol::mux::Role;
 use tunnel_protocol::ws::WebSocket;
 use tunnel_protocol::{TcpOpen, TcpVia};
 
-use super::open::{finished, open_stream};
+use super::open::{finished, open_stream, Opened};
+use super::remote::{self, Forwarded};
 use crate::auth::{presented_credential, SecretHash};
 use crate::edge::{ClientIp, PeerAddr};
 use crate::error::TunnelError;
 use crate::state::AppState;
-use crate::tunnel::tcp::TcpTunnel;
 use crate::tunnel::Tunnel;
 
 /// Handles the upgrade request.
@@ -58,7 +58,7 @@ pub async fn front_door(
     if state.shutdown.is_cancelled() {
         return TunnelError::ShuttingDown.json_response();
     }
-    let (tunnel, tcp) = match authenticate(&state, &id, req.headers()).await {
+    let tunnel = match authenticate(&state, &id, req.headers()).await {
         Ok(found) => found,
         Err(e) => return e.json_response(),
     };
@@ -74,12 +74,31 @@ pub async fn front_door(
         return TunnelError::BadRequest("connection cannot be upgraded").json_response();
     };
     let peer = consumer_addr(&req);
+    if !tunnel.access.allows_ip(peer.ip()) {
+        return TunnelError::IpForbidden.json_response();
+    }
+    // A client connected to another pod: the connection goes there, over the peer link.
+    let tunnel = match (tunnel.connection(), tunnel.remote(), state.peers.as_ref()) {
+        (None, Some(lease), Some(peers)) => {
+            match remote::forward(&state, tunnel, lease, peers, peer).await {
+                Ok(Forwarded::There(upgrade)) => {
+                    remote::join_later(&state, id, peer, on_upgrade, upgrade);
+                    return switching_protocols(&key);
+                }
+                Ok(Forwarded::Here(t)) => t,
+                Err(e) => return e.json_response(),
+            }
+        }
+        _ => tunnel,
+    };
     let open = TcpOpen {
         peer,
         local: state.settings.bind,
         via: TcpVia::FrontDoor,
     };
     let started = Instant::now();
+    let max = state.settings.tcp.tcp_max_connections;
+    let tcp = state.tcp.get_or_insert(&tunnel.id, max);
     let opened = match open_stream(&state, &tunnel, &tcp, open).await {
         Ok(o) => o,
         Err(e) => {
@@ -87,6 +106,20 @@ pub async fn front_door(
             return e.json_response();
         }
     };
+    carry_later(&state, tunnel, opened, on_upgrade, peer, started);
+    switching_protocols(&key)
+}
+
+/// Once `on_upgrade` completed, carries the consumer's WebSocket on it to the stream
+/// `opened`, on a task of its own, and logs the connection when it ends.
+pub(super) fn carry_later(
+    state: &AppState,
+    tunnel: Arc<Tunnel>,
+    opened: Opened,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    peer: SocketAddr,
+    started: Instant,
+) {
     let span = info_span!("tcp", tunnel = %tunnel.id, %peer);
     let opts = CarryOptions {
         idle: Some(state.settings.timeouts.idle_timeout),
@@ -104,21 +137,14 @@ pub async fn front_door(
             let ws = WebSocket::new(TokioIo::new(upgraded), Role::Server, carrier::MAX_MESSAGE);
             let result = carrier::carry_stream(ws, opened.sender, opened.receiver, opts).await;
             drop(opened._permit);
+            let via = TcpVia::FrontDoor;
             match result {
-                Ok(s) => finished(
-                    &tunnel,
-                    TcpVia::FrontDoor,
-                    peer,
-                    started,
-                    (s.received, s.sent),
-                    None,
-                ),
-                Err(e) => finished(&tunnel, TcpVia::FrontDoor, peer, started, (0, 0), Some(&e)),
+                Ok(s) => finished(&tunnel, via, peer, started, (s.received, s.sent), None),
+                Err(e) => finished(&tunnel, via, peer, started, (0, 0), Some(&e)),
             }
         }
         .instrument(span),
     );
-    switching_protocols(&key)
 }
 
 /// The consumer's address: the real client behind trusted proxies, with the port of the
@@ -133,7 +159,7 @@ fn consumer_addr(req: &Request) -> SocketAddr {
 }
 
 /// The `101` that completes the upgrade of the request with WebSocket key `key`.
-fn switching_protocols(key: &[u8]) -> Response {
+pub(super) fn switching_protocols(key: &[u8]) -> Response {
     let mut resp = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let h = resp.headers_mut();
     h.insert(UPGRADE, HeaderValue::from_static("websocket"));
@@ -144,19 +170,20 @@ fn switching_protocols(key: &[u8]) -> Response {
     resp
 }
 
-/// The tunnel and its TCP side, if the request carries the owner's API key or the tunnel's
-/// access token. A wrong credential and an unknown tunnel are the same 401, after the same
-/// work; a tunnel that is not a TCP tunnel is a 400 for its owner only.
+/// The tunnel, if the request carries the owner's API key or the tunnel's access token. A
+/// wrong credential and an unknown tunnel are the same 401, after the same work; a tunnel
+/// that is not a TCP tunnel is a 400 for its owner only. Every pod can tell: the access
+/// token's digest is registered with the tunnel.
 async fn authenticate(
     state: &AppState,
     id: &str,
     headers: &http::HeaderMap,
-) -> Result<(Arc<Tunnel>, Arc<TcpTunnel>), TunnelError> {
+) -> Result<Arc<Tunnel>, TunnelError> {
     let presented = presented_credential(headers).unwrap_or("");
     let tunnel = state.registry.lookup(id).await?;
-    let tcp = state.tcp.get(id);
+    let record = tunnel.as_ref().and_then(|t| t.tcp);
     let by_key = state.settings.api_keys.check(presented);
-    let by_token = match &tcp {
+    let by_token = match &record {
         Some(t) => t.access_token_matches(presented),
         // Same work as a real comparison, so timing does not reveal which ids exist.
         None => SecretHash::of("no such tunnel").matches(presented),
@@ -165,8 +192,8 @@ async fn authenticate(
         return Err(TunnelError::Unauthorized);
     };
     let owner = by_key == Some(tunnel.owner);
-    match tcp {
-        Some(tcp) if owner || by_token => Ok((tunnel, tcp)),
+    match record {
+        Some(_) if owner || by_token => Ok(tunnel),
         None if owner => Err(TunnelError::Invalid(format!(
             "tunnel {id} is not a TCP tunnel (create it with \"proto\": \"tcp\")"
         ))),

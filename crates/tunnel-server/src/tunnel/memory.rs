@@ -71,6 +71,7 @@ impl MemoryRegistry {
             access,
             domain,
             keep_prefix,
+            tcp,
         } = new;
         if let Some(name) = name {
             self.names.check_requested(name, owner, now)?;
@@ -117,7 +118,8 @@ impl MemoryRegistry {
                         access.clone(),
                         domain.take().map(|d| CustomDomain::new(d.name, d.expected)),
                     )
-                    .with_keep_prefix(keep_prefix);
+                    .with_keep_prefix(keep_prefix)
+                    .with_tcp(tcp);
                     let tunnel = Arc::new(tunnel);
                     slot.insert(tunnel.clone());
                     self.names.taken(&id, owner);
@@ -307,6 +309,7 @@ mod tests {
             access: AccessPolicy::default(),
             domain: None,
             keep_prefix: false,
+            tcp: None,
         }
     }
 

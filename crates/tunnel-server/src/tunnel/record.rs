@@ -49,6 +49,23 @@ pub struct Lease {
     pub open_streams: usize,
 }
 
+/// What a TCP tunnel is registered with (and a shared registry stores, so that every pod can
+/// serve it): the digest of the access token that opens its front door, and its public port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpRecord {
+    /// Digest of the access token (`tunnel-client connect --token`).
+    pub access_token: SecretHash,
+    /// The public port of `TUNNEL_TCP_PORTS`, if it has one.
+    pub port: Option<u16>,
+}
+
+impl TcpRecord {
+    /// Whether `token` is the tunnel's access token (constant time).
+    pub fn access_token_matches(&self, token: &str) -> bool {
+        self.access_token.matches(token)
+    }
+}
+
 /// Counters of one tunnel.
 #[derive(Debug, Default)]
 pub struct TunnelStats {
@@ -86,6 +103,8 @@ pub struct Tunnel {
     /// kept, and its answer comes back unrewritten: for apps configured to live under that
     /// base path (Vite's `base`, Jupyter's `base_url`, Next.js's `basePath`).
     pub keep_prefix: bool,
+    /// What a TCP tunnel has (`None`: an HTTP tunnel).
+    pub tcp: Option<TcpRecord>,
 }
 
 impl Tunnel {
@@ -133,6 +152,7 @@ impl Tunnel {
             stats: TunnelStats::default(),
             access,
             keep_prefix: false,
+            tcp: None,
         }
     }
 
@@ -158,6 +178,12 @@ impl Tunnel {
     /// The same tunnel, keeping its path prefix or not (see [`Tunnel::keep_prefix`]).
     pub(super) fn with_keep_prefix(mut self, keep: bool) -> Self {
         self.keep_prefix = keep;
+        self
+    }
+
+    /// The same tunnel as a TCP tunnel (`Some`) or an HTTP one.
+    pub(super) fn with_tcp(mut self, tcp: Option<TcpRecord>) -> Self {
+        self.tcp = tcp;
         self
     }
 
@@ -256,6 +282,8 @@ impl Tunnel {
             node,
             basic_auth: self.access.basic_auth.is_some(),
             keep_prefix: self.keep_prefix,
+            proto: if self.tcp.is_some() { "tcp" } else { "http" }.to_string(),
+            port: self.tcp.and_then(|t| t.port),
             ip_allow: self.access.allow.iter().map(|n| n.to_string()).collect(),
             ip_deny: self.access.deny.iter().map(|n| n.to_string()).collect(),
             requests_served: self.stats.requests.load(Ordering::Relaxed),
@@ -334,6 +362,12 @@ pub struct TunnelInfo {
     pub basic_auth: bool,
     /// Whether requests by path prefix keep their `/<id>` prefix (nothing rewritten).
     pub keep_prefix: bool,
+    /// What the tunnel carries: `http` or `tcp`.
+    #[schema(example = "tcp")]
+    pub proto: String,
+    /// A TCP tunnel's public port (of `TUNNEL_TCP_PORTS`), when it has one.
+    #[schema(example = 20001)]
+    pub port: Option<u16>,
     /// Networks allowed (empty: all).
     pub ip_allow: Vec<String>,
     /// Networks denied.

@@ -130,6 +130,8 @@ pub struct NewTunnel<'a> {
     pub domain: Option<NewDomain>,
     /// Whether path-prefix requests keep their prefix ([`Tunnel::keep_prefix`]).
     pub keep_prefix: bool,
+    /// What a TCP tunnel has (`None`: an HTTP tunnel).
+    pub tcp: Option<super::record::TcpRecord>,
 }
 
 /// A custom domain to attach to a new tunnel.

@@ -1,12 +1,14 @@
-//! What the server keeps of its TCP tunnels beside the registry: each one's access token
-//! (for the front door), its public port, its connection cap; and the pool of public ports.
+//! What a process keeps of TCP tunnels beside the registry: each one's public port and its
+//! accept loop, its connection cap; and the pool of public ports.
 //!
 //! # Why a table of its own
 //! A TCP tunnel is a registered tunnel like any other (id, owner, token, lifetime, IP lists,
-//! live client connection); what only TCP tunnels have is kept here, by tunnel id, so that
-//! the registry (and a registry shared by several processes) stays as it is. A public port
-//! is a socket of this process anyway. An entry is added right after the tunnel is created
-//! and taken out when it is deleted or expires (see `crate::tcp::release`).
+//! live client connection), and what every pod must know of it (its access token's digest,
+//! its port) is registered with it ([`crate::tunnel::TcpRecord`]). What is kept here is this
+//! process's: a public port is a socket of this process, and the cap counts the connections
+//! this process carries. The pod that creates a tunnel adds its entry; another pod adds one
+//! when it first carries a connection of it ([`TcpTunnels::get_or_insert`]). Entries are
+//! taken out when the tunnel is deleted or expires here (see `crate::tcp::release`).
 //!
 //! # Ports
 //! A port is held from the moment its listener is bound ([`PortPool::bind`]) until its
@@ -25,13 +27,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::SecretHash;
 use crate::config::PortRange;
 
 /// What only a TCP tunnel has.
 #[derive(Debug)]
 pub struct TcpTunnel {
-    access_token: SecretHash,
     /// Its public port, if the server has a range.
     pub port: Option<u16>,
     /// One permit per connection it carries (`TUNNEL_TCP_MAX_CONNECTIONS`).
@@ -41,19 +41,13 @@ pub struct TcpTunnel {
 }
 
 impl TcpTunnel {
-    /// A TCP tunnel whose front door opens to `access_token`.
-    pub fn new(access_token: &str, port: Option<u16>, max_connections: usize) -> Self {
+    /// A TCP tunnel with public port `port` (if any), carrying at most `max_connections`.
+    pub fn new(port: Option<u16>, max_connections: usize) -> Self {
         Self {
-            access_token: SecretHash::of(access_token),
             port,
             connections: Arc::new(Semaphore::new(max_connections)),
             listener: Mutex::new(None),
         }
-    }
-
-    /// Whether `token` is the tunnel's access token (constant time).
-    pub fn access_token_matches(&self, token: &str) -> bool {
-        self.access_token.matches(token)
     }
 
     /// Records the public port's accept loop, so that removing the tunnel ends it.
@@ -79,9 +73,22 @@ impl TcpTunnels {
         self.by_id.insert(id.to_string(), tcp);
     }
 
-    /// Tunnel `id`'s entry, if it is a TCP tunnel.
+    /// Tunnel `id`'s entry, if this process has one.
     pub fn get(&self, id: &str) -> Option<Arc<TcpTunnel>> {
         self.by_id.get(id).map(|e| e.value().clone())
+    }
+
+    /// Tunnel `id`'s entry, added (without a public port) if this process has none yet: a
+    /// TCP tunnel created on another pod whose connections this one carries.
+    pub fn get_or_insert(&self, id: &str, max_connections: usize) -> Arc<TcpTunnel> {
+        if let Some(t) = self.get(id) {
+            return t;
+        }
+        self.by_id
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(TcpTunnel::new(None, max_connections)))
+            .value()
+            .clone()
     }
 
     /// Takes tunnel `id`'s entry out and ends its public port's accept loop; returns once

@@ -111,6 +111,7 @@ impl Shared {
             access,
             domain,
             keep_prefix,
+            tcp,
         } = new;
         let now = Utc::now();
         // The rules every pod has from its configuration; who holds the name is Redis's.
@@ -124,7 +125,7 @@ impl Shared {
         let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1));
         let expires = now + ttl;
         let name_until = self.names.policy().grace_until(expires);
-        let rules = access_json(&access, keep_prefix);
+        let rules = access_json(&access, keep_prefix, tcp.as_ref());
         let (host, txt) = domain
             .as_ref()
             .map_or(("", ""), |d| (d.name.as_str(), d.expected.as_str()));
@@ -160,7 +161,8 @@ impl Shared {
                 "ok" => {
                     let domain = domain.map(|d| CustomDomain::new(d.name, d.expected));
                     let tunnel = Tunnel::new(id, owner, &token, now, expires, access, domain)
-                        .with_keep_prefix(keep_prefix);
+                        .with_keep_prefix(keep_prefix)
+                        .with_tcp(tcp);
                     let tunnel = Arc::new(tunnel);
                     self.seen(&tunnel);
                     return Ok((tunnel, token));

@@ -12,10 +12,11 @@ use crate::auth::{ApiKeys, SecretHash};
 use crate::edge::client_ip::parse_cidr;
 use crate::tunnel::access::{AccessPolicy, BasicAuth};
 use crate::tunnel::domain::{CustomDomain, DomainStatus};
-use crate::tunnel::record::{Lease, Tunnel};
+use crate::tunnel::record::{Lease, TcpRecord, Tunnel};
 
-/// The access rules as stored: networks as text, the credential as salt and digest; and how
-/// path-prefix requests are forwarded (absent in tunnels stored before it: stripped).
+/// The access rules as stored: networks as text, the credential as salt and digest; how
+/// path-prefix requests are forwarded (absent in tunnels stored before it: stripped); and a
+/// TCP tunnel's access token digest and public port (absent: an HTTP tunnel).
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredAccess {
     basic_auth: Option<String>,
@@ -23,21 +24,46 @@ struct StoredAccess {
     deny: Vec<String>,
     #[serde(default)]
     keep_prefix: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tcp: Option<StoredTcp>,
 }
 
-/// `access` (and [`Tunnel::keep_prefix`]) as the JSON the tunnel hash stores.
-pub(super) fn access_json(access: &AccessPolicy, keep_prefix: bool) -> String {
+/// A [`TcpRecord`] as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredTcp {
+    token: String,
+    #[serde(default)]
+    port: Option<u16>,
+}
+
+/// What [`parse_access`] reads besides the policy.
+pub(super) struct Extras {
+    pub(super) keep_prefix: bool,
+    pub(super) tcp: Option<TcpRecord>,
+}
+
+/// `access` (and [`Tunnel::keep_prefix`], [`Tunnel::tcp`]) as the JSON the tunnel hash
+/// stores.
+pub(super) fn access_json(
+    access: &AccessPolicy,
+    keep_prefix: bool,
+    tcp: Option<&TcpRecord>,
+) -> String {
     let stored = StoredAccess {
         basic_auth: access.basic_auth.as_ref().map(BasicAuth::to_stored),
         allow: access.allow.iter().map(|n| n.to_string()).collect(),
         deny: access.deny.iter().map(|n| n.to_string()).collect(),
         keep_prefix,
+        tcp: tcp.map(|t| StoredTcp {
+            token: t.access_token.to_hex(),
+            port: t.port,
+        }),
     };
     // Strings and lists of strings always serialise.
     serde_json::to_string(&stored).unwrap_or_default()
 }
 
-fn parse_access(json: &str) -> Result<(AccessPolicy, bool), StoreError> {
+fn parse_access(json: &str) -> Result<(AccessPolicy, Extras), StoreError> {
     let bad = |what: &str| StoreError::Corrupt(format!("access rules: {what}"));
     let stored: StoredAccess = serde_json::from_str(json).map_err(|e| bad(&e.to_string()))?;
     let nets = |list: &[String]| {
@@ -53,7 +79,18 @@ fn parse_access(json: &str) -> Result<(AccessPolicy, bool), StoreError> {
         allow: nets(&stored.allow)?,
         deny: nets(&stored.deny)?,
     };
-    Ok((policy, stored.keep_prefix))
+    let tcp = match stored.tcp {
+        Some(t) => Some(TcpRecord {
+            access_token: SecretHash::from_hex(&t.token).ok_or_else(|| bad("tcp token"))?,
+            port: t.port,
+        }),
+        None => None,
+    };
+    let extras = Extras {
+        keep_prefix: stored.keep_prefix,
+        tcp,
+    };
+    Ok((policy, extras))
 }
 
 /// Unix milliseconds.
@@ -106,7 +143,7 @@ pub(super) fn parse_tunnel(
         .get("token")
         .and_then(|t| SecretHash::from_hex(t))
         .ok_or_else(|| StoreError::Corrupt("token".into()))?;
-    let (access, keep_prefix) = parse_access(fields.get("access").map_or("", String::as_str))?;
+    let (access, extras) = parse_access(fields.get("access").map_or("", String::as_str))?;
     let tunnel = Tunnel::restore(
         id.to_string(),
         owner,
@@ -116,7 +153,8 @@ pub(super) fn parse_tunnel(
         access,
         stored_domain(fields),
     )
-    .with_keep_prefix(keep_prefix);
+    .with_keep_prefix(extras.keep_prefix)
+    .with_tcp(extras.tcp);
     let counter = |name| number::<u64>(fields, name).unwrap_or(0);
     Ok(Some(StoredTunnel {
         tunnel,
@@ -193,14 +231,19 @@ mod tests {
             &["10.1.0.0/16".into()],
         )
         .expect("valid");
-        let (back, kept) = parse_access(&access_json(&policy, true)).expect("parses");
-        assert!(kept);
+        let tcp = TcpRecord {
+            access_token: SecretHash::of("door"),
+            port: Some(20001),
+        };
+        let (back, extras) = parse_access(&access_json(&policy, true, Some(&tcp))).expect("parses");
+        assert!(extras.keep_prefix);
+        assert_eq!(extras.tcp, Some(tcp));
         assert_eq!(back.allow, policy.allow);
         assert_eq!(back.deny, policy.deny);
         assert!(back.basic_auth.is_some());
-        let (open, kept) =
-            parse_access(&access_json(&AccessPolicy::default(), false)).expect("parses");
-        assert!(!kept);
+        let (open, extras) =
+            parse_access(&access_json(&AccessPolicy::default(), false, None)).expect("parses");
+        assert!(!extras.keep_prefix && extras.tcp.is_none());
         assert!(open.basic_auth.is_none() && open.allow.is_empty());
         assert!(parse_access("{").is_err());
     }

@@ -218,7 +218,7 @@ async fn restore(shared: &Shared, t: &Tunnel, c: &Connection) -> Result<(), Stor
         .arg(t.token_digest().to_hex())
         .arg(millis(t.created_at))
         .arg(millis(t.expires_at))
-        .arg(access_json(&t.access, t.keep_prefix))
+        .arg(access_json(&t.access, t.keep_prefix, t.tcp.as_ref()))
         .arg(c.generation)
         .arg(&shared.node)
         .arg(&shared.peer)
