@@ -119,6 +119,25 @@ async fn half_close_the_peer_sees_eof_while_still_writing_both_ways_in() {
     })
     .await;
     let client = TestClient::start_tcp(&server, service.port, &[]).await;
+    // The control API says what the tunnel carries and its public port.
+    let status: serde_json::Value = reqwest::Client::new()
+        .get(server.url(&format!("/api/tunnels/{}", client.tunnel_id)))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json");
+    let port = public_addr(&server, &client.tunnel_id).port();
+    assert_eq!(status["proto"], "tcp", "{status}");
+    assert_eq!(status["port"], port, "{status}");
+    // The client shows the public port as its way in.
+    let shown = &client.public_url;
+    assert!(
+        shown.starts_with("tcp://") && shown.ends_with(&format!(":{port}")),
+        "{shown}"
+    );
     half_close_through(public_addr(&server, &client.tunnel_id)).await;
     let consumer = Consumer::start(&server, &client.tunnel_id, API_KEY).await;
     half_close_through(consumer.addr).await;

@@ -9,6 +9,7 @@
 
 mod expand;
 mod schema;
+mod tcp;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use toml::Spanned;
 
 pub use self::schema::Proto;
 use self::schema::{IntOrText, RawClient, RawFile, RawTunnel};
-use crate::config::{AccessRequest, ClientConfig, HostHeader, ServerUrl, TcpOptions};
+use crate::config::{AccessRequest, ClientConfig, HostHeader, ServerUrl};
 use crate::inspect::InspectArgs;
 
 /// The file's tunnels, in file order.
@@ -385,6 +386,19 @@ impl Check<'_> {
         let basic_auth = self.optional(t.basic_auth.as_ref(), "tunnels.basic_auth");
         let domain = self.optional(t.domain.as_ref(), "tunnels.domain");
         let inspect_on = t.inspect.or(d.and_then(|d| d.inspect)).unwrap_or(false);
+        let tcp = match tcp::options(
+            t.proto == Proto::Tcp,
+            t.remote_port.as_ref(),
+            t.proxy_protocol.as_ref(),
+        ) {
+            Ok(o) => Some(o),
+            Err(problems) => {
+                for (span, key, message) in problems {
+                    self.error(Some(span), Some(key.into()), message);
+                }
+                None
+            }
+        };
         let shared = shared?;
         let inspect = self.inspect(inspect_on, &shared.inspect_addr)?;
         let ((host, port), local_host) = (local?, local_host?);
@@ -407,9 +421,7 @@ impl Check<'_> {
                 },
                 domain: domain?,
                 inspect,
-                // A TCP tunnel forwards raw TCP streams (crate::tcp); no PROXY header from a
-                // file yet.
-                tcp: (t.proto == Proto::Tcp).then(TcpOptions::default),
+                tcp: tcp?,
             },
             name: name?,
         })
@@ -738,5 +750,78 @@ local = "5432"
     fn a_syntax_error_has_a_place() {
         let e = errors("[client\nserver = 1\n");
         assert!(e[0].starts_with("tunnel.toml:1:"), "{e:?}");
+    }
+
+    mod tcp_keys {
+        use super::*;
+        use crate::config::{ProxyProtocol, TcpOptions};
+
+        const TCP_FILE: &str = r#"
+[client]
+server = "localhost:8989"
+api_key = "k"
+
+[[tunnels]]
+name = "db"
+proto = "tcp"
+local = 5432
+remote_port = 20001
+proxy_protocol = "v2"
+
+[[tunnels]]
+name = "ssh"
+proto = "tcp"
+local = 22
+proxy_protocol = false
+
+[[tunnels]]
+name = "web"
+local = 3000
+"#;
+
+        fn read(text: &str) -> Result<Vec<Option<TcpOptions>>, Vec<String>> {
+            parse(Path::new("t.toml"), text, &Overrides::default(), &|_| None)
+                .map(|set| set.tunnels.into_iter().map(|t| t.config.tcp).collect())
+                .map_err(|e| e.0.iter().map(ToString::to_string).collect())
+        }
+
+        #[test]
+        fn tcp_keys_are_read() {
+            let options = read(TCP_FILE).expect("valid");
+            let v2 = TcpOptions {
+                remote_port: Some(20001),
+                proxy_protocol: ProxyProtocol::V2,
+            };
+            assert_eq!(options, [Some(v2), Some(TcpOptions::default()), None]);
+            let on = TCP_FILE.replace("proxy_protocol = false", "proxy_protocol = true");
+            assert_eq!(
+                read(&on).expect("valid")[1].map(|o| o.proxy_protocol),
+                Some(ProxyProtocol::V2)
+            );
+        }
+
+        #[test]
+        fn bad_tcp_keys_name_their_place() {
+            let text = TCP_FILE
+                .replace("remote_port = 20001", "remote_port = 70000")
+                .replace("proxy_protocol = \"v2\"", "proxy_protocol = \"v1\"")
+                .replace("local = 3000", "local = 3000\nremote_port = 20002");
+            let e = read(&text).expect_err("invalid");
+            assert_eq!(e.len(), 3, "{e:?}");
+            assert!(
+                e[0].starts_with("t.toml:10:15: tunnels.remote_port: 70000: not a port"),
+                "{e:?}"
+            );
+            assert!(
+                e[1].starts_with("t.toml:11:18: tunnels.proxy_protocol: \"v1\""),
+                "{e:?}"
+            );
+            assert!(
+                e[2].starts_with(
+                    "t.toml:22:15: tunnels.remote_port: remote_port needs proto = \"tcp\""
+                ),
+                "{e:?}"
+            );
+        }
     }
 }

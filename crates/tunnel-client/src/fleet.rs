@@ -374,8 +374,7 @@ impl Fleet {
                 if let (State::Online { url, .. }, false) = (&slot.state, slot.announced) {
                     slot.announced = true;
                     if self.banner_printed {
-                        let local = slot.spec.config.local_authority();
-                        let line = format!("online: {url} -> http://{local}");
+                        let line = format!("online: {url} -> {}", local_url(&slot.spec));
                         self.printer.for_tunnel(&name).info(&line);
                     }
                 }
@@ -429,7 +428,7 @@ impl Fleet {
             .iter()
             .filter_map(|n| self.slots.get(n))
             .map(|s| {
-                let local = format!("http://{}", s.spec.config.local_authority());
+                let local = local_url(&s.spec);
                 match &s.state {
                     State::Online { url, inspector } => {
                         (local, Some(url.clone()), inspector.clone())
@@ -509,4 +508,14 @@ async fn supervise(
     if events.send(event).await.is_err() {
         tracing::debug!("the fleet is gone");
     }
+}
+
+/// Where a tunnel forwards to, as the banner shows it: `http://HOST:PORT`, or
+/// `tcp://HOST:PORT` for a TCP tunnel.
+fn local_url(spec: &TunnelSpec) -> String {
+    let scheme = match spec.proto {
+        crate::file::Proto::Tcp => "tcp",
+        crate::file::Proto::Http => "http",
+    };
+    format!("{scheme}://{}", spec.config.local_authority())
 }

@@ -265,7 +265,14 @@ impl Client {
         }
         let _ = self.status.send(Status::Online {
             tunnel_id: welcome.tunnel_id.clone(),
-            public_url: welcome.public_url.clone(),
+            // A TCP tunnel's way in: its public port, or the front door's command.
+            public_url: match &created.tcp {
+                Some(tcp) => match &tcp.address {
+                    Some(address) => format!("tcp://{address}"),
+                    None => connect_command(&self.cfg, created, tcp),
+                },
+                None => welcome.public_url.clone(),
+            },
             inspector: self.inspector.as_ref().map(Inspector::url),
         });
         if self.announced {

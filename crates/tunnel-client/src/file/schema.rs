@@ -59,6 +59,11 @@ pub(super) struct RawTunnel {
     pub host_header: Option<Spanned<String>>,
     pub ttl: Option<Spanned<IntOrText>>,
     pub inspect: Option<bool>,
+    /// A TCP tunnel's public port (`--remote-port`).
+    pub remote_port: Option<Spanned<i64>>,
+    /// A TCP tunnel's PROXY protocol header (`--proxy-protocol`): `true`/`"v2"` or
+    /// `false`/`"off"`.
+    pub proxy_protocol: Option<Spanned<toml::Value>>,
 }
 
 /// What a tunnel carries.
