@@ -9,7 +9,8 @@
 # Then `tunnel-bench inspect`: the traffic inspector on against off (bench/results/inspect.json),
 # and `tunnel-bench cluster`: two pods sharing a Redis, a request entering the pod that holds
 # the client against one entering the other pod, and recovery after `kill -9` of a pod
-# (bench/results/cluster.json).
+# (bench/results/cluster.json); and `tunnel-bench tcp`: raw TCP through a TCP tunnel (public
+# port, front door) against direct, rathole and bore (bench/results/tcp.json).
 #
 # Any other flag goes to `tunnel-bench run` (see `--help` there).
 #
@@ -114,3 +115,19 @@ echo
 echo "== several pods: same pod against cross pod, recovery after kill -9 (tunnel-bench cluster ${cluster_args[*]})"
 "$bins/tunnel-bench" cluster --bin-dir "$bins" --work-dir "$work/cluster" "${cluster_args[@]}" \
     ${cluster_out:+--out "$cluster_out"}
+
+# Raw TCP through a TCP tunnel, both ways in (its public port, the front door through
+# `tunnel-client connect`), against the same service direct, through rathole and through bore:
+# MB/s each way and connection set-up time (issue 17).
+tcp_args=(--rounds 3 --mib 256 --connections 200)
+tcp_out="bench/results/tcp.json"
+for arg in "$@"; do
+    case "$arg" in
+        --quick) tcp_args=(--rounds 1 --mib 64 --connections 50) ;;
+        --out=*|--out) tcp_out="" ;;  # a custom run: keep the committed file as it is
+    esac
+done
+echo
+echo "== raw TCP: tunnel (public port, front door) against direct, rathole, bore (tunnel-bench tcp ${tcp_args[*]})"
+"$bins/tunnel-bench" tcp --bin-dir "$bins" --peers-dir "$peer_bins" --work-dir "$work/tcp" \
+    "${tcp_args[@]}" ${tcp_out:+--out "$tcp_out"}

@@ -21,6 +21,8 @@
 //! - [`inspect`]: `tunnel-bench inspect`, the client's traffic inspector on against off.
 //! - [`cluster`]: `tunnel-bench cluster`, several pods sharing Redis: a request entering the
 //!   pod that holds the client against one entering another pod, and recovery after `kill -9`.
+//! - [`tcp`]: `tunnel-bench tcp`, raw TCP through a TCP tunnel both ways in, against direct,
+//!   rathole and bore.
 //! - [`setup`]: starts every process and knows the routes; [`run`]: the phases;
 //!   [`report`]: the figures, the tables and the JSON file.
 
@@ -41,4 +43,5 @@ pub mod report;
 pub mod run;
 pub mod setup;
 pub mod stats;
+pub mod tcp;
 pub mod wrk;

@@ -25,6 +25,8 @@ enum Cmd {
     /// Several pods sharing a Redis registry: requests entering the pod that holds the client
     /// against entering another pod (which forwards), and recovery after `kill -9` of a pod.
     Cluster(tunnel_bench::cluster::ClusterArgs),
+    /// Raw TCP through a TCP tunnel (public port, front door) against direct, rathole, bore.
+    Tcp(tunnel_bench::tcp::TcpArgs),
     /// Serve the benchmark's local backend on 127.0.0.1:0 (prints `listening ADDR`).
     Backend,
     /// Relay every TCP connection to `--to`, on 127.0.0.1:0 (prints `listening ADDR`).
@@ -78,6 +80,14 @@ fn main() -> ExitCode {
                     done.requests as f64 / done.elapsed.as_secs_f64().max(1e-9)
                 );
             }),
+        // Two threads: the service and the measuring side each have one.
+        Cmd::Tcp(args) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(tunnel_bench::tcp::run(args)))
+            .map(|report| println!("{}", report.table())),
         Cmd::Inspect(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
