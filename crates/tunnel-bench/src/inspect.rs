@@ -1,18 +1,21 @@
 //! `tunnel-bench inspect`: what the client's traffic inspector costs (issue 16). One server,
 //! one backend, two tunnels: one client with the inspector off (`--no-inspect`), one with it
 //! on (capturing every request, the default). Small requests per second through each with
-//! wrk, in interleaved rounds whose order alternates, and each client's CPU time per request
-//! from `/proc` (a count that noise from other processes on the machine disturbs far less
-//! than a rate).
+//! wrk, in interleaved rounds whose order alternates, and each client's CPU time and context
+//! switches per request from `/proc` (counts that noise from other processes on the machine
+//! disturbs far less than a rate). The ratio on/off is taken per round, between two runs a
+//! few seconds apart, and reported with its spread and the machine's load average: on a
+//! shared machine the spread says whether a difference is real.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 
+use crate::machine::load_average;
 use crate::procs::Proc;
 use crate::setup::{spawn_client, start_backend, start_server, wait_tunnel, ServerKind};
-use crate::stats::median;
+use crate::stats::{median, min_max};
 use crate::wrk;
 
 /// Options of `tunnel-bench inspect`.
@@ -43,6 +46,11 @@ pub struct Side {
     pub rps: Vec<f64>,
     /// The client's CPU microseconds per request, per round.
     pub cpu_us: Vec<f64>,
+    /// The client's voluntary context switches (a thread waited: for input, or on a futex)
+    /// per request, all threads, per round.
+    pub voluntary: Vec<f64>,
+    /// Its involuntary ones (preempted, e.g. by another process) per request, per round.
+    pub involuntary: Vec<f64>,
 }
 
 /// Both clients' figures.
@@ -52,6 +60,10 @@ pub struct InspectReport {
     pub off: Side,
     /// Inspector on.
     pub on: Side,
+    /// Requests/s on as a ratio of off, per round (the two runs of one round).
+    pub ratio: Vec<f64>,
+    /// The machine's 1-minute load average before the first round and after the last.
+    pub load: (Option<f64>, Option<f64>),
 }
 
 impl InspectReport {
@@ -60,22 +72,32 @@ impl InspectReport {
         let m = |v: &[f64]| median(v).unwrap_or(f64::NAN);
         let (off_rps, on_rps) = (m(&self.off.rps), m(&self.on.rps));
         let (off_cpu, on_cpu) = (m(&self.off.cpu_us), m(&self.on.cpu_us));
-        let list = |v: &[f64]| {
+        let cs = |s: &Side| format!("{:.3} + {:.3}", m(&s.voluntary), m(&s.involuntary));
+        let (off_cs, on_cs) = (cs(&self.off), cs(&self.on));
+        let (lo, hi) = min_max(&self.ratio).unwrap_or((f64::NAN, f64::NAN));
+        let list = |v: &[f64], digits: usize| {
             v.iter()
-                .map(|x| format!("{x:.0}"))
+                .map(|x| format!("{x:.digits$}"))
                 .collect::<Vec<_>>()
                 .join(" ")
         };
+        let load = |l: Option<f64>| l.map_or("?".to_string(), |l| format!("{l:.1}"));
         format!(
             "| small requests | inspector off | inspector on | on / off |\n\
              |---|---:|---:|---:|\n\
-             | req/s (median) | {off_rps:.0} | {on_rps:.0} | {:.3} |\n\
-             | client CPU us per request (median) | {off_cpu:.1} | {on_cpu:.1} | {:.3} |\n\n\
-             rounds, req/s: off [{}], on [{}]",
-            on_rps / off_rps,
+             | req/s (median) | {off_rps:.0} | {on_rps:.0} | {:.3} ({lo:.3}-{hi:.3}) |\n\
+             | client CPU us per request (median) | {off_cpu:.1} | {on_cpu:.1} | {:.3} |\n\
+             | client context switches per request, vol + invol (median) | {off_cs} | {on_cs} | |\n\n\
+             on/off per round (median, then min-max above): [{}]\n\
+             rounds, req/s: off [{}], on [{}]\n\
+             load average: {} before, {} after",
+            m(&self.ratio),
             on_cpu / off_cpu,
-            list(&self.off.rps),
-            list(&self.on.rps),
+            list(&self.ratio, 3),
+            list(&self.off.rps, 0),
+            list(&self.on.rps, 0),
+            load(self.load.0),
+            load(self.load.1),
         )
     }
 }
@@ -90,20 +112,26 @@ fn bin_dir(args: &InspectArgs) -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow!("{} has no directory", exe.display()))
 }
 
-/// One wrk run through `name`'s tunnel; the client's CPU per request during it.
+/// One wrk run through `name`'s tunnel into `side`: req/s, and the client's CPU µs and
+/// context switches per request during it.
 async fn measure(
     server: std::net::SocketAddr,
     name: &str,
     client: &Proc,
     args: &InspectArgs,
-) -> anyhow::Result<(f64, f64)> {
+    side: &mut Side,
+) -> anyhow::Result<()> {
     let url = format!("http://{server}/{name}/");
     let before = client.usage()?;
     let r = wrk::run(&url, args.connections, Duration::from_secs(args.secs)).await?;
     let used = client.usage()?.since(&before);
     anyhow::ensure!(r.errors == 0, "{name}: {} errors", r.errors);
-    let requests = r.rps * args.secs as f64;
-    Ok((r.rps, used.cpu_us / requests.max(1.0)))
+    let requests = (r.rps * args.secs as f64).max(1.0);
+    side.rps.push(r.rps);
+    side.cpu_us.push(used.cpu_us / requests);
+    side.voluntary.push(used.voluntary as f64 / requests);
+    side.involuntary.push(used.involuntary as f64 / requests);
+    Ok(())
 }
 
 /// Runs the comparison.
@@ -139,7 +167,10 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<InspectReport> {
         )
         .await?;
     }
-    let mut report = InspectReport::default();
+    let mut report = InspectReport {
+        load: (load_average(), None),
+        ..InspectReport::default()
+    };
     for round in 0..args.rounds {
         let order = if round % 2 == 0 {
             [false, true]
@@ -152,11 +183,13 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<InspectReport> {
             } else {
                 ("inspect-off", &off, &mut report.off)
             };
-            let (rps, cpu) = measure(addr, name, proc, &args).await?;
-            side.rps.push(rps);
-            side.cpu_us.push(cpu);
+            measure(addr, name, proc, &args, side).await?;
+        }
+        if let (Some(on), Some(off)) = (report.on.rps.last(), report.off.rps.last()) {
+            report.ratio.push(on / off);
         }
     }
+    report.load.1 = load_average();
     for p in [on, off, server, backend] {
         p.terminate(Duration::from_secs(10)).await?;
     }
