@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`config`]: `--inspect-*` flags, validated.
+//! - [`record`]: what an entry is made of (request, response, kept bodies, messages).
 //! - [`store`]: the capture store and its bounds (per body, per session, in all).
+//! - [`feed`]: its change notifications, for live updates.
 //! - [`observe`]: passive WebSocket-frame and SSE parsers over copies of the bytes.
 //! - [`capture`]: the hook into forwarding: a [`Capture`] per exchange and the tees.
 //! - [`json`]: entries in ngrok's JSON shape; [`guard`]: Host and Origin checks.
@@ -13,17 +15,21 @@
 //! This file assembles them: [`Inspector::bind`] and [`serve`].
 //!
 //! # Never in the tunnel's way
-//! The tunnel's tasks only ever append to the store synchronously (a bounded copy under a
-//! lock no one holds across an await); readers take copies. Live updates go out on a bounded
-//! broadcast channel that drops for a slow browser instead of waiting for it.
+//! The tunnel's tasks only ever append to the store synchronously, each into its own entry
+//! under that entry's own lock (a bounded copy; the store-wide lock is taken once per
+//! exchange, to add the entry), and no lock is held across an await; readers take copies.
+//! Live updates go out through a bounded log that costs nothing when no page listens, wakes
+//! a listening page once per burst, and drops for a slow browser instead of waiting for it.
 
 pub mod api;
 pub mod capture;
 pub mod config;
+pub mod feed;
 pub mod guard;
 pub mod json;
 pub mod observe;
 pub mod page;
+pub mod record;
 pub mod replay;
 pub mod store;
 

@@ -11,6 +11,7 @@
 //! | `GET /api/requests/http/{id}/messages?after=` | WebSocket messages / SSE events |
 //! | `GET /api/events` | SSE: `request`, `message`, `cleared`, `lagged` |
 
+use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -23,13 +24,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
 use serde_json::{json, Value};
-use tokio::sync::broadcast;
 
+use super::feed::{Batch, Change};
 use super::guard::{self, Refusal};
 use super::json::{entry_json, id_string, matches, message_json, parse_id, Detail};
 use super::page;
 use super::replay::{Edits, ReplayError, Replayer};
-use super::store::{Change, Store};
+use super::store::Store;
 
 /// Entries listed when no `limit` is given, and the most a `limit` may ask for.
 const DEFAULT_LIMIT: usize = 100;
@@ -284,27 +285,54 @@ async fn messages(
 /// `GET /api/events`: each change as an SSE event. The page follows it for live updates; a
 /// browser that stops reading only fills its own connection and then misses events (told by a
 /// `lagged` event), it never holds the tunnel back.
+///
+/// Changes come in batches (all that happened since the stream last looked, one wake-up for
+/// a burst). An event shows the entry as it is when sent, so an entry that changed several
+/// times in one batch is sent once, at its first place.
 async fn events(
     State(state): State<Arc<ApiState>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let rx = state.store.subscribe();
-    let stream = futures_util::stream::unfold((rx, state), |(mut rx, state)| async move {
-        loop {
-            let event = match rx.recv().await {
-                Ok(change) => change_event(&state, change),
-                Err(broadcast::error::RecvError::Lagged(missed)) => Some(
-                    Event::default()
-                        .event("lagged")
-                        .data(json!({ "missed": missed }).to_string()),
-                ),
-                Err(broadcast::error::RecvError::Closed) => return None,
-            };
-            if let Some(event) = event {
-                return Some((Ok(event), (rx, state)));
+    let sub = state.store.subscribe();
+    let pending: VecDeque<Change> = VecDeque::new();
+    let stream = futures_util::stream::unfold(
+        (sub, pending, state),
+        |(mut sub, mut pending, state)| async move {
+            loop {
+                while let Some(change) = pending.pop_front() {
+                    if let Some(event) = change_event(&state, change) {
+                        return Some((Ok(event), (sub, pending, state)));
+                    }
+                }
+                match sub.next().await {
+                    Batch::Changes(changes) => pending = once_each(changes),
+                    Batch::Lagged(missed) => {
+                        let event = Event::default()
+                            .event("lagged")
+                            .data(json!({ "missed": missed }).to_string());
+                        return Some((Ok(event), (sub, pending, state)));
+                    }
+                }
             }
-        }
-    });
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// A batch with each entry's later `Added`/`Updated` dropped (the first, sent after all of
+/// them happened, already shows the entry as it is).
+fn once_each(changes: Vec<Change>) -> VecDeque<Change> {
+    let mut seen = HashSet::new();
+    changes
+        .into_iter()
+        .filter(|c| match c {
+            Change::Added(id) | Change::Updated(id) => seen.insert(*id),
+            Change::Message(..) => true,
+            Change::Cleared => {
+                seen.clear();
+                true
+            }
+        })
+        .collect()
 }
 
 fn change_event(state: &ApiState, change: Change) -> Option<Event> {
@@ -316,9 +344,8 @@ fn change_event(state: &ApiState, change: Change) -> Option<Event> {
             Some(Event::default().event("request").data(data.to_string()))
         }
         Change::Message(id, index) => {
-            let entry = state.store.get(id)?;
-            let message = entry.messages.iter().find(|m| m.index == index)?;
-            let data = json!({ "id": id_string(id), "message": message_json(message) });
+            let message = state.store.message_of(id, index)?;
+            let data = json!({ "id": id_string(id), "message": message_json(&message) });
             Some(Event::default().event("message").data(data.to_string()))
         }
         Change::Cleared => Some(Event::default().event("cleared").data("{}")),

@@ -17,30 +17,36 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::observe::{FrameObserver, Seen, SseObserver};
-use super::store::{Direction, EntryId, Kind, Message, NewEntry, Side, Store};
+use super::store::{Direction, EntryId, Kind, Message, NewEntry, Side, Slot, Store};
+
+/// The store and the entry of one exchange, shared by its capture and its tees (one
+/// reference count per exchange, instead of one per tee on the store's own).
+#[derive(Debug)]
+struct Tap {
+    store: Arc<Store>,
+    slot: Arc<Slot>,
+}
 
 /// The capture of one exchange; dropping it ends the entry (its duration is then known).
 #[derive(Debug)]
 pub struct Capture {
-    store: Arc<Store>,
-    id: EntryId,
+    tap: Arc<Tap>,
     error: Option<String>,
 }
 
 impl Capture {
     /// Starts an entry for a request about to be sent to the local service.
     pub(super) fn begin(store: Arc<Store>, new: NewEntry) -> Self {
-        let id = store.begin(new);
+        let slot = store.begin(new);
         Self {
-            store,
-            id,
+            tap: Arc::new(Tap { store, slot }),
             error: None,
         }
     }
 
     /// The entry's number.
     pub fn id(&self) -> EntryId {
-        self.id
+        self.tap.slot.id()
     }
 
     /// What starts the entry of `method target` with `headers` as sent to the local service
@@ -80,13 +86,15 @@ impl Capture {
         } else {
             Kind::Http
         };
-        self.store.respond(self.id, status, headers, kind);
+        self.tap
+            .store
+            .respond(&self.tap.slot, status, headers, kind);
     }
 
     /// The local service's response head, with no body after it.
     pub fn empty_response(&self, status: StatusCode, headers: &HeaderMap) {
         self.response(status, headers);
-        self.store.body_end(self.id, Side::Response);
+        self.tap.store.body_end(&self.tap.slot, Side::Response);
     }
 
     /// Why the exchange failed (shown with the entry).
@@ -96,24 +104,23 @@ impl Capture {
 
     /// Tees the request body.
     pub fn tee_request<B>(&self, body: B) -> TeeBody<B> {
-        TeeBody::new(self.store.clone(), self.id, Side::Request, body, None)
+        TeeBody::new(self.tap.clone(), Side::Request, body, None)
     }
 
     /// Tees the response body (and follows its events if it is an event stream).
     pub fn tee_response<B>(&self, body: B, headers: &HeaderMap) -> TeeBody<B> {
         let sse =
-            is_event_stream(headers).then(|| SseObserver::new(self.store.limits().body_limit));
-        TeeBody::new(self.store.clone(), self.id, Side::Response, body, sse)
+            is_event_stream(headers).then(|| SseObserver::new(self.tap.store.limits().body_limit));
+        TeeBody::new(self.tap.clone(), Side::Response, body, sse)
     }
 
     /// Tees an upgraded (WebSocket) connection to the local service: what is written to it
     /// came from the public client, what is read from it goes there.
     pub fn tee_upgraded<IO>(&self, io: IO) -> TeeIo<IO> {
-        let cap = self.store.limits().body_limit;
+        let cap = self.tap.store.limits().body_limit;
         TeeIo {
             io,
-            store: self.store.clone(),
-            id: self.id,
+            tap: self.tap.clone(),
             inbound: FrameObserver::new(cap),
             outbound: FrameObserver::new(cap),
         }
@@ -122,7 +129,7 @@ impl Capture {
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        self.store.finish(self.id, self.error.take());
+        self.tap.store.finish(&self.tap.slot, self.error.take());
     }
 }
 
@@ -137,9 +144,9 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
         })
 }
 
-fn log(store: &Store, id: EntryId, direction: Direction, seen: Seen) {
-    store.message(
-        id,
+fn log(tap: &Tap, direction: Direction, seen: Seen) {
+    tap.store.message(
+        &tap.slot,
         Message {
             index: 0,
             direction,
@@ -158,20 +165,28 @@ fn log(store: &Store, id: EntryId, direction: Direction, seen: Seen) {
 #[derive(Debug)]
 pub struct TeeBody<B> {
     inner: B,
-    store: Arc<Store>,
-    id: EntryId,
+    tap: Arc<Tap>,
     side: Side,
     sse: Option<SseObserver>,
+    /// The end was recorded (once is enough).
+    ended: bool,
 }
 
 impl<B> TeeBody<B> {
-    fn new(store: Arc<Store>, id: EntryId, side: Side, inner: B, sse: Option<SseObserver>) -> Self {
+    fn new(tap: Arc<Tap>, side: Side, inner: B, sse: Option<SseObserver>) -> Self {
         Self {
             inner,
-            store,
-            id,
+            tap,
             side,
             sse,
+            ended: false,
+        }
+    }
+
+    fn end(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            self.tap.store.body_end(&self.tap.slot, self.side);
         }
     }
 }
@@ -191,18 +206,18 @@ where
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match &frame {
             Some(Ok(f)) => {
+                let tap = &*this.tap;
                 if let Some(data) = f.data_ref() {
-                    this.store.append(this.id, this.side, data);
+                    tap.store.append(&tap.slot, this.side, data);
                     if let Some(sse) = this.sse.as_mut() {
-                        let (store, id) = (&this.store, this.id);
-                        sse.feed(data, &mut |s| log(store, id, Direction::Out, s));
+                        sse.feed(data, &mut |s| log(tap, Direction::Out, s));
                     }
                 }
                 if this.inner.is_end_stream() {
-                    this.store.body_end(this.id, this.side);
+                    this.end();
                 }
             }
-            None => this.store.body_end(this.id, this.side),
+            None => this.end(),
             Some(Err(_)) => {}
         }
         Poll::Ready(frame)
@@ -221,8 +236,7 @@ where
 #[derive(Debug)]
 pub struct TeeIo<IO> {
     io: IO,
-    store: Arc<Store>,
-    id: EntryId,
+    tap: Arc<Tap>,
     inbound: FrameObserver,
     outbound: FrameObserver,
 }
@@ -236,9 +250,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for TeeIo<IO> {
         let this = self.get_mut();
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        let (store, id) = (&this.store, this.id);
+        let tap = &*this.tap;
         this.outbound.feed(&buf.filled()[before..], &mut |s| {
-            log(store, id, Direction::Out, s)
+            log(tap, Direction::Out, s)
         });
         Poll::Ready(Ok(()))
     }
@@ -252,9 +266,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for TeeIo<IO> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let n = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
-        let (store, id) = (&this.store, this.id);
+        let tap = &*this.tap;
         this.inbound
-            .feed(&buf[..n], &mut |s| log(store, id, Direction::In, s));
+            .feed(&buf[..n], &mut |s| log(tap, Direction::In, s));
         Poll::Ready(Ok(n))
     }
 

@@ -1,169 +1,46 @@
 //! The capture store: every entry the inspector keeps, bounded in bytes.
 //!
-//! One lock over everything, held only for a copy into or out of the store and never across
-//! an `.await`: the tunnel's tasks append to it synchronously as bytes pass, so nothing here
-//! can make them wait for a reader. Bounds:
+//! # Never in the tunnel's way
+//! Each entry has a lock of its own ([`Slot`]), which only the exchange it captures and the
+//! occasional reader take: the tunnel's tasks append to their own entries without meeting
+//! each other. The store-wide lock is taken once per exchange, to add its entry at the end of
+//! the list (and, when the budget is full, to evict the oldest), and held only for that push
+//! or pop: entries are allocated before it and dropped after it. No lock is ever held across
+//! an `.await`, and readers copy out of an entry under its own lock.
+//!
+//! # Bounds
 //! - each body keeps at most `body_limit` bytes (the rest is counted, not kept, and the body
 //!   records where it was cut);
 //! - each WebSocket or SSE session keeps at most `body_limit` bytes of messages, dropping its
 //!   oldest messages first (and counting them);
 //! - all entries together stay under `budget` bytes (headers, kept bodies and messages, plus a
 //!   fixed overhead per entry): the oldest entries are evicted first, even one still in flight
-//!   (its later bytes then pass uncaptured).
+//!   (its later bytes then pass uncaptured). An eviction frees a little more than it must
+//!   ([`headroom`]: 1/64 of the budget, at most 256 KiB), so that with a full budget the
+//!   evicting happens once per few hundred requests, not on every one (the same work in all,
+//!   O(1) per entry).
 //!
-//! Changes are announced on a bounded broadcast channel: a subscriber that falls behind misses
-//! events (and is told how many), the sender never waits.
+//! Changes are announced on the [`Feed`]: free when no page listens, coalesced when one does.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, Method, StatusCode};
-use tokio::sync::broadcast;
 
-/// An entry's number, counting up from 1 for the life of the process.
-pub type EntryId = u64;
+use super::feed::{Change, Feed, Subscription};
+use super::record::{headers_size, owned_headers};
+pub use super::record::{
+    CapturedBody, Direction, EntryId, Kind, Message, MessageKind, RequestRecord, ResponseRecord,
+    ITEM_OVERHEAD,
+};
 
 /// Bytes counted for an entry besides its headers, bodies and messages.
 const ENTRY_OVERHEAD: usize = 512;
-/// Bytes counted per header or message besides its own bytes.
-const ITEM_OVERHEAD: usize = 32;
-/// Changes a subscriber may fall behind by before it misses some.
-const EVENT_QUEUE: usize = 1024;
-
-/// Which way a WebSocket message or an SSE event went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Direction {
-    /// From the public client to the local service.
-    In,
-    /// From the local service to the public client.
-    Out,
-}
-
-/// What a logged message is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MessageKind {
-    /// A WebSocket text message.
-    Text,
-    /// A WebSocket binary message.
-    Binary,
-    /// A WebSocket ping.
-    Ping,
-    /// A WebSocket pong.
-    Pong,
-    /// A WebSocket close frame.
-    Close,
-    /// One server-sent event.
-    Event,
-}
-
-/// One WebSocket message or SSE event of an entry.
-#[derive(Debug, Clone)]
-pub struct Message {
-    /// Its position in the session, from 0 (kept across dropped messages).
-    pub index: u64,
-    /// Which way it went.
-    pub direction: Direction,
-    /// When it was complete.
-    pub at: DateTime<Utc>,
-    /// What it is.
-    pub kind: MessageKind,
-    /// Its full payload size.
-    pub size: u64,
-    /// The payload, or its first part when `truncated`.
-    pub data: Bytes,
-    /// Whether `data` is only the first part.
-    pub truncated: bool,
-    /// permessage-deflate: `data` is compressed.
-    pub compressed: bool,
-    /// An SSE event's `event:` name.
-    pub event: Option<String>,
-}
-
-/// The kept part of a body.
-#[derive(Debug, Clone, Default)]
-pub struct CapturedBody {
-    chunks: Vec<Bytes>,
-    /// Bytes kept.
-    pub kept: usize,
-    /// Bytes that passed, kept or not.
-    pub seen: u64,
-    /// Set when bytes past this many were not kept.
-    pub truncated_at: Option<usize>,
-    /// Whether the body's end passed.
-    pub complete: bool,
-    /// Its `Content-Length`: the end has passed once that many bytes have (a client that
-    /// knows the length stops reading there, without polling for an end).
-    expected: Option<u64>,
-}
-
-impl CapturedBody {
-    fn new(headers: &HeaderMap) -> Self {
-        let expected = headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok());
-        Self {
-            complete: expected == Some(0),
-            expected,
-            ..Self::default()
-        }
-    }
-
-    /// The kept bytes in one piece.
-    pub fn bytes(&self) -> Bytes {
-        match self.chunks.as_slice() {
-            [] => Bytes::new(),
-            [one] => one.clone(),
-            many => many.concat().into(),
-        }
-    }
-
-    /// Whether the whole body was kept (so that it can be replayed as it was).
-    pub fn is_whole(&self) -> bool {
-        self.complete && self.truncated_at.is_none()
-    }
-}
-
-/// The request as it was sent to the local service.
-#[derive(Debug, Clone)]
-pub struct RequestRecord {
-    /// Method.
-    pub method: Method,
-    /// Path and query.
-    pub target: String,
-    /// Headers, as sent (Host already rewritten).
-    pub headers: HeaderMap,
-    /// Body.
-    pub body: CapturedBody,
-}
-
-/// The local service's response.
-#[derive(Debug, Clone)]
-pub struct ResponseRecord {
-    /// Status.
-    pub status: StatusCode,
-    /// Headers.
-    pub headers: HeaderMap,
-    /// Body.
-    pub body: CapturedBody,
-}
-
-/// What an entry carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// A request and its response.
-    Http,
-    /// A WebSocket session (after `101`): messages both ways.
-    WebSocket,
-    /// A `text/event-stream` response: its events.
-    Sse,
-}
+/// Entries copied out per turn of the store-wide lock while listing or searching.
+const READ_CHUNK: usize = 64;
 
 /// One captured exchange.
 #[derive(Debug, Clone)]
@@ -197,6 +74,16 @@ pub struct Entry {
     size: usize,
 }
 
+impl Entry {
+    fn body_mut(&mut self, side: Side) -> Option<&mut CapturedBody> {
+        match (side, self.response.as_mut()) {
+            (Side::Request, _) => Some(&mut self.request.body),
+            (Side::Response, Some(r)) => Some(&mut r.body),
+            (Side::Response, None) => None,
+        }
+    }
+}
+
 /// What begins an entry.
 #[derive(Debug, Clone)]
 pub struct NewEntry {
@@ -225,19 +112,6 @@ pub enum Side {
     Response,
 }
 
-/// A change subscribers hear about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    /// A new entry.
-    Added(EntryId),
-    /// An entry got its response head or ended.
-    Updated(EntryId),
-    /// An entry logged a message (its index).
-    Message(EntryId, u64),
-    /// Everything was deleted.
-    Cleared,
-}
-
 /// Bounds of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -258,71 +132,102 @@ pub struct Stats {
     pub evicted: u64,
 }
 
+/// What an eviction frees beyond the budget: 1/64 of it, at most 256 KiB (a few hundred
+/// small requests), so that a full budget is not evicted from on every request.
+pub fn headroom(budget: usize) -> usize {
+    (budget / 64).min(256 << 10)
+}
+
+/// One entry and its own lock: the handle its exchange writes through.
+#[derive(Debug)]
+pub struct Slot {
+    /// Set once (with the entry's `id`), under the store's lock, when the slot joins the
+    /// list.
+    id: AtomicU64,
+    kept: Mutex<Kept>,
+}
+
+#[derive(Debug)]
+struct Kept {
+    entry: Entry,
+    /// Evicted or deleted: later bytes pass uncaptured, and are not counted.
+    gone: bool,
+}
+
+impl Slot {
+    /// The entry's number.
+    pub fn id(&self) -> EntryId {
+        self.id.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Kept> {
+        // A panic while holding it leaves at worst a half-updated entry; the capture must go
+        // on (and never take the tunnel down with it).
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the entry (bodies and messages are shared, not copied), unless it is gone.
+    fn entry(&self) -> Option<Entry> {
+        let kept = self.lock();
+        (!kept.gone).then(|| Entry {
+            id: self.id(),
+            ..kept.entry.clone()
+        })
+    }
+
+    /// Takes the entry out of the budget: marks it gone and uncounts its bytes.
+    fn remove(&self, used: &AtomicUsize) {
+        let mut kept = self.lock();
+        if !kept.gone {
+            kept.gone = true;
+            used.fetch_sub(kept.entry.size, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The capture store.
 #[derive(Debug)]
 pub struct Store {
     limits: Limits,
+    /// Bytes counted against the budget: the sum of the sizes of the entries not gone. An
+    /// entry's bytes are added and subtracted only under that entry's lock, so that the
+    /// subtraction of an evicted entry never comes before an addition it accounts for.
+    used: AtomicUsize,
     inner: Mutex<Inner>,
-    changes: broadcast::Sender<Change>,
+    feed: Arc<Feed>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     /// Oldest first; ids are consecutive (only the oldest go, or all).
-    entries: VecDeque<Entry>,
-    used: usize,
+    entries: VecDeque<Arc<Slot>>,
     next_id: EntryId,
     evicted: u64,
 }
 
 impl Inner {
     fn index(&self, id: EntryId) -> Option<usize> {
-        let first = self.entries.front()?.id;
+        let first = self.entries.front()?.id();
         let i = usize::try_from(id.checked_sub(first)?).ok()?;
         (i < self.entries.len()).then_some(i)
     }
 
-    fn get_mut(&mut self, id: EntryId) -> Option<&mut Entry> {
-        let i = self.index(id)?;
-        self.entries.get_mut(i)
+    fn slot(&self, id: EntryId) -> Option<&Arc<Slot>> {
+        self.entries.get(self.index(id)?)
     }
-
-    fn grow(&mut self, id: EntryId, by: usize) {
-        if let Some(e) = self.get_mut(id) {
-            e.size += by;
-            self.used += by;
-        }
-    }
-
-    fn evict(&mut self, budget: usize) {
-        while self.used > budget {
-            let Some(old) = self.entries.pop_front() else {
-                break;
-            };
-            self.used -= old.size;
-            self.evicted += 1;
-        }
-    }
-}
-
-fn headers_size(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + ITEM_OVERHEAD)
-        .sum()
 }
 
 impl Store {
     /// An empty store.
     pub fn new(limits: Limits) -> Self {
-        let (changes, _) = broadcast::channel(EVENT_QUEUE);
         Self {
             limits,
+            used: AtomicUsize::new(0),
             inner: Mutex::new(Inner {
                 next_id: 1,
                 ..Inner::default()
             }),
-            changes,
+            feed: Arc::new(Feed::default()),
         }
     }
 
@@ -337,126 +242,152 @@ impl Store {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn announce(&self, change: Change) {
-        // No subscriber is not an error; a full queue drops the oldest for laggards.
-        let _ = self.changes.send(change);
-    }
-
     /// Hears about changes from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
-        self.changes.subscribe()
+    pub fn subscribe(&self) -> Subscription {
+        self.feed.subscribe()
     }
 
-    /// Starts an entry.
-    pub fn begin(&self, new: NewEntry) -> EntryId {
+    /// Counts `by` more bytes for `kept`'s entry (call under its lock); whether the budget
+    /// is now exceeded.
+    fn grow(&self, kept: &mut Kept, by: usize) -> bool {
+        kept.entry.size += by;
+        self.used.fetch_add(by, Ordering::Relaxed) + by > self.limits.budget
+    }
+
+    /// Past the budget: the oldest entries go, down to the budget less its headroom. The
+    /// evicted slots are returned, to be dropped once the lock is released.
+    fn evict(&self, inner: &mut Inner) -> Vec<Arc<Slot>> {
+        let budget = self.limits.budget;
+        if self.used.load(Ordering::Relaxed) <= budget {
+            return Vec::new();
+        }
+        let target = budget - headroom(budget);
+        let mut victims = Vec::new();
+        while self.used.load(Ordering::Relaxed) > target {
+            let Some(old) = inner.entries.pop_front() else {
+                break;
+            };
+            old.remove(&self.used);
+            inner.evicted += 1;
+            victims.push(old);
+        }
+        victims
+    }
+
+    /// Evicts what the budget needs (from outside the store's lock).
+    fn make_room(&self) {
+        let victims = self.evict(&mut self.lock());
+        drop(victims);
+    }
+
+    /// Starts an entry; the returned slot is where its exchange writes.
+    pub fn begin(&self, new: NewEntry) -> Arc<Slot> {
         let size = ENTRY_OVERHEAD + headers_size(&new.headers) + new.target.len();
-        let body = CapturedBody {
-            complete: new.empty_body,
-            ..CapturedBody::new(&new.headers)
-        };
-        let id = {
+        let mut body = CapturedBody::new(&new.headers);
+        body.complete = new.empty_body;
+        // Allocated before the lock, numbered under it.
+        let slot = Arc::new(Slot {
+            id: AtomicU64::new(0),
+            kept: Mutex::new(Kept {
+                entry: Entry {
+                    id: 0,
+                    start: Utc::now(),
+                    started: Instant::now(),
+                    duration: None,
+                    remote_addr: new.remote_addr,
+                    replay_of: new.replay_of,
+                    request_id: new.request_id,
+                    kind: Kind::Http,
+                    request: RequestRecord {
+                        method: new.method,
+                        target: new.target,
+                        headers: new.headers,
+                        body,
+                    },
+                    response: None,
+                    messages: VecDeque::new(),
+                    messages_dropped: 0,
+                    message_bytes: 0,
+                    error: None,
+                    size,
+                },
+                gone: false,
+            }),
+        });
+        let victims = {
             let mut inner = self.lock();
             let id = inner.next_id;
             inner.next_id += 1;
-            inner.entries.push_back(Entry {
-                id,
-                start: Utc::now(),
-                started: Instant::now(),
-                duration: None,
-                remote_addr: new.remote_addr,
-                replay_of: new.replay_of,
-                request_id: new.request_id,
-                kind: Kind::Http,
-                request: RequestRecord {
-                    method: new.method,
-                    target: new.target,
-                    headers: new.headers,
-                    body,
-                },
-                response: None,
-                messages: VecDeque::new(),
-                messages_dropped: 0,
-                message_bytes: 0,
-                error: None,
-                size,
-            });
-            inner.used += size;
-            inner.evict(self.limits.budget);
-            id
+            slot.id.store(id, Ordering::Relaxed);
+            // Its own lock, which nobody else can take yet: for what `keep` of `newest` sees.
+            slot.lock().entry.id = id;
+            // Not yet reachable by anyone else: counted without its lock.
+            self.used.fetch_add(size, Ordering::Relaxed);
+            inner.entries.push_back(slot.clone());
+            self.evict(&mut inner)
         };
-        self.announce(Change::Added(id));
-        id
+        drop(victims);
+        self.feed.publish(Change::Added(slot.id()));
+        slot
     }
 
     /// Body bytes passed; the part under the body limit is copied into the entry.
-    pub fn append(&self, id: EntryId, side: Side, data: &[u8]) {
-        let limit = self.limits.body_limit;
-        let mut inner = self.lock();
-        let Some(entry) = inner.get_mut(id) else {
-            return; // evicted or deleted: the bytes pass uncaptured
+    pub fn append(&self, slot: &Slot, side: Side, data: &[u8]) {
+        let over = {
+            let mut kept = slot.lock();
+            if kept.gone {
+                return; // evicted or deleted: the bytes pass uncaptured
+            }
+            let Some(body) = kept.entry.body_mut(side) else {
+                return;
+            };
+            let took = body.take(data, self.limits.body_limit);
+            took > 0 && self.grow(&mut kept, took)
         };
-        let body = match (side, entry.response.as_mut()) {
-            (Side::Request, _) => &mut entry.request.body,
-            (Side::Response, Some(r)) => &mut r.body,
-            (Side::Response, None) => return,
-        };
-        body.seen += data.len() as u64;
-        if body.expected.is_some_and(|n| body.seen >= n) {
-            body.complete = true;
+        if over {
+            self.make_room();
         }
-        let take = data.len().min(limit - body.kept.min(limit));
-        if take < data.len() {
-            body.truncated_at.get_or_insert(limit);
-        }
-        if take == 0 {
-            return;
-        }
-        body.chunks.push(Bytes::copy_from_slice(&data[..take]));
-        body.kept += take;
-        inner.grow(id, take);
-        inner.evict(self.limits.budget);
     }
 
     /// A body's end passed.
-    pub fn body_end(&self, id: EntryId, side: Side) {
-        let mut inner = self.lock();
-        if let Some(entry) = inner.get_mut(id) {
-            match (side, entry.response.as_mut()) {
-                (Side::Request, _) => entry.request.body.complete = true,
-                (Side::Response, Some(r)) => r.body.complete = true,
-                (Side::Response, None) => {}
-            }
+    pub fn body_end(&self, slot: &Slot, side: Side) {
+        if let Some(body) = slot.lock().entry.body_mut(side) {
+            body.complete = true;
         }
     }
 
     /// The local service's response head.
-    pub fn respond(&self, id: EntryId, status: StatusCode, headers: &HeaderMap, kind: Kind) {
-        {
-            let mut inner = self.lock();
-            let Some(entry) = inner.get_mut(id) else {
+    pub fn respond(&self, slot: &Slot, status: StatusCode, headers: &HeaderMap, kind: Kind) {
+        let size = headers_size(headers);
+        let response = ResponseRecord {
+            status,
+            headers: owned_headers(headers),
+            body: CapturedBody::new(headers),
+        };
+        let over = {
+            let mut kept = slot.lock();
+            if kept.gone {
                 return;
-            };
-            let size = headers_size(headers);
-            entry.kind = kind;
-            entry.response = Some(ResponseRecord {
-                status,
-                headers: headers.clone(),
-                body: CapturedBody::new(headers),
-            });
-            inner.grow(id, size);
-            inner.evict(self.limits.budget);
+            }
+            kept.entry.kind = kind;
+            kept.entry.response = Some(response);
+            self.grow(&mut kept, size)
+        };
+        if over {
+            self.make_room();
         }
-        self.announce(Change::Updated(id));
+        self.feed.publish(Change::Updated(slot.id()));
     }
 
     /// A WebSocket message or SSE event (its `index` is assigned here).
-    pub fn message(&self, id: EntryId, mut message: Message) {
+    pub fn message(&self, slot: &Slot, mut message: Message) {
         let limit = self.limits.body_limit;
-        let index = {
-            let mut inner = self.lock();
-            let Some(entry) = inner.get_mut(id) else {
+        let (index, over) = {
+            let mut kept = slot.lock();
+            if kept.gone {
                 return;
-            };
+            }
+            let entry = &mut kept.entry;
             message.index = entry
                 .messages
                 .back()
@@ -474,57 +405,102 @@ impl Store {
                     freed += n;
                 }
             }
-            entry.size -= freed;
-            inner.used -= freed;
-            inner.grow(id, size);
-            inner.evict(self.limits.budget);
-            index
+            entry.size = entry.size + size - freed;
+            // Added before subtracted: `used` never goes below what the entries hold.
+            self.used.fetch_add(size, Ordering::Relaxed);
+            let now = self.used.fetch_sub(freed, Ordering::Relaxed) - freed;
+            (index, now > self.limits.budget)
         };
-        self.announce(Change::Message(id, index));
+        if over {
+            self.make_room();
+        }
+        self.feed.publish(Change::Message(slot.id(), index));
     }
 
     /// The exchange ended (with `error` if it failed).
-    pub fn finish(&self, id: EntryId, error: Option<String>) {
+    pub fn finish(&self, slot: &Slot, error: Option<String>) {
         {
-            let mut inner = self.lock();
-            let Some(entry) = inner.get_mut(id) else {
+            let mut kept = slot.lock();
+            if kept.gone {
                 return;
-            };
+            }
+            let entry = &mut kept.entry;
             entry.duration = Some(entry.started.elapsed());
             if entry.error.is_none() {
                 entry.error = error;
             }
         }
-        self.announce(Change::Updated(id));
+        self.feed.publish(Change::Updated(slot.id()));
+    }
+
+    fn slot(&self, id: EntryId) -> Option<Arc<Slot>> {
+        self.lock().slot(id).cloned()
     }
 
     /// A copy of one entry (bodies and messages are shared, not copied).
     pub fn get(&self, id: EntryId) -> Option<Entry> {
-        let inner = self.lock();
-        inner.index(id).and_then(|i| inner.entries.get(i).cloned())
+        self.slot(id)?.entry()
+    }
+
+    /// A copy of one message of an entry.
+    pub fn message_of(&self, id: EntryId, index: u64) -> Option<Message> {
+        let slot = self.slot(id)?;
+        let kept = slot.lock();
+        if kept.gone {
+            return None;
+        }
+        // Indexes are consecutive from the first kept one.
+        let first = kept.entry.messages.front()?.index;
+        let i = usize::try_from(index.checked_sub(first)?).ok()?;
+        kept.entry.messages.get(i).cloned()
     }
 
     /// Copies of the newest entries, newest first, up to `limit` of those `keep` accepts.
+    /// The store-wide lock is taken per [`READ_CHUNK`] entries, so that a search through a
+    /// full budget never keeps the tunnel's tasks from adding theirs.
     pub fn newest(&self, limit: usize, mut keep: impl FnMut(&Entry) -> bool) -> Vec<Entry> {
-        let inner = self.lock();
-        inner
-            .entries
-            .iter()
-            .rev()
-            .filter(|e| keep(e))
-            .take(limit)
-            .cloned()
-            .collect()
+        let mut out = Vec::new();
+        // Entries with ids below this one are left to look at.
+        let mut below = EntryId::MAX;
+        while out.len() < limit {
+            let chunk: Vec<Arc<Slot>> = {
+                let inner = self.lock();
+                let end = match inner.index(below) {
+                    Some(i) => i,
+                    None if inner.entries.front().is_some_and(|f| f.id() >= below) => 0,
+                    None => inner.entries.len(),
+                };
+                let start = end.saturating_sub(READ_CHUNK);
+                inner.entries.range(start..end).rev().cloned().collect()
+            };
+            let Some(last) = chunk.last() else {
+                break;
+            };
+            below = last.id();
+            for slot in &chunk {
+                let kept = slot.lock();
+                if !kept.gone && keep(&kept.entry) {
+                    out.push(Entry {
+                        id: slot.id(),
+                        ..kept.entry.clone()
+                    });
+                    if out.len() == limit {
+                        break;
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Deletes every entry.
     pub fn clear(&self) {
-        {
-            let mut inner = self.lock();
-            inner.entries.clear();
-            inner.used = 0;
+        let all = std::mem::take(&mut self.lock().entries);
+        for slot in &all {
+            slot.remove(&self.used);
         }
-        self.announce(Change::Cleared);
+        drop(all);
+        self.feed.publish(Change::Cleared);
     }
 
     /// Counters.
@@ -532,16 +508,18 @@ impl Store {
         let inner = self.lock();
         Stats {
             entries: inner.entries.len(),
-            bytes: inner.used,
+            bytes: self.used.load(Ordering::Relaxed),
             evicted: inner.evicted,
         }
     }
 }
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
+    use crate::inspect::feed::Batch;
 
     fn store(budget: usize, body_limit: usize) -> Store {
         Store::new(Limits { budget, body_limit })
@@ -562,11 +540,11 @@ mod tests {
     #[test]
     fn a_body_past_the_limit_keeps_its_start_and_says_where_it_was_cut() {
         let s = store(1 << 20, 10);
-        let id = s.begin(new_entry());
-        s.append(id, Side::Request, b"0123456");
-        s.append(id, Side::Request, b"789abcdef");
-        s.body_end(id, Side::Request);
-        let e = s.get(id).unwrap();
+        let slot = s.begin(new_entry());
+        s.append(&slot, Side::Request, b"0123456");
+        s.append(&slot, Side::Request, b"789abcdef");
+        s.body_end(&slot, Side::Request);
+        let e = s.get(slot.id()).unwrap();
         assert_eq!(&e.request.body.bytes()[..], b"0123456789");
         assert_eq!(e.request.body.seen, 16);
         assert_eq!(e.request.body.truncated_at, Some(10));
@@ -576,13 +554,14 @@ mod tests {
     #[test]
     fn the_oldest_entries_go_first_when_the_budget_is_full() {
         let s = store(3 * (ENTRY_OVERHEAD + 5 + 1000), 1000);
-        let ids: Vec<_> = (0..5)
+        let slots: Vec<_> = (0..5)
             .map(|_| {
-                let id = s.begin(new_entry());
-                s.append(id, Side::Request, &[7; 1000]);
-                id
+                let slot = s.begin(new_entry());
+                s.append(&slot, Side::Request, &[7; 1000]);
+                slot
             })
             .collect();
+        let ids: Vec<_> = slots.iter().map(|s| s.id()).collect();
         let stats = s.stats();
         assert_eq!(stats.entries, 3);
         assert_eq!(stats.evicted, 2);
@@ -591,17 +570,19 @@ mod tests {
         let left: Vec<_> = s.newest(10, |_| true).iter().map(|e| e.id).collect();
         assert_eq!(left, vec![ids[4], ids[3], ids[2]]);
         // Bytes for an evicted entry pass uncaptured.
-        s.append(ids[0], Side::Request, b"late");
+        s.append(&slots[0], Side::Request, b"late");
         assert_eq!(s.stats().entries, 3);
+        assert_eq!(s.stats().bytes, 3 * (ENTRY_OVERHEAD + 5 + 1000));
     }
 
     #[test]
     fn a_session_drops_its_oldest_messages_past_the_limit() {
         let s = store(1 << 20, 3 * (100 + ITEM_OVERHEAD));
-        let id = s.begin(new_entry());
+        let slot = s.begin(new_entry());
+        let id = slot.id();
         for i in 0..5u8 {
             s.message(
-                id,
+                &slot,
                 Message {
                     index: 0,
                     direction: Direction::In,
@@ -620,23 +601,84 @@ mod tests {
         let idx: Vec<_> = e.messages.iter().map(|m| m.index).collect();
         assert_eq!(idx, vec![2, 3, 4]);
         assert_eq!(e.messages[0].data[0], 2);
+        assert_eq!(s.message_of(id, 3).unwrap().data[0], 3);
+        assert!(s.message_of(id, 1).is_none());
+        assert_eq!(
+            s.stats().bytes,
+            ENTRY_OVERHEAD + 5 + 3 * (100 + ITEM_OVERHEAD)
+        );
     }
 
-    #[tokio::test]
-    async fn subscribers_hear_changes_and_clear_empties_the_store() {
+    #[test]
+    fn subscribers_hear_changes_and_clear_empties_the_store() {
         let s = store(1 << 20, 1 << 10);
-        let mut rx = s.subscribe();
-        let id = s.begin(new_entry());
-        s.respond(id, StatusCode::OK, &HeaderMap::new(), Kind::Http);
-        s.finish(id, None);
+        let mut sub = s.subscribe();
+        let slot = s.begin(new_entry());
+        let id = slot.id();
+        s.respond(&slot, StatusCode::OK, &HeaderMap::new(), Kind::Http);
+        s.finish(&slot, None);
         s.clear();
-        assert_eq!(rx.recv().await.unwrap(), Change::Added(id));
-        assert_eq!(rx.recv().await.unwrap(), Change::Updated(id));
-        assert_eq!(rx.recv().await.unwrap(), Change::Updated(id));
-        assert_eq!(rx.recv().await.unwrap(), Change::Cleared);
+        assert_eq!(
+            sub.try_next(),
+            Some(Batch::Changes(vec![
+                Change::Added(id),
+                Change::Updated(id),
+                Change::Updated(id),
+                Change::Cleared,
+            ]))
+        );
         assert_eq!(s.stats().entries, 0);
         assert_eq!(s.stats().bytes, 0);
+        // Bytes of a deleted entry still in flight pass uncounted.
+        s.append(&slot, Side::Request, b"late");
+        assert_eq!(s.stats().bytes, 0);
         // Ids keep counting after a clear.
-        assert!(s.begin(new_entry()) > id);
+        assert!(s.begin(new_entry()).id() > id);
+    }
+
+    #[test]
+    fn a_full_budget_evicts_in_batches_and_never_goes_over() {
+        let budget = 64 << 10;
+        let s = store(budget, 1 << 10);
+        let mut evictions = 0;
+        let mut last = 0;
+        for _ in 0..2000 {
+            let slot = s.begin(new_entry());
+            s.append(&slot, Side::Request, &[1; 100]);
+            s.respond(&slot, StatusCode::OK, &HeaderMap::new(), Kind::Http);
+            s.append(&slot, Side::Response, &[2; 100]);
+            s.finish(&slot, None);
+            let stats = s.stats();
+            assert!(stats.bytes <= budget, "{stats:?}");
+            if stats.evicted != last {
+                evictions += 1;
+                last = stats.evicted;
+            }
+        }
+        let stats = s.stats();
+        let per_entry = ENTRY_OVERHEAD + 5 + 200;
+        assert_eq!(stats.bytes, stats.entries * per_entry);
+        assert_eq!(stats.evicted + stats.entries as u64, 2000);
+        // Each eviction freed the headroom (1 KiB here: several entries), not one entry.
+        assert!(
+            stats.evicted >= 2 * evictions,
+            "{} in {evictions}",
+            stats.evicted
+        );
+        // The newest are kept, newest first, listed across several reading chunks.
+        let ids: Vec<_> = s
+            .newest(usize::MAX, |_| true)
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids.len(), stats.entries);
+        assert!(ids.windows(2).all(|w| w[0] == w[1] + 1));
+        assert_eq!(ids[0], 2000);
+        let odd: Vec<_> = s
+            .newest(3, |e| e.id % 2 == 1)
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(odd, vec![1999, 1997, 1995]);
     }
 }
