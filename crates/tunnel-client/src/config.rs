@@ -13,6 +13,10 @@ use clap::{Parser, Subcommand};
 
 use crate::inspect::{InspectArgs, InspectConfig, InspectConfigError};
 
+mod flags;
+
+pub use self::flags::SessionFlags;
+
 /// The command line of `tunnel-client`: a subcommand, or today's flags of one tunnel.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -175,6 +179,10 @@ pub struct TcpArgs {
     /// No per-connection log lines.
     #[arg(long, short, env = "TUNNEL_QUIET")]
     pub quiet: bool,
+
+    /// Retrying, taking over, request lines.
+    #[command(flatten)]
+    pub session: SessionFlags,
 }
 
 /// `tunnel-client connect ID --listen ADDR`.
@@ -323,6 +331,10 @@ pub struct ClientArgs {
     /// The traffic inspector.
     #[command(flatten)]
     pub inspect: InspectArgs,
+
+    /// Retrying, taking over, request lines.
+    #[command(flatten)]
+    pub session: SessionFlags,
 }
 
 /// Where the server is, for the API and for the WebSocket.
@@ -474,6 +486,8 @@ pub struct ClientConfig {
     /// Set for a TCP tunnel (`tunnel-client tcp`, a file's `proto = "tcp"`): raw TCP streams
     /// to the local service instead of HTTP requests.
     pub tcp: Option<TcpOptions>,
+    /// Retrying, taking over, request lines.
+    pub session: SessionFlags,
 }
 
 /// What a TCP tunnel asks for beyond an HTTP one.
@@ -540,6 +554,7 @@ impl ClientConfig {
                 ip_deny: clean(args.deny_ips),
             },
             tcp: None,
+            session: args.session,
         })
     }
 
@@ -578,6 +593,7 @@ impl ClientConfig {
                 remote_port: args.remote_port.filter(|p| *p != 0),
                 proxy_protocol,
             }),
+            session: args.session,
         })
     }
 

@@ -421,6 +421,7 @@ impl Check<'_> {
                 },
                 domain: domain?,
                 inspect,
+                session: Default::default(),
                 tcp: tcp?,
             },
             name: name?,
