@@ -284,14 +284,11 @@ async fn serve_client(
     }
     if let Some(old) = claim.replaced {
         info!("a new client took over the tunnel; closing the previous one");
-        state.tasks.clients.spawn(async move {
-            old.mux
-                .close(
-                    GoodbyeReason::Replaced,
-                    "another client connected to this tunnel",
-                )
-                .await
-        });
+        let message = format!("replaced by another client from {}", remote.ip());
+        state
+            .tasks
+            .clients
+            .spawn(async move { old.mux.close(GoodbyeReason::Replaced, &message).await });
     }
     info!(%agent, "client connected");
     state.metrics.client_connected();

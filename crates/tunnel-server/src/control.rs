@@ -7,6 +7,8 @@
 //!   on request and every `TUNNEL_DOMAIN_RECHECK_SECS`.
 //! - [`events`]: `GET /api/events` and `GET /api/tunnels/{id}/events`, the key's live events
 //!   as SSE.
+//! - `takeover`: a create naming the caller's own tunnel: refused while its client is
+//!   connected (409 `tunnel_in_use`) unless `force`, else the old tunnel is replaced.
 //! - [`openapi`]: the OpenAPI document of these handlers and of the client endpoint, generated
 //!   from the handlers themselves.
 //!
@@ -16,3 +18,4 @@ pub mod api;
 pub mod domain;
 pub mod events;
 pub mod openapi;
+mod takeover;

@@ -67,6 +67,10 @@ pub enum TunnelError {
     /// A name conflict.
     #[error("{0}")]
     Conflict(String),
+    /// The name asked for is the caller's own tunnel, and a client serves it now: creating
+    /// it again would cut that client off (unless `force`).
+    #[error("tunnel {:?} is served by a running tunnel-client{}", .0.tunnel, .0.describe())]
+    InUse(Box<InUse>),
     /// A per-key quota is exhausted.
     #[error("{0}")]
     QuotaExceeded(String),
@@ -111,6 +115,30 @@ pub enum TunnelError {
     /// Every public TCP port of `TUNNEL_TCP_PORTS` is held by a tunnel.
     #[error("{0}")]
     PortsExhausted(String),
+}
+
+/// The running client of a tunnel that a create did not replace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InUse {
+    /// The tunnel.
+    pub tunnel: String,
+    /// Since when its client is connected.
+    pub connected_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// The client's address.
+    pub client_addr: Option<String>,
+}
+
+impl InUse {
+    fn describe(&self) -> String {
+        let mut s = String::new();
+        if let Some(since) = self.connected_since {
+            s.push_str(&format!(", connected since {}", since.to_rfc3339()));
+        }
+        if let Some(addr) = &self.client_addr {
+            s.push_str(&format!(" from {addr}"));
+        }
+        s
+    }
 }
 
 /// Where a path that left a tunnel's prefix was probably meant to go.
@@ -162,7 +190,7 @@ impl TunnelError {
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UriTooLong => StatusCode::URI_TOO_LONG,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Conflict(_) => StatusCode::CONFLICT,
+            Conflict(_) | InUse(_) => StatusCode::CONFLICT,
             QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -186,6 +214,7 @@ impl TunnelError {
             Unauthorized => "unauthorized",
             MethodNotAllowed => "method_not_allowed",
             Conflict(_) => "conflict",
+            InUse(_) => "tunnel_in_use",
             QuotaExceeded(_) => "quota_exceeded",
             Invalid(_) => "invalid_request",
             RateLimited { .. } => "rate_limited",
@@ -239,6 +268,10 @@ impl TunnelError {
                 "Send fewer or shorter headers (TUNNEL_MAX_HEADER_BYTES, TUNNEL_MAX_HEADERS)."
             }
             HandshakesFull | Overloaded | RegistryUnavailable => "Retry shortly.",
+            InUse(_) => {
+                "Stop that client, or create with \"force\": true (tunnel-client --force) to take \
+                 the tunnel over; it is told who replaced it."
+            }
             PortsExhausted(_) => {
                 "Delete a TCP tunnel, or use the front door (tunnel-client connect) without a port."
             }
@@ -262,9 +295,13 @@ impl TunnelError {
 
     /// Renders as JSON: `{"error": {"code", "message", "hint"}}`.
     pub fn json_response(&self) -> Response {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": { "code": self.code(), "message": self.to_string(), "hint": self.hint() }
         });
+        if let TunnelError::InUse(in_use) = self {
+            body["error"]["connected_since"] = serde_json::json!(in_use.connected_since);
+            body["error"]["client_addr"] = serde_json::json!(in_use.client_addr);
+        }
         self.with_headers(body.to_string(), "application/json")
     }
 
@@ -350,6 +387,12 @@ pub struct ErrorDetail {
     pub message: String,
     /// What to do about it (may be empty).
     pub hint: String,
+    /// `tunnel_in_use` only: since when the running client is connected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// `tunnel_in_use` only: the running client's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<String>,
 }
 
 impl IntoResponse for TunnelError {

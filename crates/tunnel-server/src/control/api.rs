@@ -16,7 +16,9 @@ use tunnel_protocol::GoodbyeReason;
 use utoipa::ToSchema;
 
 use super::domain::{new_domain, verify, verify_later};
+use super::takeover;
 use crate::auth::{presented_credential, KeyId};
+use crate::edge::ClientIp;
 use crate::error::{ErrorBody, TunnelError};
 use crate::state::AppState;
 use crate::tunnel::access::AccessPolicy;
@@ -190,6 +192,11 @@ pub struct CreateRequest {
     /// service configured to live under `/<id>/` (Vite `base`, Jupyter `base_url`, Next.js
     /// `basePath`). Default false: the prefix is stripped.
     pub keep_prefix: Option<bool>,
+    /// Take `name` over from this key's tunnel of that name even while a client serves it:
+    /// that client is closed with a goodbye naming the new client's address. Without it such
+    /// a create is refused (409 `tunnel_in_use`, with `connected_since` and `client_addr`);
+    /// a tunnel of that name whose client is gone is replaced either way.
+    pub force: Option<bool>,
 }
 
 /// What a tunnel carries.
@@ -277,12 +284,13 @@ pub struct CreateResponse {
         (status = 200, description = "Created; the token is shown only here", body = CreateResponse),
         (status = 400, description = "Invalid JSON, name or ttl_secs", body = ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody),
-        (status = 409, description = "The name is taken, held by another key for its grace period, reserved for another key, or the domain is in use", body = ErrorBody),
+        (status = 409, description = "The name is taken, held by another key for its grace period, reserved for another key, or the domain is in use (`conflict`); or it is this key's tunnel and a client serves it (`tunnel_in_use`, with `connected_since` and `client_addr`; `force` takes it over)", body = ErrorBody),
         (status = 429, description = "This key holds TUNNEL_MAX_TUNNELS_PER_KEY tunnels", body = ErrorBody),
         (status = 503, description = "The server is shutting down, or every port of TUNNEL_TCP_PORTS is taken (tcp_ports_exhausted)", body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<Arc<AppState>>,
     ApiKey(owner): ApiKey,
+    client: Option<axum::Extension<ClientIp>>,
     body: Bytes,
 ) -> Result<Json<CreateResponse>, TunnelError> {
     if state.shutdown.is_cancelled() {
@@ -316,6 +324,11 @@ pub(crate) async fn create(
         None | Some("") => None,
         Some(d) => Some(new_domain(&state, owner, d)?),
     };
+    if let Some(name) = req.name.as_deref() {
+        let by = client.map(|c| c.0 .0);
+        let force = req.force.unwrap_or(false);
+        takeover::clear_for(&state, owner, name, force, by).await?;
+    }
     let proto = req.proto.unwrap_or_default();
     let new_tcp = tcp_port(&state, proto, req.tcp_port)?;
     let (tunnel, token) = state

@@ -81,27 +81,42 @@ impl CloseReason {
 /// A command on a pod's channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Command {
-    /// Close the client of `id` if its session is still `generation`.
+    /// Close the client of `id` if its session is still `generation`, with `message` as the
+    /// goodbye's text when given (a pod before messages ignores it: `close` has four words).
     Close {
         id: String,
         generation: u64,
         reason: CloseReason,
+        message: Option<String>,
     },
 }
 
 impl Command {
-    /// Parses `close ID GENERATION REASON`; `None` for anything else (a newer pod's command).
+    /// Parses `close ID GENERATION REASON [MESSAGE…]`; `None` for anything else (a newer
+    /// pod's command).
     pub(super) fn parse(payload: &str) -> Option<Self> {
-        let mut words = payload.split(' ');
+        let mut words = payload.splitn(5, ' ');
         match (words.next()?, words.next()?, words.next()?, words.next()?) {
             ("close", id, generation, reason) => Some(Command::Close {
                 id: id.to_string(),
                 generation: generation.parse().ok()?,
                 reason: CloseReason::parse(reason)?,
+                message: words.next().filter(|m| !m.is_empty()).map(str::to_string),
             }),
             _ => None,
         }
     }
+}
+
+/// The reason word (and message) [`crate::tunnel::redis`]'s remove script passes on to the pod
+/// holding the client, as `close ID GENERATION` + this.
+pub(super) fn close_tail(reason: CloseReason, message: &str) -> String {
+    let message: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    format!("{} {message}", reason.as_str())
 }
 
 #[cfg(test)]
@@ -122,7 +137,21 @@ mod tests {
             Some(Command::Close {
                 id: "abc".into(),
                 generation: 12,
-                reason: CloseReason::Deleted
+                reason: CloseReason::Deleted,
+                message: None,
+            })
+        );
+        let tail = close_tail(
+            CloseReason::Replaced,
+            "replaced by another client from 10.0.0.7",
+        );
+        assert_eq!(
+            Command::parse(&format!("close abc 3 {tail}")),
+            Some(Command::Close {
+                id: "abc".into(),
+                generation: 3,
+                reason: CloseReason::Replaced,
+                message: Some("replaced by another client from 10.0.0.7".into()),
             })
         );
         assert_eq!(Command::parse("close abc x deleted"), None);

@@ -11,7 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tunnel_protocol::mux::ServerMux;
 use tunnel_protocol::GoodbyeReason;
 
-use super::bus::CloseReason;
+use super::bus::{close_tail, CloseReason};
 use super::cache::Hit;
 use super::domains;
 use super::keys;
@@ -240,9 +240,20 @@ impl Shared {
 
     /// Closes a client session here, on the registry's task tracker.
     pub(super) fn close(&self, connection: Connection, reason: CloseReason) {
-        let (reason, message) = reason.goodbye();
+        self.close_saying(connection, reason, None);
+    }
+
+    /// [`Self::close`] with the goodbye's text, if the registry gave one.
+    pub(super) fn close_saying(
+        &self,
+        connection: Connection,
+        reason: CloseReason,
+        message: Option<String>,
+    ) {
+        let (reason, default) = reason.goodbye();
+        let message = message.unwrap_or_else(|| default.to_string());
         self.tasks
-            .spawn(async move { connection.mux.close(reason, message).await });
+            .spawn(async move { connection.mux.close(reason, &message).await });
     }
 
     pub(super) fn lease_ms(&self) -> u64 {
@@ -329,7 +340,10 @@ impl Shared {
             .key(keys::name(id))
             .arg(id)
             .arg(keys::TOMBSTONE_MS)
-            .arg(CloseReason::Deleted.as_str())
+            .arg(match reason {
+                GoodbyeReason::Replaced => close_tail(CloseReason::Replaced, message),
+                _ => close_tail(CloseReason::Deleted, message),
+            })
             .arg(self.grace_ms(id))
             .invoke_async::<Vec<Option<String>>>(&mut conn)
             .await;

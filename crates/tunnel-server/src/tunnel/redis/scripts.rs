@@ -184,7 +184,7 @@ return 1
 /// at once with a grace of 0); stops routing its custom domain; tells the pod that holds its
 /// client to close it.
 ///
-/// KEYS: tunnel, lease, tombstone, name record. ARGV: id, tombstone ms, reason, grace ms.
+/// KEYS: tunnel, lease, tombstone, name record. ARGV: id, tombstone ms, reason (`deleted` or `replaced`, then the goodbye's text), grace ms.
 /// Returns `{owner, node, generation}`, or `{}` if there was no such tunnel.
 pub const REMOVE: &str = r#"
 local owner = redis.call('HGET', KEYS[1], 'owner')

@@ -96,7 +96,8 @@ fn handle(shared: &Shared, own: &str, message: &redis::Msg) {
                 id,
                 generation,
                 reason,
-            }) => close_session(shared, &id, generation, reason),
+                message,
+            }) => close_session(shared, &id, generation, reason, message),
             None => tracing::debug!(%payload, "unknown registry command"),
         }
         return;
@@ -118,7 +119,13 @@ fn handle(shared: &Shared, own: &str, message: &redis::Msg) {
 }
 
 /// Closes the client of `id` here if its session is still `generation`.
-fn close_session(shared: &Shared, id: &str, generation: u64, reason: CloseReason) {
+fn close_session(
+    shared: &Shared,
+    id: &str,
+    generation: u64,
+    reason: CloseReason,
+    message: Option<String>,
+) {
     let Some(tunnel) = shared.local.get(id).map(|t| t.clone()) else {
         return;
     };
@@ -134,7 +141,7 @@ fn close_session(shared: &Shared, id: &str, generation: u64, reason: CloseReason
     }
     if let Some(c) = tunnel.take_connection() {
         tracing::info!(tunnel = %id, generation, reason = reason.as_str(), "closing a client as the registry says");
-        shared.close(c, reason);
+        shared.close_saying(c, reason, message);
     }
 }
 
@@ -184,8 +191,8 @@ async fn renew_all(shared: &Shared) -> Result<(), StoreError> {
         match status.as_str() {
             "ok" => {}
             "restored" => tracing::info!(tunnel = %t.id, "lease had lapsed; taken back"),
-            "replaced" => close_session(shared, &t.id, c.generation, CloseReason::Replaced),
-            "deleted" => close_session(shared, &t.id, c.generation, CloseReason::Deleted),
+            "replaced" => close_session(shared, &t.id, c.generation, CloseReason::Replaced, None),
+            "deleted" => close_session(shared, &t.id, c.generation, CloseReason::Deleted, None),
             "missing" => restore(shared, &t, &c).await?,
             other => tracing::warn!(tunnel = %t.id, status = other, "unexpected renewal status"),
         }
