@@ -26,6 +26,8 @@ mod names;
 mod redis_url;
 #[path = "cluster/tcp.rs"]
 mod tcp;
+#[path = "cluster/takeover.rs"]
+mod takeover;
 
 /// Redis, pods `a`, `b`, `c`… and the balancer in front of them (trying them in that order).
 struct Setup {

@@ -96,6 +96,9 @@ pub enum ApiError {
     /// The requested name is taken.
     #[error("the tunnel name is taken (409): {0}")]
     Conflict(String),
+    /// The requested name is this key's tunnel, and a tunnel-client serves it now.
+    #[error("{0}")]
+    InUse(InUse),
     /// Any other refusal.
     #[error("the server refused ({status}): {message}")]
     Rejected {
@@ -121,7 +124,45 @@ struct ErrorBody {
 
 #[derive(Deserialize)]
 struct ErrorDetail {
+    #[serde(default)]
+    code: String,
     message: String,
+    #[serde(default)]
+    connected_since: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    client_addr: Option<String>,
+}
+
+/// The running client a create refused to replace (409 `tunnel_in_use`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InUse {
+    /// The tunnel's name.
+    pub name: String,
+    /// Since when that client is connected.
+    pub connected_since: Option<chrono::DateTime<chrono::Utc>>,
+    /// From where.
+    pub client_addr: Option<String>,
+}
+
+impl std::fmt::Display for InUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tunnel {} is served by another tunnel-client", self.name)?;
+        if let Some(since) = self.connected_since {
+            let local = since.with_timezone(&chrono::Local);
+            let ago = crate::display::human_duration(
+                (chrono::Utc::now() - since).to_std().unwrap_or_default(),
+            );
+            write!(
+                f,
+                ", connected since {} ({ago} ago)",
+                local.format("%H:%M:%S")
+            )?;
+        }
+        if let Some(addr) = &self.client_addr {
+            write!(f, " from {addr}")?;
+        }
+        write!(f, "; stop it, or take the tunnel over with --force")
+    }
 }
 
 impl ControlClient {
@@ -156,18 +197,29 @@ impl ControlClient {
         if resp.status().is_success() {
             return Ok(resp);
         }
-        let message = match resp.json::<ErrorBody>().await {
-            Ok(b) => b.error.message,
-            Err(_) => "no details".to_string(),
+        let detail = match resp.json::<ErrorBody>().await {
+            Ok(b) => b.error,
+            Err(_) => ErrorDetail {
+                code: String::new(),
+                message: "no details".into(),
+                connected_since: None,
+                client_addr: None,
+            },
         };
+        let message = detail.message;
         Err(match status {
             401 => ApiError::Unauthorized,
+            409 if detail.code == "tunnel_in_use" => ApiError::InUse(InUse {
+                name: String::new(),
+                connected_since: detail.connected_since,
+                client_addr: detail.client_addr,
+            }),
             409 => ApiError::Conflict(message),
             _ => ApiError::Rejected { status, message },
         })
     }
 
-    /// `POST /api/tunnels/create`.
+    /// `POST /api/tunnels/create`; `force` takes the name over from a running client.
     pub async fn create(
         &self,
         name: Option<&str>,
@@ -175,6 +227,7 @@ impl ControlClient {
         access: &AccessRequest,
         domain: Option<&str>,
         tcp: Option<&TcpOptions>,
+        force: bool,
     ) -> Result<Created, ApiError> {
         let mut body = serde_json::json!({
             "name": name,
@@ -187,19 +240,29 @@ impl ControlClient {
         if let Some(d) = domain {
             body["domain"] = serde_json::Value::from(d);
         }
+        if force {
+            body["force"] = serde_json::Value::from(true);
+        }
         if let Some(tcp) = tcp {
             body["proto"] = serde_json::Value::from("tcp");
             if let Some(port) = tcp.remote_port {
                 body["tcp_port"] = serde_json::Value::from(port);
             }
         }
-        let resp = self
+        let resp = match self
             .send(
                 self.http
                     .post(format!("{}/api/tunnels/create", self.base))
                     .json(&body),
             )
-            .await?;
+            .await
+        {
+            Err(ApiError::InUse(mut in_use)) => {
+                in_use.name = name.unwrap_or_default().to_string();
+                return Err(ApiError::InUse(in_use));
+            }
+            other => other?,
+        };
         resp.json::<Created>()
             .await
             .map_err(|e| ApiError::Rejected {

@@ -1,15 +1,24 @@
 //! What the client prints: the public URL, one line per request, connection changes.
-//! Coloured when stdout is a terminal and `NO_COLOR` is unset.
+//! Coloured when stdout is a terminal and `NO_COLOR` is unset. Every line fits 80 columns
+//! (`fit`), unless `--verbose` adds the request id.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod fit;
+
+pub use self::fit::{expiry, human_duration, truncate_middle, WIDTH};
+
 /// Prints user-facing lines.
 #[derive(Debug, Clone)]
 pub struct Printer {
     color: bool,
+    /// Messages wrap at 80 columns (on a terminal; piped, each stays one line for grep).
+    wrap: bool,
     requests: bool,
+    /// Request lines carry the request id (`--verbose`).
+    verbose: bool,
     /// The tunnel's name, when the client runs several ([`Printer::for_tunnel`]).
     label: Option<Arc<str>>,
 }
@@ -38,12 +47,20 @@ const CYAN: &str = "\x1b[36m";
 impl Printer {
     /// A printer; `requests` turns per-request lines on.
     pub fn new(requests: bool) -> Self {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        let terminal = std::io::stdout().is_terminal();
+        let color = terminal && std::env::var_os("NO_COLOR").is_none();
         Self {
             color,
+            wrap: terminal,
             requests,
+            verbose: false,
             label: None,
         }
+    }
+
+    /// The same printer, with request ids on the request lines or not (`--verbose`).
+    pub fn with_verbose(self, verbose: bool) -> Self {
+        Self { verbose, ..self }
     }
 
     /// A printer for one of several tunnels: its lines start with the tunnel's name, and it
@@ -119,14 +136,22 @@ impl Printer {
         self.line(&format!(
             "  {}  {}",
             self.paint(&format!("{BOLD}{GREEN}"), "Tunnel online"),
-            self.paint(DIM, &format!("(expires {expires_at})"))
+            self.paint(DIM, &format!("({})", expiry(expires_at)))
         ));
-        self.line(&format!(
-            "  {}  {} -> http://{local}",
-            self.paint(BOLD, "Forwarding"),
-            self.paint(&format!("{BOLD}{CYAN}"), public_url)
-        ));
+        self.forwarding(public_url, &format!("http://{local}"));
         self.line("");
+    }
+
+    /// `Forwarding  URL -> LOCAL`, the local side on a line of its own when both do not fit.
+    fn forwarding(&self, public: &str, local: &str) {
+        let label = self.paint(BOLD, "Forwarding");
+        let url = self.paint(&format!("{BOLD}{CYAN}"), public);
+        if 2 + 10 + 2 + fit::width(public) + 4 + fit::width(local) <= WIDTH {
+            self.line(&format!("  {label}  {url} -> {local}"));
+        } else {
+            self.line(&format!("  {label}  {url}"));
+            self.line(&format!("  {}  -> {local}", " ".repeat(10)));
+        }
     }
 
     /// The banner of a TCP tunnel: its public port (if the server gave it one) and the
@@ -136,7 +161,7 @@ impl Printer {
         self.line(&format!(
             "  {}  {}",
             self.paint(&format!("{BOLD}{GREEN}"), "TCP tunnel online"),
-            self.paint(DIM, &format!("(expires {expires_at})"))
+            self.paint(DIM, &format!("({})", expiry(expires_at)))
         ));
         if let Some(address) = address {
             self.line(&format!(
@@ -175,34 +200,51 @@ impl Printer {
         self.line("");
     }
 
-    /// A status message.
+    /// A status message (on a terminal wrapped at 80 columns, the continuation under the
+    /// text).
     pub fn info(&self, msg: &str) {
-        self.line(&format!(
-            "{} {}{}",
-            self.paint(DIM, &now()),
-            self.tag(),
-            msg
-        ));
+        self.message(msg, None);
     }
 
     /// A WebSocket session through the tunnel began (its end is a [`Printer::request`] line).
     pub fn websocket_opened(&self, path: &str) {
         if self.requests {
+            let path = truncate_middle(path, WIDTH - 9 - self.tag_width() - 8 - 17);
             self.info(&format!("WS      {path} websocket opened"));
         }
     }
 
     /// A warning.
     pub fn warn(&self, msg: &str) {
-        self.line(&format!(
-            "{} {}{}",
-            self.paint(DIM, &now()),
-            self.tag(),
-            self.paint(YELLOW, msg)
-        ));
+        self.message(msg, Some(YELLOW));
     }
 
-    /// One finished request.
+    fn message(&self, msg: &str, colour: Option<&str>) {
+        let indent = 9 + self.tag_width();
+        let paint = |t: &str| colour.map_or_else(|| t.to_string(), |c| self.paint(c, t));
+        let parts = if self.wrap {
+            fit::wrap(msg, WIDTH - indent)
+        } else {
+            vec![msg.to_string()]
+        };
+        for (i, part) in parts.iter().enumerate() {
+            if i == 0 {
+                let stamp = self.paint(DIM, &now());
+                self.line(&format!("{stamp} {}{}", self.tag(), paint(part)));
+            } else {
+                self.line(&format!("{}{}", " ".repeat(indent), paint(part)));
+            }
+        }
+    }
+
+    /// The columns of [`Printer::tag`].
+    fn tag_width(&self) -> usize {
+        self.label.as_ref().map_or(0, |l| fit::width(l).max(10) + 1)
+    }
+
+    /// One finished request: time, method, path (with its query, cut from the middle to fit
+    /// 80 columns), status, duration, size; a failure's note on a line of its own below, and
+    /// the request id only with `--verbose`.
     pub fn request(&self, line: &RequestLine<'_>) {
         if !self.requests {
             return;
@@ -223,23 +265,38 @@ impl Printer {
             Some(s) if s < 500 => YELLOW,
             _ => RED,
         };
-        let path: String = path.chars().take(120).collect();
-        self.line(&format!(
-            "{} {}{:<7} {:<40} {} {:>8} {:>10}{}{}",
+        let tag = self.tag();
+        let tag_width = self.tag_width();
+        let method = format!("{method:<7}");
+        let tail = format!("{:>6} {:>9}", format_duration(took), format_bytes(bytes));
+        // time, spaces, method, status and the tail: all but the path.
+        let fixed = 8 + 1 + tag_width + fit::width(&method) + 1 + 1 + 3 + 1 + fit::width(&tail);
+        let mut text = format!(
+            "{} {tag}{method} {} {} {tail}",
             self.paint(DIM, &now()),
-            self.tag(),
-            method,
-            path,
-            self.paint(colour, &status_text),
-            format_duration(took),
-            format_bytes(bytes),
-            request_id.map_or_else(String::new, |id| format!("  {}", self.paint(DIM, id))),
-            if note.is_empty() {
-                String::new()
-            } else {
-                format!("  {}", self.paint(DIM, note))
+            fit::path_column(path, fixed),
+            self.paint(colour, &format!("{status_text:>3}")),
+        );
+        let mut below = String::new();
+        if self.verbose {
+            for extra in [request_id.unwrap_or(""), note] {
+                if !extra.is_empty() {
+                    text.push_str(&format!("  {}", self.paint(DIM, extra)));
+                }
             }
-        ));
+        } else if !note.is_empty() {
+            let indent = 8 + 1 + tag_width + fit::width(&method) + 1;
+            let room = WIDTH.saturating_sub(indent + 2);
+            below = format!(
+                "{}└ {}",
+                " ".repeat(indent),
+                self.paint(DIM, &truncate_middle(note, room))
+            );
+        }
+        self.line(text.trim_end());
+        if !below.is_empty() {
+            self.line(&below);
+        }
     }
 }
 
@@ -248,7 +305,7 @@ impl Printer {
 pub struct RequestLine<'a> {
     /// The method, or `WS` for a WebSocket session.
     pub method: &'a str,
-    /// The path (without the query).
+    /// The path, with its query.
     pub path: &'a str,
     /// The status the public client got, if one was sent.
     pub status: Option<u16>,

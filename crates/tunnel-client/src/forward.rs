@@ -79,7 +79,7 @@ impl Forwarder {
         let started = Instant::now();
         let head = &request.head;
         let method = head.method.clone();
-        let path = head.target.split('?').next().unwrap_or("/").to_string();
+        let path = head.target.clone();
         let websocket = head.headers.upgrades_to_websocket();
         let request_id = request_id(head);
         let span = tracing::info_span!(

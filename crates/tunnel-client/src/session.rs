@@ -2,19 +2,30 @@
 //! (re-creating the tunnel under the same id if the server forgot it), and delete it on exit.
 //! The handshake of one connection is in `connect`.
 
+mod backoff;
 mod connect;
+mod create;
+mod error;
+mod reach;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tunnel_protocol::mux::{self, ClientEvent, ClientMux, Goodbye, MuxConfig};
 use tunnel_protocol::{GoodbyeReason, ResetCode, Welcome};
 
+use self::backoff::{or_shutdown, pause, Backoff};
 use self::connect::{connect, ClientWs, ConnectError};
+use self::create::Creating;
+use self::error::ended;
+pub use self::error::{
+    ClientError, EXIT_IN_USE, EXIT_NO_HOST, EXIT_NO_PERM, EXIT_PROTOCOL, EXIT_REPLACED,
+};
+pub use self::reach::Fatal;
+use self::reach::Reach;
 use crate::config::ClientConfig;
 use crate::control::{ApiError, ControlClient, Created, TcpEndpoint};
 use crate::display::Printer;
@@ -43,78 +54,6 @@ pub enum Status {
     },
 }
 
-/// Why the client stopped (other than being asked to).
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// The control API refused us.
-    #[error(transparent)]
-    Api(#[from] ApiError),
-    /// The server ended the tunnel for good.
-    #[error("{0}")]
-    Ended(String),
-    /// Client and server speak different protocol versions.
-    #[error("{0}")]
-    VersionMismatch(String),
-    /// The traffic inspector could not listen.
-    #[error("cannot listen for the traffic inspector on {addr} (nor the 20 ports above): {source}; choose another with --inspect-addr, or --no-inspect")]
-    Inspector {
-        /// The address asked for.
-        addr: std::net::SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl ClientError {
-    /// Process exit status for this error.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            ClientError::Api(ApiError::Unauthorized) => 77, // EX_NOPERM
-            ClientError::Api(ApiError::Conflict(_)) => 75,  // EX_TEMPFAIL: name in use
-            ClientError::VersionMismatch(_) => 76,          // EX_PROTOCOL
-            _ => 1,
-        }
-    }
-}
-
-/// Exponential backoff with jitter: 250 ms doubling to `max`, each wait drawn from
-/// [half, full] of the current step so that many clients do not reconnect in lockstep.
-struct Backoff {
-    step: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(250);
-
-    fn new(max: Duration) -> Self {
-        Self {
-            step: Self::FIRST.min(max),
-            max,
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        let full = self.step;
-        self.step = (self.step * 2).min(self.max);
-        let ms = full.as_millis() as u64;
-        Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms.max(1)))
-    }
-
-    fn reset(&mut self) {
-        self.step = Self::FIRST.min(self.max);
-    }
-}
-
-/// Waits `d` unless shutdown comes first; true if it did.
-async fn pause(d: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
-    }
-}
-
 /// How long in-flight requests may take to finish after Ctrl-C, before the connection closes
 /// (cutting them) and the tunnel is deleted. A second Ctrl-C quits at once.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
@@ -126,7 +65,7 @@ pub async fn run(
     shutdown: CancellationToken,
     status: watch::Sender<Status>,
 ) -> Result<(), ClientError> {
-    let printer = Printer::new(cfg.log_requests);
+    let printer = Printer::new(cfg.log_requests).with_verbose(cfg.session.verbose);
     run_as(cfg, printer, shutdown, status).await
 }
 
@@ -147,6 +86,7 @@ pub async fn run_as(
         tcp: Arc::new(tcp),
         inspector,
         backoff: Backoff::new(cfg.max_backoff),
+        reach: Reach::default(),
         tasks: TaskTracker::new(),
         background: TaskTracker::new(),
         background_stop: shutdown.child_token(),
@@ -204,6 +144,8 @@ struct Client {
     /// The traffic inspector, unless it is off (its server runs on `background`).
     inspector: Option<Inspector>,
     backoff: Backoff,
+    /// What was last said about reaching the server.
+    reach: Reach,
     /// Every forward (one per request), so that Ctrl-C can wait for them.
     tasks: TaskTracker,
     /// Everything else spawned beside the session (the custom domain's watch), which ends at
@@ -234,7 +176,11 @@ impl Client {
             if self.shutdown.is_cancelled() {
                 return Ok(());
             }
-            let next = match connect(&self.cfg, created).await {
+            let Some(attempt) = or_shutdown(&self.shutdown, connect(&self.cfg, created)).await
+            else {
+                return Ok(());
+            };
+            let next = match attempt {
                 Ok((ws, welcome)) => self.online(ws, welcome, created).await?,
                 Err(e) => self.not_connected(e, created).await?,
             };
@@ -243,10 +189,7 @@ impl Client {
                 Next::Stop => return Ok(()),
                 Next::Later => {}
             }
-            let wait = self.backoff.next();
-            self.printer
-                .info(&format!("retrying in {:.1}s", wait.as_secs_f64()));
-            if pause(wait, &self.shutdown).await {
+            if pause(self.backoff.next(), &self.shutdown).await {
                 return Ok(());
             }
         }
@@ -260,6 +203,7 @@ impl Client {
         created: &Created,
     ) -> Result<Next, ClientError> {
         self.backoff.reset();
+        self.reach.clear();
         if let Some(i) = &self.inspector {
             i.set_tunnel(&welcome.tunnel_id, &welcome.public_url);
         }
@@ -397,29 +341,38 @@ impl Client {
         e: ConnectError,
         created: &mut Created,
     ) -> Result<Next, ClientError> {
+        let base = self.cfg.server.http_base.clone();
         match e {
             ConnectError::Unauthorized => self.unauthorized(created).await,
             ConnectError::Unreachable(detail) => {
-                self.printer.warn(&format!(
-                    "cannot reach {}: {detail}",
-                    self.cfg.server.ws_base
-                ));
+                let retry_forever = self.cfg.session.retry_forever;
+                let failed = self
+                    .reach
+                    .failed(&self.printer, &base, &detail, retry_forever);
+                if let Some((fatal, message)) = failed {
+                    return Err(ClientError::Unreachable { fatal, message });
+                }
                 let _ = self.status.send(Status::Reconnecting { reason: detail });
                 Ok(Next::Later)
             }
             ConnectError::Version(message) => Err(ClientError::VersionMismatch(message)),
             ConnectError::Refused(message) => {
-                self.printer
-                    .warn(&format!("server refused the connection: {message}"));
+                let line = format!("the server refused the connection: {message}; retrying…");
+                self.reach.say(&self.printer, &message, &line);
                 Ok(Next::Later)
             }
         }
     }
 
     /// The server refused the tunnel's token: either it restarted and forgot the tunnel
-    /// (created again under the same id), or the tunnel was deleted (the end).
+    /// (created again under the same id), or the tunnel is another session's now (taken over
+    /// while this client was away: the end).
     async fn unauthorized(&mut self, created: &mut Created) -> Result<Next, ClientError> {
-        match self.api.exists(&created.tunnel_id).await {
+        let Some(exists) = or_shutdown(&self.shutdown, self.api.exists(&created.tunnel_id)).await
+        else {
+            return Ok(Next::Stop);
+        };
+        match exists {
             Ok(false) => {
                 self.printer.info(&format!(
                     "the server no longer knows tunnel {}; creating it again",
@@ -432,11 +385,20 @@ impl Client {
                 }
                 Ok(Next::Now)
             }
-            Ok(true) => Err(ClientError::Ended(
-                "the server refused this client's tunnel token".into(),
-            )),
+            Ok(true) => Err(ClientError::Replaced(format!(
+                "replaced by another client: tunnel {} was taken over while this client was \
+                 disconnected (its token is no longer valid)",
+                created.tunnel_id
+            ))),
             Err(ApiError::Unreachable { detail, .. }) => {
-                self.printer.warn(&format!("server unreachable: {detail}"));
+                let base = self.cfg.server.http_base.clone();
+                let retry_forever = self.cfg.session.retry_forever;
+                let failed = self
+                    .reach
+                    .failed(&self.printer, &base, &detail, retry_forever);
+                if let Some((fatal, message)) = failed {
+                    return Err(ClientError::Unreachable { fatal, message });
+                }
                 Ok(Next::Later)
             }
             Err(e) => Err(e.into()),
@@ -467,14 +429,15 @@ impl Client {
     /// Creates the tunnel, retrying while the server is unreachable; `None` if shutdown came
     /// first.
     async fn create(&mut self, name: Option<&str>) -> Result<Option<Created>, ClientError> {
-        create_with_retry(
-            &self.api,
-            &self.cfg,
-            name,
-            &self.printer,
-            &mut self.backoff,
-            &self.shutdown,
-        )
+        Creating {
+            api: &self.api,
+            cfg: &self.cfg,
+            printer: &self.printer,
+            backoff: &mut self.backoff,
+            reach: &mut self.reach,
+            shutdown: &self.shutdown,
+        }
+        .run(name)
         .await
     }
 }
@@ -486,79 +449,6 @@ fn connect_command(cfg: &ClientConfig, created: &Created, tcp: &TcpEndpoint) -> 
         "tunnel-client connect {} --server {} --token {} --listen 127.0.0.1:{port}",
         created.tunnel_id, cfg.server.http_base, tcp.access_token
     )
-}
-
-/// The error for a goodbye that ends the tunnel for good.
-fn ended(reason: GoodbyeReason, message: &str) -> ClientError {
-    let why = match reason {
-        GoodbyeReason::Replaced => {
-            "another tunnel-client connected to this tunnel and took it over"
-        }
-        GoodbyeReason::Deleted => "the tunnel was deleted on the server",
-        GoodbyeReason::Expired => {
-            "the tunnel expired (its TTL ended); start the client again for a new one"
-        }
-        GoodbyeReason::VersionMismatch => "protocol version mismatch",
-        _ => "the server ended the tunnel",
-    };
-    ClientError::Ended(format!("{why} ({message})"))
-}
-
-/// Creates the tunnel, retrying while the server is unreachable. A requested name held by a
-/// tunnel of our own key (a previous run that did not exit cleanly) is taken over.
-async fn create_with_retry(
-    api: &ControlClient,
-    cfg: &ClientConfig,
-    name: Option<&str>,
-    printer: &Printer,
-    backoff: &mut Backoff,
-    shutdown: &CancellationToken,
-) -> Result<Option<Created>, ClientError> {
-    loop {
-        let result = match api
-            .create(
-                name,
-                cfg.ttl_secs,
-                &cfg.access,
-                cfg.domain.as_deref(),
-                cfg.tcp.as_ref(),
-            )
-            .await
-        {
-            Err(ApiError::Conflict(msg)) => match name {
-                Some(n) if api.exists(n).await.unwrap_or(false) => {
-                    printer.info(&format!(
-                        "tunnel {n} is held by an earlier session of this key; taking it over"
-                    ));
-                    api.delete(n).await?;
-                    api.create(
-                        name,
-                        cfg.ttl_secs,
-                        &cfg.access,
-                        cfg.domain.as_deref(),
-                        cfg.tcp.as_ref(),
-                    )
-                    .await
-                }
-                _ => Err(ApiError::Conflict(msg)),
-            },
-            other => other,
-        };
-        match result {
-            Ok(c) => return Ok(Some(c)),
-            Err(ApiError::Unreachable { url, detail }) => {
-                let wait = backoff.next();
-                printer.warn(&format!(
-                    "cannot reach the server at {url} ({detail}); retrying in {:.1}s",
-                    wait.as_secs_f64()
-                ));
-                if pause(wait, shutdown).await {
-                    return Ok(None);
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// The client's multiplexer settings, from the server's welcome. The receive windows (request
