@@ -1,8 +1,8 @@
 //! Creating the tunnel: retried quietly while the server cannot be reached (one line per
 //! change of reason), given up on errors retrying cannot fix, and abandoned at once on
 //! Ctrl-C. A name that this key's running client holds is refused by the server (409
-//! `tunnel_in_use`, exit 75) unless `--force`; a name whose client is gone is taken over by the
-//! server itself.
+//! `tunnel_in_use`, exit 75) unless `--force`; a name of this key whose client is gone (an
+//! earlier run that crashed) is taken over: asked for again with `force`.
 
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +29,7 @@ impl Creating<'_> {
     pub(super) async fn run(self, name: Option<&str>) -> Result<Option<Created>, ClientError> {
         let cfg = self.cfg;
         let base = cfg.server.http_base.as_str();
+        let mut force = cfg.session.force;
         loop {
             let create = self.api.create(
                 name,
@@ -36,7 +37,7 @@ impl Creating<'_> {
                 &cfg.access,
                 cfg.domain.as_deref(),
                 cfg.tcp.as_ref(),
-                cfg.session.force,
+                force,
             );
             let Some(result) = or_shutdown(self.shutdown, create).await else {
                 return Ok(None);
@@ -63,11 +64,32 @@ impl Creating<'_> {
                     let line = format!("the server answers {status} ({message}); retrying…");
                     self.reach.say(self.printer, &status.to_string(), &line);
                 }
+                Err(ApiError::Conflict(message)) => match name {
+                    _ if self.shutdown.is_cancelled() => return Ok(None),
+                    Some(n) if !force && self.held_by_this_key(n).await? => {
+                        self.printer.info(&format!(
+                            "tunnel {n} is held by an earlier session of this key (no client \
+                         connected); taking it over"
+                        ));
+                        force = true;
+                        continue;
+                    }
+                    _ => return Err(ApiError::Conflict(message).into()),
+                },
                 Err(e) => return Err(e.into()),
             }
             if pause(self.backoff.next(), self.shutdown).await {
                 return Ok(None);
             }
+        }
+    }
+
+    /// Whether tunnel `name` is this key's (the status API answers only its owner); a
+    /// shutdown meanwhile counts as no.
+    async fn held_by_this_key(&self, name: &str) -> Result<bool, ClientError> {
+        match or_shutdown(self.shutdown, self.api.exists(name)).await {
+            Some(exists) => Ok(exists?),
+            None => Ok(false),
         }
     }
 }

@@ -195,7 +195,7 @@ pub struct CreateRequest {
     /// Take `name` over from this key's tunnel of that name even while a client serves it:
     /// that client is closed with a goodbye naming the new client's address. Without it such
     /// a create is refused (409 `tunnel_in_use`, with `connected_since` and `client_addr`);
-    /// a tunnel of that name whose client is gone is replaced either way.
+    /// with no client connected, the tunnel is replaced too (without: 409 `conflict`).
     pub force: Option<bool>,
 }
 
