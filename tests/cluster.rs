@@ -24,10 +24,10 @@ use tunnel_protocol::mux::{ClientEvent, ClientMux, Goodbye, ServerMux};
 mod names;
 #[path = "cluster/redis_url.rs"]
 mod redis_url;
-#[path = "cluster/tcp.rs"]
-mod tcp;
 #[path = "cluster/takeover.rs"]
 mod takeover;
+#[path = "cluster/tcp.rs"]
+mod tcp;
 
 /// Redis, pods `a`, `b`, `c`… and the balancer in front of them (trying them in that order).
 struct Setup {

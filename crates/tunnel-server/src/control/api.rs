@@ -303,17 +303,7 @@ pub(crate) async fn create(
             .map_err(|e| TunnelError::Invalid(format!("invalid JSON body: {e}")))?
     };
     let settings = &state.settings;
-    let ttl = match req.ttl_secs {
-        None => settings.timeouts.default_ttl,
-        Some(0) => return Err(TunnelError::Invalid("ttl_secs must be at least 1".into())),
-        Some(s) if Duration::from_secs(s) > settings.timeouts.max_ttl => {
-            return Err(TunnelError::Invalid(format!(
-                "ttl_secs must be at most {}",
-                settings.timeouts.max_ttl.as_secs()
-            )))
-        }
-        Some(s) => Duration::from_secs(s),
-    };
+    let ttl = requested_ttl(settings, req.ttl_secs)?;
     let access = AccessPolicy::new(
         req.basic_auth.as_deref(),
         req.ip_allow.as_deref().unwrap_or_default(),
@@ -367,6 +357,24 @@ pub(crate) async fn create(
         proto,
         tcp: tcp.map(|t| TcpEndpoint::of(&state, &tunnel.id, t)),
     }))
+}
+
+/// The lifetime a create asks for: the default when absent, refused outside 1 s..=max.
+fn requested_ttl(
+    settings: &crate::config::Settings,
+    ttl_secs: Option<u64>,
+) -> Result<Duration, TunnelError> {
+    match ttl_secs {
+        None => Ok(settings.timeouts.default_ttl),
+        Some(0) => Err(TunnelError::Invalid("ttl_secs must be at least 1".into())),
+        Some(s) if Duration::from_secs(s) > settings.timeouts.max_ttl => {
+            Err(TunnelError::Invalid(format!(
+                "ttl_secs must be at most {}",
+                settings.timeouts.max_ttl.as_secs()
+            )))
+        }
+        Some(s) => Ok(Duration::from_secs(s)),
+    }
 }
 
 /// A TCP tunnel's access token and public port (if it gets one), bound before the tunnel is
