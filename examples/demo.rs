@@ -18,6 +18,19 @@ use tunnel_client::Status;
 use tunnel_e2e::backend::Backend;
 use tunnel_server::{AppState, Settings};
 
+/// The error for an address the demo cannot listen on: the address, and the setting that
+/// moves it (a tunnel-server started with the README's first command holds 127.0.0.1:8989).
+fn cannot_listen(bind: SocketAddr, e: std::io::Error) -> anyhow::Error {
+    let mut other = bind;
+    other.set_port(bind.port().wrapping_add(1).max(1));
+    let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+        "is a tunnel-server already running there? Stop it, or move the demo"
+    } else {
+        "move the demo"
+    };
+    anyhow::anyhow!("cannot listen on {bind}: {e} ({hint} with TUNNEL_BIND={other})")
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let bind: SocketAddr = std::env::var("TUNNEL_BIND")
@@ -29,7 +42,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let settings = Settings::parse_from(["tunnel-server", "--bind", &bind.to_string()])?;
     let key = settings.generated_key.clone().unwrap_or_default();
-    let listener = TcpListener::bind(bind).await?;
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|e| cannot_listen(bind, e))?;
     let state = Arc::new(AppState::new(settings, listener.local_addr()?));
     let server = tokio::spawn(tunnel_server::run(listener, state.clone()));
 

@@ -1,16 +1,22 @@
 //! Client configuration: flags and environment variables.
 //!
-//! `tunnel-client [FLAGS]` exposes one service as it always did ([`ClientArgs`]); the
-//! subcommands of [`Command`] work from a config file (`start`, `config check`), which
-//! `crate::file` reads into the same [`ClientConfig`]s; `tcp` and `connect` are TCP tunnels'
-//! two ends.
+//! `tunnel-client [FLAGS]` exposes one service as it always did ([`ClientArgs`]), and so do
+//! `tunnel-client 3000` and `tunnel-client http 3000`; the subcommands of [`Command`] work
+//! from a config file (`start`, `config check`), which `crate::file` reads into the same
+//! [`ClientConfig`]s; `tcp` and `connect` are TCP tunnels' two ends. What the flags leave out
+//! (server, key) `crate::sources` fills in before [`ClientConfig::from_args`] checks it all;
+//! `server_url` parses `--server`.
+
+mod server_url;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tunnel_protocol::name;
 
+pub use self::server_url::{ExplainedServer, SchemeReason, ServerUrl, ServerUrlError};
 use crate::inspect::{InspectArgs, InspectConfig, InspectConfigError};
 
 mod flags;
@@ -32,14 +38,17 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// The one-tunnel flags (`None` with a subcommand).
+    /// The one-tunnel flags (all defaults with a subcommand).
     #[command(flatten)]
-    pub http: Option<ClientArgs>,
+    pub http: ClientArgs,
 }
 
 /// The subcommands.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
+    /// Expose a local HTTP service: `tunnel-client http 3000`, the same as `tunnel-client
+    /// 3000`.
+    Http(ClientArgs),
     /// Start tunnels of the config file: `start --all`, or `start NAME...`. The file is
     /// watched (and SIGHUP reloads it): tunnels added, removed or changed follow it.
     Start(StartArgs),
@@ -63,7 +72,7 @@ pub enum ConfigCommand {
 }
 
 /// Where the config file is.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct FileArgs {
     /// The config file. Default: `$XDG_CONFIG_HOME/tunnel/tunnel.toml` (or the platform's
     /// config directory).
@@ -115,18 +124,9 @@ pub struct TcpArgs {
     #[arg(value_name = "PORT")]
     pub port: u16,
 
-    /// The tunnel server: HOST[:PORT], or a URL.
-    #[arg(long, env = "TUNNEL_SERVER", value_name = "TUNNEL_SERVER")]
-    pub server: String,
-
-    /// API key for the server's control API.
-    #[arg(
-        long,
-        env = "TUNNEL_API_KEY",
-        value_name = "TUNNEL_API_KEY",
-        hide_env_values = true
-    )]
-    pub api_key: String,
+    /// The server and the key.
+    #[command(flatten)]
+    pub server: ServerArgs,
 
     /// Host of the local service.
     #[arg(
@@ -150,7 +150,42 @@ pub struct TcpArgs {
     #[arg(long, env = "TUNNEL_PROXY_PROTOCOL")]
     pub proxy_protocol: bool,
 
-    /// Requested tunnel lifetime in seconds.
+    /// Lifetime, access lists, quiet: as for an HTTP tunnel.
+    #[command(flatten)]
+    pub common: TunnelArgs,
+}
+
+/// The server and the API key, for the commands that create a tunnel. Either may be left
+/// out: then the config file's `[client]` table gives it, and for a server on this machine
+/// the key a dev server keeps in its state file (`crate::sources`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerArgs {
+    /// The tunnel server: HOST[:PORT], or a URL. Without a scheme https/wss is used, except
+    /// for loopback hosts (http/ws; without a port, the dev server's 8989). Default: the
+    /// config file's `[client] server`, else localhost:8989 when no key is given either.
+    #[arg(long, env = "TUNNEL_SERVER", value_name = "TUNNEL_SERVER")]
+    pub server: Option<String>,
+
+    /// API key for the server's control API. Default: the config file's `[client] api_key`,
+    /// else, for a server on this machine, the key a dev server keeps in its state file.
+    #[arg(
+        long,
+        env = "TUNNEL_API_KEY",
+        value_name = "TUNNEL_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+
+    /// The config file whose `[client]` table fills in what is left out.
+    #[command(flatten)]
+    pub file: FileArgs,
+}
+
+/// What every tunnel the command line creates shares, HTTP or TCP: lifetime, access lists,
+/// quiet.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TunnelArgs {
+    /// Requested tunnel lifetime in seconds (the server's default when absent).
     #[arg(
         long,
         env = "TUNNEL_CLIENT_TTL_SECS",
@@ -158,7 +193,8 @@ pub struct TcpArgs {
     )]
     pub ttl_secs: Option<u64>,
 
-    /// Only these networks may connect; repeat or comma-separate.
+    /// Only these networks (CIDR or address, IPv4 or IPv6) may use the tunnel; repeat or
+    /// comma-separate.
     #[arg(
         long = "allow-ip",
         env = "TUNNEL_ALLOW_IPS",
@@ -167,7 +203,7 @@ pub struct TcpArgs {
     )]
     pub allow_ips: Vec<String>,
 
-    /// These networks may never connect (checked before --allow-ip).
+    /// These networks may never use the tunnel (checked before --allow-ip).
     #[arg(
         long = "deny-ip",
         env = "TUNNEL_DENY_IPS",
@@ -176,7 +212,7 @@ pub struct TcpArgs {
     )]
     pub deny_ips: Vec<String>,
 
-    /// No per-connection log lines.
+    /// No per-request (per-connection) log lines.
     #[arg(long, short, env = "TUNNEL_QUIET")]
     pub quiet: bool,
 
@@ -233,19 +269,13 @@ pub struct ConnectArgs {
     long_about = None
 )]
 pub struct ClientArgs {
-    /// The tunnel server: HOST[:PORT], or a URL. Without a scheme https/wss is used, except
-    /// for loopback hosts (http/ws).
-    #[arg(long, env = "TUNNEL_SERVER", value_name = "TUNNEL_SERVER")]
-    pub server: String,
+    /// Local port to expose: `tunnel-client 3000` (the same as --port 3000).
+    #[arg(value_name = "PORT")]
+    pub local_port: Option<u16>,
 
-    /// API key for the server's control API.
-    #[arg(
-        long,
-        env = "TUNNEL_API_KEY",
-        value_name = "TUNNEL_API_KEY",
-        hide_env_values = true
-    )]
-    pub api_key: String,
+    /// The server and the key.
+    #[command(flatten)]
+    pub server: ServerArgs,
 
     /// Local port to expose.
     #[arg(
@@ -254,7 +284,7 @@ pub struct ClientArgs {
         env = "TUNNEL_LOCAL_PORT",
         value_name = "TUNNEL_LOCAL_PORT"
     )]
-    pub port: u16,
+    pub port: Option<u16>,
 
     /// Host of the local service.
     #[arg(
@@ -278,16 +308,9 @@ pub struct ClientArgs {
     )]
     pub domain: Option<String>,
 
-    /// Requested tunnel lifetime in seconds (the server's default when absent).
-    #[arg(
-        long,
-        env = "TUNNEL_CLIENT_TTL_SECS",
-        value_name = "TUNNEL_CLIENT_TTL_SECS"
-    )]
-    pub ttl_secs: Option<u64>,
-
     /// Host header sent to the local service: `rewrite` (the local address, what dev servers
-    /// expect), `preserve` (the public host), or a literal host name.
+    /// expect; an Origin naming the tunnel's public origin follows it), `preserve` (the
+    /// public host), or a literal host name.
     #[arg(
         long,
         env = "TUNNEL_HOST_HEADER",
@@ -295,6 +318,12 @@ pub struct ClientArgs {
         default_value = "rewrite"
     )]
     pub host_header: String,
+
+    /// Path-prefix URLs keep their prefix: the local service receives `/<id>/x` unchanged,
+    /// and nothing is rewritten (for apps configured for that base path: Vite's `base`,
+    /// Jupyter's `base_url`, Next.js's `basePath`).
+    #[arg(long, env = "TUNNEL_KEEP_PREFIX")]
+    pub keep_prefix: bool,
 
     /// Require HTTP basic auth on the public URL: `user:password` (password 8+ characters).
     #[arg(
@@ -305,59 +334,13 @@ pub struct ClientArgs {
     )]
     pub basic_auth: Option<String>,
 
-    /// Only these networks (CIDR or address, IPv4 or IPv6) may use the public URL; repeat or
-    /// comma-separate.
-    #[arg(
-        long = "allow-ip",
-        env = "TUNNEL_ALLOW_IPS",
-        value_name = "TUNNEL_ALLOW_IPS",
-        value_delimiter = ','
-    )]
-    pub allow_ips: Vec<String>,
-
-    /// These networks may never use the public URL (checked before --allow-ip).
-    #[arg(
-        long = "deny-ip",
-        env = "TUNNEL_DENY_IPS",
-        value_name = "TUNNEL_DENY_IPS",
-        value_delimiter = ','
-    )]
-    pub deny_ips: Vec<String>,
-
-    /// No per-request log lines.
-    #[arg(long, short, env = "TUNNEL_QUIET")]
-    pub quiet: bool,
+    /// Lifetime, access lists, quiet.
+    #[command(flatten)]
+    pub common: TunnelArgs,
 
     /// The traffic inspector.
     #[command(flatten)]
     pub inspect: InspectArgs,
-
-    /// Retrying, taking over, request lines.
-    #[command(flatten)]
-    pub session: SessionFlags,
-}
-
-/// Where the server is, for the API and for the WebSocket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerUrl {
-    /// `http(s)://host[:port]` (no trailing slash).
-    pub http_base: String,
-    /// `ws(s)://host[:port]`.
-    pub ws_base: String,
-}
-
-/// Why `--server` is not a usable server address.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ServerUrlError {
-    /// A scheme other than `http://` and `https://`.
-    #[error("{0:?}: only http:// and https:// servers are supported")]
-    Scheme(String),
-    /// Nothing before the path.
-    #[error("{0:?} has no host")]
-    NoHost(String),
-    /// Not a valid URI authority.
-    #[error("{0:?} is not a valid server address: {1}")]
-    Invalid(String, String),
 }
 
 /// Why the settings cannot be used; names the setting (exit status 64).
@@ -366,68 +349,33 @@ pub enum ConfigError {
     /// `TUNNEL_SERVER`.
     #[error("invalid TUNNEL_SERVER: {0}")]
     Server(#[from] ServerUrlError),
+    /// No server was given (nor found in the config file).
+    #[error("no server: give --server HOST[:PORT] (or TUNNEL_SERVER, or [client] server in {0})")]
+    NoServer(String),
+    /// No API key was given (nor found in the config file or a dev server's state file).
+    #[error("no API key: give --api-key KEY (or TUNNEL_API_KEY, or [client] api_key in {0})")]
+    NoApiKey(String),
     /// `TUNNEL_API_KEY` is empty.
     #[error("invalid TUNNEL_API_KEY: empty")]
     EmptyApiKey,
+    /// No local port.
+    #[error("no local port: `tunnel-client 3000` (or --port 3000, TUNNEL_LOCAL_PORT)")]
+    NoPort,
     /// `TUNNEL_LOCAL_PORT` is 0.
     #[error("invalid TUNNEL_LOCAL_PORT: 0 is not a port")]
     PortZero,
+    /// `TUNNEL_NAME` breaks the rule for names.
+    #[error("invalid TUNNEL_NAME: {bad}{}", suggestion(bad))]
+    Name {
+        /// The name and the rule it breaks.
+        bad: name::BadName,
+    },
     /// `TUNNEL_HOST_HEADER` is neither a mode nor a usable header value.
     #[error("invalid TUNNEL_HOST_HEADER: {0:?}")]
     HostHeader(String),
     /// A `TUNNEL_INSPECT_*` setting (the error names which).
     #[error(transparent)]
     Inspect(#[from] InspectConfigError),
-}
-
-/// Whether a host name or address is on this machine.
-fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host.to_ascii_lowercase().ends_with(".localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-impl ServerUrl {
-    /// Parses `--server`.
-    pub fn parse(s: &str) -> Result<Self, ServerUrlError> {
-        let s = s.trim().trim_end_matches('/');
-        let (scheme, rest) = if let Some(r) = s.strip_prefix("https://") {
-            ("https", r)
-        } else if let Some(r) = s.strip_prefix("http://") {
-            ("http", r)
-        } else if s.contains("://") {
-            return Err(ServerUrlError::Scheme(s.to_string()));
-        } else {
-            let authority = s.split('/').next().unwrap_or(s);
-            let host = match authority.rsplit_once(':') {
-                Some((h, port)) if port.parse::<u16>().is_ok() => h,
-                _ => authority,
-            };
-            (
-                if is_loopback_host(host) {
-                    "http"
-                } else {
-                    "https"
-                },
-                s,
-            )
-        };
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(ServerUrlError::NoHost(s.to_string()));
-        }
-        let http_base = format!("{scheme}://{rest}");
-        http_base
-            .parse::<http::Uri>()
-            .map_err(|e| ServerUrlError::Invalid(s.to_string(), e.to_string()))?;
-        let ws_scheme = if scheme == "https" { "wss" } else { "ws" };
-        Ok(Self {
-            ws_base: format!("{ws_scheme}://{rest}"),
-            http_base,
-        })
-    }
 }
 
 /// What Host header the local service sees.
@@ -488,6 +436,9 @@ pub struct ClientConfig {
     pub tcp: Option<TcpOptions>,
     /// Retrying, taking over, request lines.
     pub session: SessionFlags,
+    /// Path-prefix requests reach the local service with their `/<id>` prefix
+    /// (`--keep-prefix`).
+    pub keep_prefix: bool,
 }
 
 /// What a TCP tunnel asks for beyond an HTTP one.
@@ -521,52 +472,42 @@ pub struct AccessRequest {
 }
 
 impl ClientConfig {
-    /// Validates parsed arguments.
+    /// Validates parsed arguments (server and key filled in, see `crate::sources`).
     pub fn from_args(args: ClientArgs) -> Result<Self, ConfigError> {
-        let server = ServerUrl::parse(&args.server)?;
-        if args.api_key.trim().is_empty() {
-            return Err(ConfigError::EmptyApiKey);
-        }
-        if args.port == 0 {
-            return Err(ConfigError::PortZero);
-        }
+        let local_port = args.local_port.or(args.port).ok_or(ConfigError::NoPort)?;
+        let (server, api_key) = server_and_key(&args.server)?;
         let host_header = HostHeader::parse(&args.host_header)
             .ok_or_else(|| ConfigError::HostHeader(args.host_header.clone()))?;
         let inspect = args.inspect.validate()?;
         Ok(Self {
             inspect,
             server,
-            api_key: args.api_key.trim().to_string(),
+            api_key,
             local_host: args.local_host,
-            local_port: args.port,
-            name: args.name.filter(|n| !n.is_empty()),
+            local_port: non_zero(local_port)?,
+            name: checked_name(args.name)?,
             domain: args
                 .domain
                 .map(|d| d.trim().to_string())
                 .filter(|d| !d.is_empty()),
-            ttl_secs: args.ttl_secs,
+            ttl_secs: args.common.ttl_secs,
             host_header,
-            log_requests: !args.quiet,
+            keep_prefix: args.keep_prefix,
+            log_requests: !args.common.quiet,
             max_backoff: Duration::from_secs(30),
             access: AccessRequest {
                 basic_auth: args.basic_auth.filter(|b| !b.is_empty()),
-                ip_allow: clean(args.allow_ips),
-                ip_deny: clean(args.deny_ips),
+                ip_allow: clean(args.common.allow_ips),
+                ip_deny: clean(args.common.deny_ips),
             },
             tcp: None,
-            session: args.session,
+            session: args.common.session,
         })
     }
 
     /// Validates `tunnel-client tcp`'s arguments (no inspector: it reads HTTP).
     pub fn from_tcp_args(args: TcpArgs) -> Result<Self, ConfigError> {
-        let server = ServerUrl::parse(&args.server)?;
-        if args.api_key.trim().is_empty() {
-            return Err(ConfigError::EmptyApiKey);
-        }
-        if args.port == 0 {
-            return Err(ConfigError::PortZero);
-        }
+        let (server, api_key) = server_and_key(&args.server)?;
         let proxy_protocol = if args.proxy_protocol {
             ProxyProtocol::V2
         } else {
@@ -575,25 +516,26 @@ impl ClientConfig {
         Ok(Self {
             inspect: None,
             server,
-            api_key: args.api_key.trim().to_string(),
+            api_key,
             local_host: args.local_host,
-            local_port: args.port,
-            name: args.name.filter(|n| !n.is_empty()),
+            local_port: non_zero(args.port)?,
+            name: checked_name(args.name)?,
             domain: None,
-            ttl_secs: args.ttl_secs,
+            ttl_secs: args.common.ttl_secs,
             host_header: HostHeader::Rewrite,
-            log_requests: !args.quiet,
+            keep_prefix: false,
+            log_requests: !args.common.quiet,
             max_backoff: Duration::from_secs(30),
             access: AccessRequest {
                 basic_auth: None,
-                ip_allow: clean(args.allow_ips),
-                ip_deny: clean(args.deny_ips),
+                ip_allow: clean(args.common.allow_ips),
+                ip_deny: clean(args.common.deny_ips),
             },
             tcp: Some(TcpOptions {
                 remote_port: args.remote_port.filter(|p| *p != 0),
                 proxy_protocol,
             }),
-            session: args.session,
+            session: args.common.session,
         })
     }
 
@@ -607,41 +549,56 @@ impl ClientConfig {
     }
 }
 
+/// The server and key of `args`, which must both be there by now.
+fn server_and_key(args: &ServerArgs) -> Result<(ServerUrl, String), ConfigError> {
+    let file = || {
+        args.file
+            .config
+            .as_ref()
+            .map_or("the config file".into(), |p| p.display().to_string())
+    };
+    let server = args
+        .server
+        .as_deref()
+        .ok_or_else(|| ConfigError::NoServer(file()))?;
+    let server = ServerUrl::parse(server)?;
+    let key = args
+        .api_key
+        .as_deref()
+        .ok_or_else(|| ConfigError::NoApiKey(file()))?;
+    if key.trim().is_empty() {
+        return Err(ConfigError::EmptyApiKey);
+    }
+    Ok((server, key.trim().to_string()))
+}
+
+fn non_zero(port: u16) -> Result<u16, ConfigError> {
+    if port == 0 {
+        Err(ConfigError::PortZero)
+    } else {
+        Ok(port)
+    }
+}
+
+/// `--name`, empty meaning none, checked against the rule both sides apply (before anything
+/// asks the server).
+fn checked_name(n: Option<String>) -> Result<Option<String>, ConfigError> {
+    match n.filter(|n| !n.is_empty()) {
+        Some(n) => name::check(&n)
+            .map(|()| Some(n))
+            .map_err(|bad| ConfigError::Name { bad }),
+        None => Ok(None),
+    }
+}
+
+/// `; try --name my-app`, when the rule leaves something close.
+fn suggestion(bad: &name::BadName) -> String {
+    name::suggest(&bad.name).map_or(String::new(), |s| format!("; try --name {s}"))
+}
+
 fn clean(list: Vec<String>) -> Vec<String> {
     list.into_iter()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scheme_defaults() {
-        let u = ServerUrl::parse("tunnels.example.com").expect("valid");
-        assert_eq!(u.http_base, "https://tunnels.example.com");
-        assert_eq!(u.ws_base, "wss://tunnels.example.com");
-        let u = ServerUrl::parse("localhost:8989").expect("valid");
-        assert_eq!(u.http_base, "http://localhost:8989");
-        assert_eq!(u.ws_base, "ws://localhost:8989");
-        let u = ServerUrl::parse("127.0.0.1:1").expect("valid");
-        assert_eq!(u.http_base, "http://127.0.0.1:1");
-        let u = ServerUrl::parse("[::1]:5").expect("valid");
-        assert_eq!(u.ws_base, "ws://[::1]:5");
-        let u = ServerUrl::parse("http://tunnels.example.com/").expect("valid");
-        assert_eq!(u.http_base, "http://tunnels.example.com");
-        let u = ServerUrl::parse("https://localhost:8443").expect("valid");
-        assert_eq!(u.ws_base, "wss://localhost:8443");
-        assert_eq!(
-            ServerUrl::parse("ftp://x"),
-            Err(ServerUrlError::Scheme("ftp://x".into()))
-        );
-        assert_eq!(
-            ServerUrl::parse("ftp://x").map_err(|e| e.to_string()),
-            Err(r#""ftp://x": only http:// and https:// servers are supported"#.into())
-        );
-        assert_eq!(ServerUrl::parse(""), Err(ServerUrlError::NoHost("".into())));
-    }
 }

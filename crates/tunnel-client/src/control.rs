@@ -228,6 +228,7 @@ impl ControlClient {
         domain: Option<&str>,
         tcp: Option<&TcpOptions>,
         force: bool,
+        keep_prefix: bool,
     ) -> Result<Created, ApiError> {
         let mut body = serde_json::json!({
             "name": name,
@@ -242,6 +243,9 @@ impl ControlClient {
         }
         if force {
             body["force"] = serde_json::Value::from(true);
+        }
+        if keep_prefix {
+            body["keep_prefix"] = serde_json::Value::from(true);
         }
         if let Some(tcp) = tcp {
             body["proto"] = serde_json::Value::from("tcp");

@@ -412,6 +412,7 @@ impl Check<'_> {
                 name: Some(name.clone()?),
                 ttl_secs: ttl_secs?,
                 host_header: host_header?,
+                keep_prefix: t.keep_prefix.unwrap_or(false),
                 log_requests: !shared.quiet,
                 max_backoff: std::time::Duration::from_secs(30),
                 access: AccessRequest {
@@ -637,6 +638,7 @@ local = "5432"
         assert_eq!(api.host_header, HostHeader::Rewrite);
         assert_eq!(api.ttl_secs, Some(60));
         assert!(api.inspect.is_some());
+        assert!(!api.keep_prefix);
         assert_eq!(set.tunnels[2].proto, Proto::Tcp);
         assert_eq!(set.tunnels[2].config.local_port, 5432);
     }
@@ -745,6 +747,14 @@ local = "5432"
         let e = client_values_of(Path::new("t.toml"), "[client]\nservr = 1\n", &env)
             .expect_err("unknown key");
         assert!(e.to_string().starts_with("t.toml:2:1: client.servr"), "{e}");
+    }
+
+    #[test]
+    fn keep_prefix_is_per_tunnel() {
+        let text = GOOD.replace("local = 5173", "local = 5173\nkeep_prefix = true");
+        let set = read(&text).expect("valid");
+        assert!(set.tunnels[0].config.keep_prefix);
+        assert!(!set.tunnels[1].config.keep_prefix);
     }
 
     #[test]

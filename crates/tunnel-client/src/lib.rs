@@ -9,6 +9,9 @@
 //!   [`config::ConfigError`]s that name the setting).
 //! - [`file`]: the config file (`tunnel.toml`), read into one [`config::ClientConfig`] per
 //!   tunnel; errors name the file, line and key.
+//! - [`sources`]: where a command-line tunnel's server and key come from when the flags
+//!   leave them out (environment, the file's `[client]`, a dev server's kept key), said in
+//!   one line each.
 //! - [`display`]: the banner and per-request lines ([`display::RequestLine`]).
 //! - [`control`]: the server's control API (create, status, delete, domain verification).
 //! - [`domain`]: the tunnel's other URLs, and a custom domain's wait for its DNS record (a
@@ -37,6 +40,7 @@ pub mod fleet;
 pub mod forward;
 pub mod inspect;
 pub mod session;
+pub mod sources;
 pub mod tcp;
 
 pub use config::{ClientArgs, ClientConfig};

@@ -7,15 +7,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 use tunnel_client::config::{
-    Cli, Command, ConfigCommand, ConnectArgs, FileArgs, ServerUrl, StartArgs,
+    Cli, Command, ConfigCommand, ConnectArgs, FileArgs, ServerArgs, ServerUrl, StartArgs,
 };
 use tunnel_client::display::Printer;
 use tunnel_client::file::{self, Overrides, Proto};
 use tunnel_client::fleet::{self, FleetOptions, Selection};
+use tunnel_client::sources::{self, Filled, Given};
 use tunnel_client::tcp::consume::{self, FrontDoor};
 use tunnel_client::{ClientArgs, ClientConfig, Status};
 
@@ -58,7 +59,10 @@ fn main() -> ExitCode {
             }
         }
     };
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
@@ -66,24 +70,69 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Where clap found `--server` and `--api-key` (flag or environment), for the line that
+    // says where they came from.
+    let given = givens(matches.subcommand().map_or(&matches, |(_, m)| m));
     match cli.command {
-        None => match cli.http {
-            Some(args) => one_tunnel(ClientConfig::from_args(args), &runtime, signals),
-            // No flags at all: clap's own message for the missing ones.
-            None => match ClientArgs::try_parse() {
-                Ok(args) => one_tunnel(ClientConfig::from_args(args), &runtime, signals),
-                Err(e) => {
-                    let _ = e.print();
-                    ExitCode::from(EXIT_CONFIG)
-                }
-            },
-        },
+        None => http_tunnel(cli.http, given, &runtime, signals),
+        Some(Command::Http(args)) => http_tunnel(args, given, &runtime, signals),
         Some(Command::Start(args)) => start(args, &runtime, signals),
         Some(Command::Config(ConfigCommand::Check(args))) => check(&args),
-        Some(Command::Tcp(args)) => {
-            one_tunnel(ClientConfig::from_tcp_args(args), &runtime, signals)
-        }
+        Some(Command::Tcp(mut args)) => match fill(&mut args.server, given) {
+            Ok(filled) => {
+                let cfg = ClientConfig::from_tcp_args(args);
+                one_tunnel(cfg, Some(&filled), &runtime, signals)
+            }
+            Err(code) => code,
+        },
         Some(Command::Connect(args)) => connect(args, &runtime, signals),
+    }
+}
+
+/// How clap got `--server` and `--api-key` (neither, for a subcommand without them).
+fn givens(matches: &clap::ArgMatches) -> (Given, Given) {
+    let how = |id: &str| {
+        // `value_source` panics (debug builds) for an id the command does not have.
+        let source = match matches.try_get_raw(id) {
+            Ok(Some(_)) => matches.value_source(id),
+            _ => None,
+        };
+        match source {
+            Some(clap::parser::ValueSource::CommandLine) => Given::Flag,
+            Some(clap::parser::ValueSource::EnvVariable) => Given::Env,
+            _ => Given::No,
+        }
+    };
+    (how("server"), how("api_key"))
+}
+
+/// The server and key filled in from the file and the dev key (exit 64 if they cannot be).
+fn fill(args: &mut ServerArgs, (server, key): (Given, Given)) -> Result<Filled, ExitCode> {
+    sources::fill(args, server, key).map_err(|e| {
+        eprintln!("tunnel-client: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// `tunnel-client [FLAGS]`, `tunnel-client 3000`, `tunnel-client http 3000`.
+fn http_tunnel(
+    mut args: ClientArgs,
+    given: (Given, Given),
+    runtime: &Runtime,
+    signals: Signals,
+) -> ExitCode {
+    // The port (and name) first: a usage error says so before anything is looked up.
+    if args.local_port.or(args.port).is_none() {
+        return one_tunnel(ClientConfig::from_args(args), None, runtime, signals);
+    }
+    match fill(&mut args.server, given) {
+        Ok(filled) => one_tunnel(
+            ClientConfig::from_args(args),
+            Some(&filled),
+            runtime,
+            signals,
+        ),
+        Err(code) => code,
     }
 }
 
@@ -115,6 +164,7 @@ fn shutdown_on(signals: Signals) -> CancellationToken {
 /// `tunnel-client [FLAGS]` or `tunnel-client tcp PORT`: the one tunnel the flags describe.
 fn one_tunnel(
     cfg: Result<ClientConfig, tunnel_client::config::ConfigError>,
+    filled: Option<&Filled>,
     runtime: &Runtime,
     signals: Signals,
 ) -> ExitCode {
@@ -126,6 +176,12 @@ fn one_tunnel(
         }
     };
     init_logs();
+    if let Some(filled) = filled {
+        let printer = Printer::new(true);
+        for line in filled.lines() {
+            printer.info(&line);
+        }
+    }
     runtime.block_on(async {
         let shutdown = shutdown_on(signals);
         let (status, _) = tokio::sync::watch::channel(Status::Starting);
@@ -133,6 +189,15 @@ fn one_tunnel(
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tunnel-client: {e}");
+                let unauthorized = matches!(
+                    e,
+                    tunnel_client::ClientError::Api(tunnel_client::control::ApiError::Unauthorized)
+                );
+                if let Some(hint) = filled.and_then(Filled::unauthorized_hint) {
+                    if unauthorized {
+                        eprintln!("tunnel-client: {hint}");
+                    }
+                }
                 ExitCode::from(e.exit_code())
             }
         }

@@ -25,7 +25,7 @@ fn missing_settings_exit_64_naming_them() {
     let out = client().output().unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("TUNNEL_SERVER"), "{err}");
+    assert!(err.contains("TUNNEL_LOCAL_PORT"), "{err}");
     let out = client()
         .args(["--server", "ftp://x", "--api-key", "k", "--port", "3000"])
         .output()

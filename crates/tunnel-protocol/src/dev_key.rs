@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 /// Name of the file, inside the state directory.
 pub const FILE_NAME: &str = "dev-api-key";
 
+/// The port a dev-mode server listens on by default (on 127.0.0.1 and ::1), which a client
+/// given a loopback server without a port assumes.
+pub const DEFAULT_PORT: u16 = 8989;
+
 /// Fewest characters a kept key must have to be used (the server's rule for every key).
 pub const MIN_KEY_LEN: usize = 16;
 

@@ -32,7 +32,7 @@ pub use values::ConfigError;
 use values::{at_least, invalid, secs};
 
 /// Default listen port.
-pub const DEFAULT_PORT: u16 = 8989;
+pub const DEFAULT_PORT: u16 = tunnel_protocol::dev_key::DEFAULT_PORT;
 
 /// Upper bound of TUNNEL_MAX_WINDOW_BYTES (256 MiB): enough for 2.5 GB/s on a 100 ms path, and
 /// a bound on what one stream may hold even when misconfigured.

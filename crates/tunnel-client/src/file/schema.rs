@@ -64,6 +64,8 @@ pub(super) struct RawTunnel {
     /// A TCP tunnel's PROXY protocol header (`--proxy-protocol`): `true`/`"v2"` or
     /// `false`/`"off"`.
     pub proxy_protocol: Option<Spanned<toml::Value>>,
+    /// Path-prefix requests keep their `/<name>` prefix (`--keep-prefix`).
+    pub keep_prefix: Option<bool>,
 }
 
 /// What a tunnel carries.

@@ -38,6 +38,7 @@ impl Creating<'_> {
                 cfg.domain.as_deref(),
                 cfg.tcp.as_ref(),
                 force,
+                cfg.keep_prefix,
             );
             let Some(result) = or_shutdown(self.shutdown, create).await else {
                 return Ok(None);
