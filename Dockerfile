@@ -7,7 +7,8 @@
 # Every setting is an environment variable; see .env.example and kubernetes-config.yaml.
 
 # ---------------------------------------------------------------------------------------------
-# Builder: dependencies first (cached until a Cargo.toml or Cargo.lock changes), then sources.
+# Builder (the tuned `dist` profile of Cargo.toml, not the quick local `release`):
+# dependencies first (cached until a Cargo.toml or Cargo.lock changes), then sources.
 # ---------------------------------------------------------------------------------------------
 FROM rust:1-slim-bookworm AS builder
 
@@ -32,15 +33,15 @@ RUN mkdir -p tests/support \
     && for manifest in crates/*/Cargo.toml; do \
         mkdir -p "${manifest%Cargo.toml}src" && touch "${manifest%Cargo.toml}src/lib.rs"; \
     done \
-    && cargo build --release --locked -p tunnel-server -p tunnel-client
+    && cargo build --profile dist --locked -p tunnel-server -p tunnel-client
 
 # Real sources. tests/ is not copied (tunnel-e2e is never built here; its stub stays). COPY
 # keeps the files' own modification times, which may be older than the stubs just compiled, so
 # touch them to make cargo rebuild our crates for sure.
 COPY crates crates
 RUN find crates -name '*.rs' -exec touch {} + \
-    && cargo build --release --locked -p tunnel-server -p tunnel-client \
-    && cp target/release/tunnel-server target/release/tunnel-client /usr/local/bin/
+    && cargo build --profile dist --locked -p tunnel-server -p tunnel-client \
+    && cp target/dist/tunnel-server target/dist/tunnel-client /usr/local/bin/
 
 # ---------------------------------------------------------------------------------------------
 # Runtime: Debian slim (same glibc as the builder), no shell tools added, numeric non-root user.

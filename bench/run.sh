@@ -22,7 +22,7 @@
 #     its dependencies are resolved afresh within the ranges its manifest allows.
 # It builds tunnel-server and tunnel-client twice: as shipped, and with `--features
 # alloc-count` (a counting allocator, for allocations per request) copied to
-# target/release/alloc-count/. perf (Debian: linux-perf), when present, counts syscalls and
+# target/dist/alloc-count/. perf (Debian: linux-perf), when present, counts syscalls and
 # libc allocator calls per request.
 set -euo pipefail
 
@@ -47,14 +47,15 @@ fi
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 
-# The shipped build last, so that target/release/ holds it afterwards. Both stay cached
-# (cargo keeps one artifact per feature set), so a second run builds nothing.
-cargo build --release --locked -p tunnel-server -p tunnel-client \
+# The tuned `dist` profile, as the shipped image builds (Cargo.toml; `release` is the quick
+# local one). The shipped build last, so that target/dist/ holds it afterwards. Both stay
+# cached (cargo keeps one artifact per feature set), so a second run builds nothing.
+cargo build --profile dist --locked -p tunnel-server -p tunnel-client \
     --features tunnel-server/alloc-count,tunnel-client/alloc-count
-mkdir -p "$target_dir/release/alloc-count"
-cp "$target_dir/release/tunnel-server" "$target_dir/release/tunnel-client" \
-    "$target_dir/release/alloc-count/"
-cargo build --release --locked -p tunnel-server -p tunnel-client -p tunnel-bench
+mkdir -p "$target_dir/dist/alloc-count"
+cp "$target_dir/dist/tunnel-server" "$target_dir/dist/tunnel-client" \
+    "$target_dir/dist/alloc-count/"
+cargo build --profile dist --locked -p tunnel-server -p tunnel-client -p tunnel-bench
 
 peers="$target_dir/bench-peers"
 if [ ! -x "$peers/bin/rathole" ]; then
@@ -69,7 +70,7 @@ if [ ! -x "$peers/bin/bore" ]; then
 fi
 
 # Absolute: the processes are started in another working directory.
-bins="$(cd "$target_dir/release" && pwd)"
+bins="$(cd "$target_dir/dist" && pwd)"
 peer_bins="$(cd "$peers/bin" && pwd)"
 work="$(cd "$target_dir" && pwd)/bench-work"
 
