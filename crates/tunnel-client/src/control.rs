@@ -165,6 +165,25 @@ impl std::fmt::Display for InUse {
     }
 }
 
+/// What `POST /api/tunnels/create` asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateRequest<'a> {
+    /// Requested id; random when `None`.
+    pub name: Option<&'a str>,
+    /// Lifetime; the server's default when `None`.
+    pub ttl_secs: Option<u64>,
+    /// Basic auth and IP lists.
+    pub access: &'a AccessRequest,
+    /// Custom domain.
+    pub domain: Option<&'a str>,
+    /// A TCP tunnel's options; `None` for HTTP.
+    pub tcp: Option<&'a TcpOptions>,
+    /// Take the name over from a running client.
+    pub force: bool,
+    /// Path-prefix requests keep their prefix.
+    pub keep_prefix: bool,
+}
+
 impl ControlClient {
     /// A client for `server`.
     pub fn new(server: &ServerUrl, api_key: &str) -> Result<Self, ApiError> {
@@ -220,16 +239,16 @@ impl ControlClient {
     }
 
     /// `POST /api/tunnels/create`; `force` takes the name over from a running client.
-    pub async fn create(
-        &self,
-        name: Option<&str>,
-        ttl_secs: Option<u64>,
-        access: &AccessRequest,
-        domain: Option<&str>,
-        tcp: Option<&TcpOptions>,
-        force: bool,
-        keep_prefix: bool,
-    ) -> Result<Created, ApiError> {
+    pub async fn create(&self, req: CreateRequest<'_>) -> Result<Created, ApiError> {
+        let CreateRequest {
+            name,
+            ttl_secs,
+            access,
+            domain,
+            tcp,
+            force,
+            keep_prefix,
+        } = req;
         let mut body = serde_json::json!({
             "name": name,
             "ttl_secs": ttl_secs,

@@ -10,7 +10,7 @@ use super::backoff::{or_shutdown, pause, Backoff};
 use super::error::ClientError;
 use super::reach::Reach;
 use crate::config::ClientConfig;
-use crate::control::{ApiError, ControlClient, Created};
+use crate::control::{ApiError, ControlClient, CreateRequest, Created};
 use crate::display::Printer;
 
 /// What a create needs beside its name.
@@ -31,15 +31,15 @@ impl Creating<'_> {
         let base = cfg.server.http_base.as_str();
         let mut force = cfg.session.force;
         loop {
-            let create = self.api.create(
+            let create = self.api.create(CreateRequest {
                 name,
-                cfg.ttl_secs,
-                &cfg.access,
-                cfg.domain.as_deref(),
-                cfg.tcp.as_ref(),
+                ttl_secs: cfg.ttl_secs,
+                access: &cfg.access,
+                domain: cfg.domain.as_deref(),
+                tcp: cfg.tcp.as_ref(),
                 force,
-                cfg.keep_prefix,
-            );
+                keep_prefix: cfg.keep_prefix,
+            });
             let Some(result) = or_shutdown(self.shutdown, create).await else {
                 return Ok(None);
             };
