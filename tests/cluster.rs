@@ -812,7 +812,12 @@ async fn a_stale_lease_of_an_old_generation_cannot_remove_the_new_one() {
         .invoke_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(renewed, ["replaced"]);
+    // The renewal that finds the newer claim names the newer client (from its lease), as the
+    // pub/sub command does: the old client hears the same words whichever comes first.
+    assert_eq!(
+        renewed,
+        ["replaced replaced by another client from 127.0.0.1"]
+    );
     let released: i64 = redis::Script::new(scripts::RELEASE)
         .key("tunnel:l:stale")
         .arg(old)
@@ -838,6 +843,48 @@ async fn a_stale_lease_of_an_old_generation_cannot_remove_the_new_one() {
         .await
         .unwrap();
     assert!(fields.is_empty(), "{fields:?}");
+
+    // A remove (a forced take-over) leaves its words for the generation it ended, which a
+    // renewal of that generation returns, even once the tunnel has been created again.
+    let claimed = ra.claim(&ta, mux_a.clone(), addr).await.unwrap().generation;
+    let removed: Vec<Option<String>> = redis::Script::new(scripts::REMOVE)
+        .key("tunnel:t:stale")
+        .key("tunnel:l:stale")
+        .key("tunnel:d:stale")
+        .key("tunnel:n:stale")
+        .arg("stale")
+        .arg(60_000)
+        .arg("replaced replaced by another client from 192.0.2.9")
+        .arg(0)
+        .invoke_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!removed.is_empty());
+    let renew = |generation: u64| {
+        let mut conn = conn.clone();
+        async move {
+            redis::Script::new(scripts::RENEW)
+                .arg("a")
+                .arg("a.invalid:8990")
+                .arg(30_000)
+                .arg("stale")
+                .arg(generation)
+                .arg(0)
+                .arg(0)
+                .arg("")
+                .invoke_async::<Vec<String>>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    let words = "replaced replaced by another client from 192.0.2.9";
+    assert_eq!(renew(claimed).await, [words]);
+    let old_words = renew(old).await;
+    assert_eq!(
+        old_words,
+        ["deleted"],
+        "an older generation is not told the newer words"
+    );
     stop.cancel();
     tasks.close();
     tasks.wait().await;

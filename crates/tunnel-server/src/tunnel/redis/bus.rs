@@ -95,17 +95,27 @@ impl Command {
     /// Parses `close ID GENERATION REASON [MESSAGE…]`; `None` for anything else (a newer
     /// pod's command).
     pub(super) fn parse(payload: &str) -> Option<Self> {
-        let mut words = payload.splitn(5, ' ');
+        let mut words = payload.splitn(4, ' ');
         match (words.next()?, words.next()?, words.next()?, words.next()?) {
-            ("close", id, generation, reason) => Some(Command::Close {
-                id: id.to_string(),
-                generation: generation.parse().ok()?,
-                reason: CloseReason::parse(reason)?,
-                message: words.next().filter(|m| !m.is_empty()).map(str::to_string),
-            }),
+            ("close", id, generation, tail) => {
+                let (reason, message) = parse_tail(tail)?;
+                Some(Command::Close {
+                    id: id.to_string(),
+                    generation: generation.parse().ok()?,
+                    reason,
+                    message,
+                })
+            }
             _ => None,
         }
     }
+}
+
+/// Parses `REASON [MESSAGE…]`, the tail of a `close` command and of a `RENEW` status.
+pub(super) fn parse_tail(tail: &str) -> Option<(CloseReason, Option<String>)> {
+    let (reason, message) = tail.split_once(' ').unwrap_or((tail, ""));
+    let message = Some(message).filter(|m| !m.is_empty()).map(str::to_string);
+    Some((CloseReason::parse(reason)?, message))
 }
 
 /// The reason word (and message) [`crate::tunnel::redis`]'s remove script passes on to the pod
@@ -158,5 +168,19 @@ mod tests {
         assert_eq!(Command::parse("close abc 1 whatever"), None);
         assert_eq!(Command::parse("open abc 1 deleted"), None);
         assert_eq!(Command::parse(""), None);
+    }
+
+    #[test]
+    fn renewal_statuses_parse_as_close_tails() {
+        assert_eq!(parse_tail("deleted"), Some((CloseReason::Deleted, None)));
+        assert_eq!(
+            parse_tail("replaced replaced by another client from ::1"),
+            Some((
+                CloseReason::Replaced,
+                Some("replaced by another client from ::1".into())
+            ))
+        );
+        assert_eq!(parse_tail("ok"), None);
+        assert_eq!(parse_tail("restored"), None);
     }
 }

@@ -10,6 +10,9 @@
 //! - `tunnel:o:{owner}` (sorted set): the ids of one key's tunnels, scored by expiry.
 //! - `tunnel:d:{id}` (string): a tombstone for ten minutes after a delete, so that a pod that
 //!   missed the delete closes its client instead of restoring the tunnel.
+//! - `tunnel:why:{id}` (string): `GENERATION REASON MESSAGE`, what the last remove told the
+//!   client of that generation (lives as long as the tombstone), so that a pod whose lease
+//!   renewal finds the change before the pub/sub command tells its client the same words.
 //! - `tunnel:n:{name}` (string): who holds a name: the owner's key fingerprint. Written with
 //!   the tunnel, expiring at its expiry plus `TUNNEL_NAME_GRACE_SECS`; a delete shortens it
 //!   to the grace period from then. While it lives, another key gets 409 for the name and no

@@ -86,7 +86,8 @@ redis.call('HSET', KEYS[2], 'node', ARGV[1], 'peer', ARGV[2], 'gen', gen, 'since
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PUBLISH', 'tunnel:changed', ARGV[6])
 if old[1] and old[1] ~= ARGV[1] then
-  redis.call('PUBLISH', 'tunnel:node:' .. old[1], 'close ' .. ARGV[6] .. ' ' .. old[2] .. ' replaced')
+  redis.call('PUBLISH', 'tunnel:node:' .. old[1], 'close ' .. ARGV[6] .. ' ' .. old[2] ..
+    ' replaced replaced by another client from ' .. ARGV[5])
 end
 return {gen, old[1], old[2]}
 "#;
@@ -97,24 +98,45 @@ return {gen, old[1], old[2]}
 /// streams, since ms, client address. Returns one status per tunnel: `ok`; `restored` (the
 /// lease had lapsed, during an outage or a pause, and no newer claim exists: taken back);
 /// `replaced` (a newer claim exists); `deleted` (a tombstone says so); `missing` (the tunnel
-/// is gone without a tombstone: the store lost it).
+/// is gone without a tombstone: the store lost it). `replaced` and `deleted` are followed by
+/// the goodbye's text when it is known, as in a `close` command's tail (`replaced replaced by
+/// another client from 10.0.0.7`): the newer client's address from its lease, or what the
+/// remove that ended this generation said (`tunnel:why:{id}`). The renewal may find the change
+/// before the pub/sub command arrives, and the client is told the same either way.
 pub const RENEW: &str = r#"
+local function why(id, gen)
+  local w = redis.call('GET', 'tunnel:why:' .. id)
+  if w then
+    local g, tail = string.match(w, '^(%d+) (.*)$')
+    if g == gen then return tail end
+  end
+  return nil
+end
+local function newer(l)
+  local client = redis.call('HGET', l, 'client')
+  if client then return 'replaced replaced by another client from ' .. client end
+  return 'replaced'
+end
 local out = {}
 for i = 4, #ARGV, 5 do
   local id, gen = ARGV[i], ARGV[i + 1]
   local t, l = 'tunnel:t:' .. id, 'tunnel:l:' .. id
   local status
   if redis.call('EXISTS', t) == 0 then
-    if redis.call('EXISTS', 'tunnel:d:' .. id) == 1 then status = 'deleted' else status = 'missing' end
+    if redis.call('EXISTS', 'tunnel:d:' .. id) == 1 then
+      status = why(id, gen) or 'deleted'
+    else
+      status = 'missing'
+    end
   elseif redis.call('HGET', t, 'gen') ~= gen then
-    status = 'replaced'
+    status = why(id, gen) or newer(l)
   elseif redis.call('EXISTS', l) == 1 then
     if redis.call('HGET', l, 'gen') == gen then
       redis.call('HSET', l, 'streams', ARGV[i + 2])
       redis.call('PEXPIRE', l, ARGV[3])
       status = 'ok'
     else
-      status = 'replaced'
+      status = why(id, gen) or newer(l)
     end
   else
     redis.call('HSET', l, 'node', ARGV[1], 'peer', ARGV[2], 'gen', gen, 'since', ARGV[i + 3],
@@ -194,6 +216,9 @@ local domain = redis.call('HGET', KEYS[1], 'domain')
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', 'tunnel:o:' .. owner, ARGV[1])
 redis.call('SET', KEYS[3], '1', 'PX', ARGV[2])
+if lease[2] then
+  redis.call('SET', 'tunnel:why:' .. ARGV[1], lease[2] .. ' ' .. ARGV[3], 'PX', ARGV[2])
+end
 if redis.call('GET', KEYS[4]) == owner then
   if tonumber(ARGV[4]) > 0 then
     redis.call('SET', KEYS[4], owner, 'PX', ARGV[4])

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info_span, Instrument};
 
-use super::bus::{Change, CloseReason, Command};
+use super::bus::{self, Change, CloseReason, Command};
 use super::keys;
 use super::ops::counters;
 use super::shared::Shared;
@@ -191,10 +191,13 @@ async fn renew_all(shared: &Shared) -> Result<(), StoreError> {
         match status.as_str() {
             "ok" => {}
             "restored" => tracing::info!(tunnel = %t.id, "lease had lapsed; taken back"),
-            "replaced" => close_session(shared, &t.id, c.generation, CloseReason::Replaced, None),
-            "deleted" => close_session(shared, &t.id, c.generation, CloseReason::Deleted, None),
             "missing" => restore(shared, &t, &c).await?,
-            other => tracing::warn!(tunnel = %t.id, status = other, "unexpected renewal status"),
+            other => match bus::parse_tail(other) {
+                Some((reason, message)) => {
+                    close_session(shared, &t.id, c.generation, reason, message)
+                }
+                None => tracing::warn!(tunnel = %t.id, status = other, "unexpected renewal status"),
+            },
         }
     }
     Ok(())
