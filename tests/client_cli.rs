@@ -1,5 +1,6 @@
 //! The real `tunnel-client` binary's session behaviour, as a user sees it: a server that
-//! cannot be reached (said once, retried quietly, given up on when retrying cannot help),
+//! cannot be reached (said once, retried quietly, given up on when retrying cannot help: no
+//! such host, a TLS certificate this machine does not trust, the wrong scheme),
 //! Ctrl-C while a request to the server hangs, and a second client for a live tunnel (refused,
 //! or with `--force` taking it over).
 
@@ -11,6 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tunnel_e2e::tls::TlsServer;
 use tunnel_e2e::{eventually, workspace_bin, TestServer, API_KEY, DEADLINE};
 
 /// A running `tunnel-client`, its stdout and stderr lines gathered as they come.
@@ -223,6 +225,38 @@ async fn https_for_an_http_server_exits_76_naming_the_scheme_to_use() {
     assert_eq!(code, Some(76), "{out}");
     assert!(out.contains(&format!("Use --server http://{at}")), "{out}");
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_this_machine_does_not_trust_exits_76_saying_so() {
+    // `openssl req -x509` as most people run it: a CA certificate serving as its own leaf.
+    let server = TlsServer::start().await;
+    let at = format!("localhost:{}", server.addr.port());
+    let client = Client::start(&["--server", &format!("https://{at}"), "--port", "9"]);
+    let (code, out) = client.exit(DEADLINE);
+    assert_eq!(code, Some(76), "{out}");
+    assert!(
+        out.contains(&format!(
+            "cannot reach {at}: its TLS certificate is invalid (self-signed: a CA certificate \
+             used as the server's own). Check the host name; a self-signed certificate must be \
+             trusted by this machine."
+        )),
+        "{out}"
+    );
+    assert_eq!(out.matches("cannot reach").count(), 1, "said once: {out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_for_an_https_server_exits_76_naming_the_scheme_to_use() {
+    let server = TlsServer::start().await;
+    let at = format!("127.0.0.1:{}", server.addr.port());
+    let client = Client::start(&["--server", &format!("http://{at}"), "--port", "9"]);
+    let (code, out) = client.exit(DEADLINE);
+    assert_eq!(code, Some(76), "{out}");
+    assert!(
+        out.contains(&format!("Is it https? Use --server https://{at}")),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ pub mod dns;
 pub mod http;
 pub mod services;
 pub mod tcp;
+pub mod tls;
 pub mod webapp;
 
 use std::net::SocketAddr;

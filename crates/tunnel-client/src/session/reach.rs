@@ -47,8 +47,7 @@ pub(super) fn classify(detail: &str) -> Problem {
         let why = detail
             .split("invalid peer certificate: ")
             .nth(1)
-            .map(|w| w.split(':').next().unwrap_or(w).trim().to_string())
-            .unwrap_or_else(|| "rejected".into());
+            .map_or_else(|| "rejected".into(), certificate_problem);
         (Some(Fatal::BadCertificate), why)
     } else if has(&[
         "invalidcontenttype",
@@ -81,6 +80,40 @@ pub(super) fn classify(detail: &str) -> Problem {
         (None, last.chars().take(60).collect())
     };
     Problem { fatal, what }
+}
+
+/// rustls's name for what is wrong with a certificate (`UnknownIssuer`,
+/// `Other(OtherError(CaUsedAsEndEntity))`…), in words; anything else as it came.
+fn certificate_problem(rustls: &str) -> String {
+    const KNOWN: [(&str, &str); 8] = [
+        (
+            "CaUsedAsEndEntity",
+            "self-signed: a CA certificate used as the server's own",
+        ),
+        (
+            "UnknownIssuer",
+            "issued by an authority this machine does not trust",
+        ),
+        ("NotValidForName", "not valid for this host name"),
+        ("NotValidYet", "not valid yet; check this machine's clock"),
+        ("Expired", "expired"),
+        ("Revoked", "revoked"),
+        ("BadSignature", "its signature does not verify"),
+        (
+            "UnsupportedSignatureAlgorithm",
+            "signed with an algorithm this client does not support",
+        ),
+    ];
+    KNOWN
+        .iter()
+        .find(|(name, _)| rustls.contains(name))
+        .map_or_else(
+            || {
+                let first = rustls.split(':').next().unwrap_or(rustls).trim();
+                first.chars().take(60).collect()
+            },
+            |(_, words)| (*words).to_string(),
+        )
 }
 
 /// `host:port` of a base URL, for messages.
@@ -197,8 +230,20 @@ mod tests {
         let cert = classify("client error (Connect): invalid peer certificate: UnknownIssuer");
         assert_eq!(
             (cert.fatal, cert.what.as_str()),
-            (Some(Fatal::BadCertificate), "UnknownIssuer")
+            (
+                Some(Fatal::BadCertificate),
+                "issued by an authority this machine does not trust"
+            )
         );
+        let own = classify(
+            "client error (Connect): invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))",
+        );
+        assert_eq!(
+            own.what,
+            "self-signed: a CA certificate used as the server's own"
+        );
+        let new = classify("invalid peer certificate: SomethingNew: details");
+        assert_eq!(new.what, "SomethingNew");
         let plain =
             classify("client error (Connect): received corrupt message of type InvalidContentType");
         assert_eq!(plain.fatal, Some(Fatal::NotTls));
