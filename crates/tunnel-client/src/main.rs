@@ -252,8 +252,8 @@ fn config_path(args: &FileArgs) -> Result<PathBuf, String> {
 /// `tunnel-client start`: tunnels of the config file, followed while it changes.
 fn start(args: StartArgs, runtime: &Runtime, signals: Signals) -> ExitCode {
     let overrides = Overrides {
-        server: args.server.clone(),
-        api_key: args.api_key.clone(),
+        server: args.server.server.clone(),
+        api_key: args.server.api_key.clone(),
         quiet: args.quiet,
     };
     let selection = if args.all {
@@ -261,7 +261,7 @@ fn start(args: StartArgs, runtime: &Runtime, signals: Signals) -> ExitCode {
     } else {
         Selection::Names(args.names.clone())
     };
-    let loaded = config_path(&args.file).and_then(|path| {
+    let loaded = config_path(&args.server.file).and_then(|path| {
         let set = file::load(&path, &overrides).map_err(|e| e.to_string())?;
         fleet::check_selection(&set, &selection).map_err(|e| e.to_string())?;
         Ok((path, set))
