@@ -5,11 +5,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tunnel_e2e::backend::Backend;
+use tunnel_e2e::process::Running;
 use tunnel_e2e::{eventually, workspace_bin, TestServer, API_KEY};
 
 /// A folder of its own for one test, empty.
@@ -49,73 +49,12 @@ fn client_command(args: &[&str]) -> Command {
     c
 }
 
-/// A running `tunnel-client start`, its output collected line by line.
-struct Client {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-fn collect(out: impl AsyncRead + Unpin + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(out).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            lines.lock().unwrap().push(line);
-        }
-    });
-}
-
-impl Client {
-    fn start(config: &Path, extra: &[&str]) -> Self {
-        let config = config.to_str().unwrap();
-        let mut args = vec!["start", "--all", "--config", config];
-        args.extend_from_slice(extra);
-        let mut child = client_command(&args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().unwrap(), lines.clone());
-        collect(child.stderr.take().unwrap(), lines.clone());
-        Self { child, lines }
-    }
-
-    /// Waits for an output line that contains every one of `parts`; returns it.
-    async fn line(&self, parts: &[&str]) -> String {
-        let what = format!("a client line with {parts:?}");
-        eventually(&what, || async {
-            let lines = self.lines.lock().unwrap();
-            lines
-                .iter()
-                .find(|l| parts.iter().all(|p| l.contains(p)))
-                .cloned()
-        })
-        .await
-    }
-
-    fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// SIGTERM, then the exit status (0: every tunnel deleted on the way out).
-    async fn stop(mut self) -> Option<i32> {
-        self.signal("TERM");
-        let status = tokio::time::timeout(tunnel_e2e::DEADLINE, self.child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        status.code()
-    }
+/// A running `tunnel-client start --all --config CONFIG EXTRA…`.
+fn start(config: &Path, extra: &[&str]) -> Running {
+    let config = config.to_str().unwrap();
+    let mut args = vec!["start", "--all", "--config", config];
+    args.extend_from_slice(extra);
+    Running::spawn(client_command(&args))
 }
 
 /// Waits until tunnel `name` has a live connection; returns its registry record.
@@ -185,7 +124,7 @@ async fn three_tunnels_from_one_file_and_one_failing_stops_no_other() {
     text.push_str("\n[[tunnels]]\nname = \"broken\"\nlocal = 1\nallow_ips = [\"not-a-network\"]\n");
     text.push_str("\n[[tunnels]]\nname = \"db\"\nproto = \"tcp\"\nlocal = 5432\n");
     std::fs::write(&path, text).unwrap();
-    let client = Client::start(&path, &[]);
+    let mut client = start(&path, &[]);
     online(&server, "web").await;
     online(&server, "shop").await;
     // A TCP tunnel starts too (its local service need not run until someone connects).
@@ -219,7 +158,7 @@ async fn an_in_place_write_adds_and_changes_tunnels() {
     let (web, api) = (Backend::start("web").await, Backend::start("shop").await);
     let path = scratch("in-place").join("tunnel.toml");
     std::fs::write(&path, file_text(&server, &[("web", &web, "")])).unwrap();
-    let client = Client::start(&path, &[]);
+    let client = start(&path, &[]);
     let old_web = online(&server, "web").await;
     let auth = "basic_auth = \"me:long-enough-password\"";
     let text = file_text(&server, &[("web", &web, auth), ("shop", &api, "")]);
@@ -241,7 +180,7 @@ async fn an_editors_rename_removes_a_tunnel_and_keeps_the_other() {
         file_text(&server, &[("web", &web, ""), ("shop", &api, "")]),
     )
     .unwrap();
-    let client = Client::start(&path, &[]);
+    let mut client = start(&path, &[]);
     let old_web = online(&server, "web").await;
     online(&server, "shop").await;
     // As vim or an IDE saves: a new file beside it, renamed over it.
@@ -276,7 +215,7 @@ async fn a_configmap_symlink_swap_is_a_reload() {
     .unwrap();
     symlink(first.file_name().unwrap(), dir.join("..data")).unwrap();
     symlink("..data/tunnel.toml", dir.join("tunnel.toml")).unwrap();
-    let client = Client::start(&dir.join("tunnel.toml"), &[]);
+    let client = start(&dir.join("tunnel.toml"), &[]);
     online(&server, "web").await;
     // The kubelet's update: a new folder, a new ..data link renamed over the old one.
     let second = dir.join("..2026_01_01_00_01_00.2");
@@ -303,7 +242,7 @@ async fn sighup_reloads_an_unwatched_file() {
     let (web, api) = (Backend::start("web").await, Backend::start("shop").await);
     let path = scratch("sighup").join("tunnel.toml");
     std::fs::write(&path, file_text(&server, &[("web", &web, "")])).unwrap();
-    let client = Client::start(&path, &["--no-watch"]);
+    let mut client = start(&path, &["--no-watch"]);
     online(&server, "web").await;
     write_in_place(&path, &file_text(&server, &[("shop", &api, "")]));
     client.signal("HUP");
@@ -321,7 +260,7 @@ async fn an_invalid_edit_keeps_the_running_tunnels() {
     let (web, api) = (Backend::start("web").await, Backend::start("shop").await);
     let path = scratch("invalid").join("tunnel.toml");
     std::fs::write(&path, file_text(&server, &[("web", &web, "")])).unwrap();
-    let client = Client::start(&path, &[]);
+    let mut client = start(&path, &[]);
     let old_web = online(&server, "web").await;
     let bad = file_text(&server, &[("shop", &api, "lokal = 3")]);
     write_in_place(&path, &bad);
@@ -357,7 +296,7 @@ async fn an_sse_stream_on_an_unchanged_tunnel_survives_a_reload() {
         file_text(&server, &[("web", &web, ""), ("shop", &api, "")]),
     )
     .unwrap();
-    let client = Client::start(&path, &[]);
+    let client = start(&path, &[]);
     online(&server, "web").await;
     let old_api = online(&server, "shop").await;
     let resp = reqwest::get(server.url("/web/sse")).await.unwrap();

@@ -11,11 +11,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
 use tunnel_e2e::backend::Backend;
+use tunnel_e2e::process::Running;
 use tunnel_e2e::{eventually, workspace_bin, TestServer, API_KEY, DEADLINE};
 
 /// A folder of its own for one test: `state/` (XDG_STATE_HOME), `config/` (XDG_CONFIG_HOME).
@@ -71,74 +71,6 @@ impl Home {
 
     fn client(&self, args: &[&str]) -> Command {
         self.command(&workspace_bin("tunnel-client"), args)
-    }
-}
-
-/// A running client, its stdout and stderr collected line by line.
-struct Running {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-fn collect(out: impl AsyncRead + Unpin + Send + 'static, lines: Arc<Mutex<Vec<String>>>) {
-    tokio::spawn(async move {
-        let mut reader = BufReader::new(out).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            lines.lock().unwrap().push(line);
-        }
-    });
-}
-
-impl Running {
-    fn spawn(mut c: Command) -> Self {
-        let mut child = c.spawn().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().unwrap(), lines.clone());
-        collect(child.stderr.take().unwrap(), lines.clone());
-        Self { child, lines }
-    }
-
-    /// Waits for a line with every one of `parts` (or fails with all the output so far).
-    async fn line(&mut self, parts: &[&str]) -> String {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let found = {
-                let lines = self.lines.lock().unwrap();
-                lines
-                    .iter()
-                    .find(|l| parts.iter().all(|p| l.contains(p)))
-                    .cloned()
-            };
-            if let Some(l) = found {
-                return l;
-            }
-            let exited = self.child.try_wait().unwrap();
-            assert!(
-                exited.is_none() && tokio::time::Instant::now() < deadline,
-                "no line with {parts:?} (exit {exited:?}):\n{}",
-                self.output()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-    }
-
-    fn output(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
-
-    /// SIGTERM, then the exit status.
-    async fn stop(mut self) -> Option<i32> {
-        let pid = self.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let status = tokio::time::timeout(DEADLINE, self.child.wait())
-            .await
-            .unwrap()
-            .unwrap();
-        status.code()
     }
 }
 

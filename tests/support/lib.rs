@@ -11,6 +11,7 @@ pub mod browser;
 pub mod cluster;
 pub mod dns;
 pub mod http;
+pub mod process;
 pub mod services;
 pub mod tcp;
 pub mod tls;
