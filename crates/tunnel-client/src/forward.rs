@@ -16,7 +16,6 @@ use http_body_util::{BodyExt, Either, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use tracing::Instrument;
-use tunnel_protocol::headers::WireHeaders;
 use tunnel_protocol::mux::{
     pump, splice, BodyReceiver, IncomingRequest, PumpError, Responder, ResponseParts,
 };
@@ -149,7 +148,7 @@ impl Forwarder {
         pooled: &mut Option<Pooled>,
     ) -> Result<Exchanged, Failure> {
         let IncomingRequest {
-            head,
+            mut head,
             body,
             responder,
         } = request;
@@ -160,7 +159,7 @@ impl Forwarder {
         } else {
             (Some(body), None)
         };
-        let local = match self.build_request(&head, body) {
+        let local = match self.build_request(&mut head, body) {
             Ok(r) => r,
             Err(why) => {
                 let why = why.to_string();
@@ -289,7 +288,7 @@ impl Forwarder {
         let on_upgrade = hyper::upgrade::on(&mut response);
         let head = ResponseParts {
             status: 101,
-            headers: WireHeaders::from_header_map(response.headers()),
+            headers: response.headers(),
         };
         let Ok(sender) = responder.respond(head).await else {
             return Err(Failure::connection_lost(101));
@@ -323,9 +322,10 @@ impl Forwarder {
         }
     }
 
+    /// The request for the local service; takes the head's headers.
     fn build_request(
         &self,
-        head: &RequestHead,
+        head: &mut RequestHead,
         receiver: Option<BodyReceiver>,
     ) -> Result<Request<LocalBody>, BadRequest> {
         let method = Method::from_bytes(head.method.as_bytes()).map_err(|_| BadRequest::Method)?;
@@ -334,7 +334,7 @@ impl Forwarder {
         }
         // Origin-form, as sent on the connection to the local service.
         let uri = http::Uri::try_from(head.target.as_str()).map_err(|_| BadRequest::Target)?;
-        let mut headers = head.headers.to_header_map()?;
+        let mut headers = std::mem::take(&mut head.headers).into_header_map()?;
         match &self.host_header {
             HostHeader::Rewrite => {
                 rewrite_same_origin(&mut headers, &self.authority);
@@ -418,18 +418,13 @@ impl Forwarder {
 /// server only sends short ids of letters, digits and `-_.:+/=@`; anything else (another server)
 /// is not echoed into the terminal or the logs.
 pub fn request_id(head: &RequestHead) -> Option<String> {
-    let (_, value) = head
-        .headers
-        .0
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("x-request-id"))?;
-    let ok = !value.0.is_empty()
-        && value.0.len() <= 128
+    let value = head.headers.get("x-request-id")?;
+    let ok = !value.is_empty()
+        && value.len() <= 128
         && value
-            .0
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=@".contains(b));
-    ok.then(|| String::from_utf8_lossy(&value.0).into_owned())
+    ok.then(|| String::from_utf8_lossy(value).into_owned())
 }
 
 /// How an exchange ended well.

@@ -17,6 +17,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use http::HeaderMap;
 
+use crate::head_headers::HeadHeaders;
 use crate::headers::WireHeaders;
 use crate::message::StreamId;
 
@@ -38,6 +39,27 @@ impl HeaderList for HeaderMap {
         for (name, value) in self {
             f(name.as_str(), value.as_bytes());
         }
+    }
+}
+
+impl HeaderList for HeadHeaders {
+    fn entries(&self) -> usize {
+        self.len()
+    }
+
+    fn each(&self, f: impl FnMut(&str, &[u8])) {
+        HeadHeaders::each(self, f)
+    }
+}
+
+/// A borrowed list: a response can be written from the headers of one it does not own.
+impl<T: HeaderList> HeaderList for &T {
+    fn entries(&self) -> usize {
+        (**self).entries()
+    }
+
+    fn each(&self, f: impl FnMut(&str, &[u8])) {
+        (**self).each(f)
     }
 }
 
@@ -182,7 +204,7 @@ mod tests {
                 stream_id: 4_000_000_000,
                 method: "M\"X".into(),
                 target: "/a%2Fb?x=1&y=\u{7}".into(),
-                headers: headers.clone(),
+                headers: headers.clone().into(),
                 end_stream,
                 tcp: None,
             };
@@ -213,7 +235,7 @@ mod tests {
             let head = ResponseHead {
                 stream_id: 7,
                 status: 204,
-                headers: WireHeaders::from_header_map(&map),
+                headers: map.clone().into(),
                 end_stream,
             };
             let serde = serde_json::to_string(&ControlMessage::Response(head)).expect("ok");

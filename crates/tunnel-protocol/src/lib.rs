@@ -6,6 +6,8 @@
 //! `ci/check-layout.py`):
 //! - `error`: [`ProtocolError`], why peer input was refused.
 //! - [`headers`]: HTTP header lists as they travel on the wire, with validation on the way in.
+//! - [`head_headers`]: a head's headers as decoded, built into a header map while the JSON is
+//!   read.
 //! - [`message`]: the JSON control messages (hello, request/response heads, flow-control credit,
 //!   resets, goodbye). Every variant is documented there.
 //! - [`head_json`]: request and response heads written as JSON straight from a header map
@@ -45,6 +47,7 @@
 pub mod carrier;
 pub mod dev_key;
 pub mod frame;
+pub mod head_headers;
 pub mod head_json;
 pub mod headers;
 pub mod heap;

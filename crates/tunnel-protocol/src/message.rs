@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::headers::WireHeaders;
+use crate::head_headers::HeadHeaders;
 
 /// Version of this protocol. Bumped on any incompatible change; both sides refuse a mismatch
 /// with a message that tells the user what to upgrade.
@@ -259,7 +259,7 @@ pub struct RequestHead {
     pub target: String,
     /// Headers to send to the local service (hop-by-hop ones already removed, forwarding ones
     /// added).
-    pub headers: WireHeaders,
+    pub headers: HeadHeaders,
     /// True when the request has no body: no data frame follows.
     #[serde(default)]
     pub end_stream: bool,
@@ -318,7 +318,7 @@ pub struct ResponseHead {
     /// HTTP status code.
     pub status: u16,
     /// Response headers, repeated names kept as separate entries.
-    pub headers: WireHeaders,
+    pub headers: HeadHeaders,
     /// True when the response has no body: no data frame follows.
     #[serde(default)]
     pub end_stream: bool,
@@ -400,7 +400,8 @@ mod tests {
                 headers: WireHeaders(vec![
                     ("content-type".into(), b"text/plain".to_vec().into()),
                     ("x-bin".into(), vec![0xff, 0x01, b'a'].into()),
-                ]),
+                ])
+                .into(),
                 end_stream: false,
                 tcp: None,
             }),
@@ -408,7 +409,7 @@ mod tests {
                 stream_id: 9,
                 method: "CONNECT".into(),
                 target: String::new(),
-                headers: WireHeaders::default(),
+                headers: HeadHeaders::default(),
                 end_stream: false,
                 tcp: Some(TcpOpen {
                     peer: "[2001:db8::1]:40000".parse().expect("address"),
@@ -496,7 +497,7 @@ mod tests {
             stream_id: 1,
             method: "GET".into(),
             target: "/".into(),
-            headers: WireHeaders::default(),
+            headers: HeadHeaders::default(),
             end_stream: true,
             tcp: None,
         };

@@ -83,7 +83,7 @@ fn control_message() -> impl Strategy<Value = ControlMessage> {
                     stream_id,
                     method: "GET".into(),
                     target,
-                    headers,
+                    headers: headers.into(),
                     end_stream,
                     tcp: None,
                 })
@@ -94,7 +94,7 @@ fn control_message() -> impl Strategy<Value = ControlMessage> {
                 ControlMessage::Response(tunnel_protocol::ResponseHead {
                     stream_id,
                     status,
-                    headers,
+                    headers: headers.into(),
                     end_stream,
                 })
             }

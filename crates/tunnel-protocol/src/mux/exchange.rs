@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use super::error::StreamError;
 use super::stream::{BodyReceiver, BodySender};
+use crate::head_headers::HeadHeaders;
 use crate::head_json::{self, HeaderList};
 use crate::headers::WireHeaders;
 use crate::message::{ControlMessage, RequestHead, ResetCode, ResponseHead, StreamId, TcpOpen};
@@ -51,7 +52,7 @@ pub(super) fn tcp_head(stream_id: StreamId, open: TcpOpen) -> RequestHead {
         stream_id,
         method: "CONNECT".into(),
         target: String::new(),
-        headers: WireHeaders::default(),
+        headers: HeadHeaders::default(),
         end_stream: false,
         tcp: Some(open),
     }
@@ -230,7 +231,7 @@ impl IncomingTcp {
         let head = ResponseHead {
             stream_id: sender.id(),
             status: TCP_CONNECTED,
-            headers: WireHeaders::default(),
+            headers: HeadHeaders::default(),
             end_stream: false,
         };
         sender.send_head(&ControlMessage::Response(head)).await?;

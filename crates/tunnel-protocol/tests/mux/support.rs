@@ -145,7 +145,7 @@ pub(crate) fn request_head(stream_id: StreamId, end_stream: bool) -> RequestHead
         stream_id,
         method,
         target,
-        headers,
+        headers: headers.into(),
         end_stream,
         tcp: None,
     }
@@ -164,7 +164,7 @@ pub(crate) fn response_head(stream_id: StreamId, status: u16, end_stream: bool) 
     ResponseHead {
         stream_id,
         status,
-        headers,
+        headers: headers.into(),
         end_stream,
     }
 }

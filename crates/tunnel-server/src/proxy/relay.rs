@@ -106,7 +106,7 @@ fn pass_on(head: ResponseHead, receiver: BodyReceiver) -> Response {
     let status = StatusCode::from_u16(head.status)
         .ok()
         .filter(|s| s.as_u16() >= 200);
-    let (Some(status), Ok(mut headers)) = (status, head.headers.to_header_map()) else {
+    let (Some(status), Ok(mut headers)) = (status, head.headers.into_header_map()) else {
         return Refusal::Error(TunnelError::BadResponse).response();
     };
     strip_hop_by_hop(&mut headers);
@@ -135,7 +135,7 @@ fn switch(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
     };
-    let Some(mut headers) = head.headers.to_header_map().ok().filter(websocket) else {
+    let Some(mut headers) = head.headers.into_header_map().ok().filter(websocket) else {
         return Refusal::Error(TunnelError::BadResponse).response();
     };
     strip_own(&mut headers);

@@ -21,7 +21,6 @@ use http::{HeaderMap, StatusCode};
 use http_body::Frame;
 use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
-use tunnel_protocol::headers::WireHeaders;
 use tunnel_protocol::ResponseHead;
 
 use super::forward::{tunnel_headers, Forward};
@@ -195,7 +194,7 @@ fn answered(
     let head = ResponseHead {
         stream_id: 0,
         status: parts.status.as_u16(),
-        headers: WireHeaders::from_header_map(&parts.headers),
+        headers: parts.headers.into(),
         end_stream: http_body::Body::is_end_stream(&incoming),
     };
     Remote::Answered(respond(

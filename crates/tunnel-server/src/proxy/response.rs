@@ -82,7 +82,7 @@ pub(super) fn respond(
             return TunnelError::BadResponse.json_response();
         }
     };
-    let mut headers = match head.headers.to_header_map() {
+    let mut headers = match head.headers.into_header_map() {
         Ok(h) => h,
         Err(e) => {
             warn!(

@@ -63,7 +63,7 @@ pub(super) fn switch_protocols(
     tunnel.stats.requests.fetch_add(1, Ordering::Relaxed);
     let headers = head
         .headers
-        .to_header_map()
+        .into_header_map()
         .ok()
         .filter(upgrades_to_websocket);
     let Some(mut headers) = headers else {
