@@ -357,7 +357,10 @@ pub enum GoodbyeReason {
     Deleted,
     /// The tunnel's lifetime ended. Do not reconnect.
     Expired,
-    /// The server is restarting; reconnect with backoff.
+    /// The server is restarting; reconnect. Sent without closing it is a GOAWAY: the
+    /// connection goes on carrying the requests the server still sends on it (until the
+    /// client's new session elsewhere replaced it and they finished), so a client reconnects
+    /// at once beside it, make-before-break.
     ServerShutdown,
     /// The client speaks another protocol version; upgrade it.
     VersionMismatch,

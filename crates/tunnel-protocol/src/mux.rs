@@ -54,6 +54,13 @@
 //! stream is dropped before that, the stream is reset (`cancelled`) so that the peer stops work
 //! for it at once: this is how a public client that goes away cancels the local request.
 //!
+//! # Going away
+//! A server that restarts tells the client with a goodbye that does not close
+//! ([`Mux::announce`]), as HTTP/2's GOAWAY: the client connects again elsewhere while this
+//! connection goes on carrying streams. [`Mux::close_when_idle`] then closes it once its
+//! streams are done, refusing new ones from that moment (so that a caller racing with the
+//! close learns before anything was sent).
+//!
 //! # Layout
 //! This file is the entry point ([`start_server`], [`start_client`], the [`Mux`] handle); the
 //! parts, each depending only on the ones listed before it:
@@ -265,7 +272,7 @@ impl Mux<ServerSide> {
         let (tx, rx) = oneshot::channel();
         *lock(&state.head_tx) = Some(tx);
         let mut streams = lock(&shared.streams);
-        if shared.cancel.is_cancelled() {
+        if shared.cancel.is_cancelled() || shared.closing.load(Ordering::SeqCst) {
             return Err(StreamError::ConnectionClosed);
         }
         if streams.len() >= shared.cfg.max_streams {
@@ -287,6 +294,9 @@ impl<S: Side> Mux<S> {
     /// seconds even if the peer stopped reading.
     pub async fn close(&self, reason: GoodbyeReason, message: &str) {
         let shared = &self.shared;
+        // A stream opened from now on would queue its head behind the close frame: refuse it
+        // at once instead (`ConnectionClosed` before anything was sent).
+        shared.closing.store(true, Ordering::SeqCst);
         shared.set_reason(format!("closed: {message}"));
         let graceful = async {
             if shared.enqueue(goodbye(reason, message)).await.is_ok()
@@ -306,9 +316,27 @@ impl<S: Side> Mux<S> {
         shared.shutdown(format!("closed: {message}"));
     }
 
-    /// Sends a goodbye without closing: in-flight streams may still finish.
+    /// Sends a goodbye without closing: in-flight streams may still finish, and new ones may
+    /// still be opened. The connection counts as going away from now on
+    /// ([`Mux::is_going_away`]): this is HTTP/2's GOAWAY, the peer told to reconnect
+    /// elsewhere while this connection finishes its work.
     pub async fn announce(&self, reason: GoodbyeReason, message: &str) {
+        self.shared.going_away.store(true, Ordering::SeqCst);
         let _ = self.shared.enqueue(goodbye(reason, message)).await; // closed already: fine
+    }
+
+    /// Whether a goodbye was [announced](Mux::announce) on this connection.
+    pub fn is_going_away(&self) -> bool {
+        self.shared.going_away.load(Ordering::SeqCst)
+    }
+
+    /// [`Mux::close`] once no stream is open any more, or after `max_wait` (the streams still
+    /// open then are cut). From the moment the last stream ends, opening one fails with
+    /// [`StreamError::ConnectionClosed`], nothing of it sent: so a caller racing with the
+    /// close either has its stream finish or knows it can send the request elsewhere.
+    pub async fn close_when_idle(&self, reason: GoodbyeReason, message: &str, max_wait: Duration) {
+        let _ = tokio::time::timeout(max_wait, self.shared.wait_idle()).await; // cut after it
+        self.close(reason, message).await;
     }
 
     /// Ends the connection at once, without telling the peer.
@@ -319,6 +347,11 @@ impl<S: Side> Mux<S> {
     /// Resolves when the connection has ended.
     pub async fn closed(&self) {
         self.shared.cancel.cancelled().await
+    }
+
+    /// Whether `other` is a handle of this same connection.
+    pub fn same_connection(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     /// Whether the connection has ended.

@@ -82,6 +82,17 @@ pub(super) struct Shared {
     last_seen_ms: AtomicU64,
     pub(super) bytes_sent: AtomicU64,
     pub(super) bytes_received: AtomicU64,
+    /// Set once a goodbye was sent without closing ([`super::Mux::announce`]): the peer was
+    /// told to go, and this connection is on its way out.
+    pub(super) going_away: AtomicBool,
+    /// No new stream may be opened (the connection is closing). Checked under the `streams`
+    /// lock, and set under it once the table is empty ([`Shared::wait_idle`]), so that a
+    /// stream is either opened before, and waited for, or refused.
+    pub(super) closing: AtomicBool,
+    /// Whether someone waits for the stream table to empty (then `idle` is notified when it
+    /// does; nobody pays for the notification otherwise).
+    pub(super) idle_watched: AtomicBool,
+    pub(super) idle: Notify,
 }
 
 /// What to do when a stream's receiver is dropped before its end.
@@ -187,6 +198,10 @@ impl Shared {
             last_seen_ms: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
+            going_away: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            idle_watched: AtomicBool::new(false),
+            idle: Notify::new(),
         }
     }
 
@@ -376,6 +391,36 @@ impl Shared {
             "receive window grew"
         );
         u64::from(grown - window)
+    }
+
+    /// A stream left the table, which `now_empty` says it left empty: wakes a waiter of
+    /// [`Shared::wait_idle`], if there is one.
+    pub(super) fn stream_removed(&self, now_empty: bool) {
+        if now_empty && self.idle_watched.load(Ordering::SeqCst) {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Waits until no stream is open (or the connection ended), then refuses new streams
+    /// from that moment on: a stream is either opened before, and waited for, or refused.
+    pub(super) async fn wait_idle(&self) {
+        self.idle_watched.store(true, Ordering::SeqCst);
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let streams = lock(&self.streams);
+                if streams.is_empty() || self.cancel.is_cancelled() {
+                    self.closing.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+            tokio::select! {
+                () = notified => {}
+                () = self.cancel.cancelled() => return,
+            }
+        }
     }
 
     /// Tears the connection down: every stream fails with `ConnectionClosed`.

@@ -27,7 +27,12 @@ struct StreamCore {
 impl Drop for StreamCore {
     fn drop(&mut self) {
         let state = &self.state;
-        lock(&self.shared.streams).remove(&state.id);
+        let now_empty = {
+            let mut streams = lock(&self.shared.streams);
+            streams.remove(&state.id);
+            streams.is_empty()
+        };
+        self.shared.stream_removed(now_empty);
         let clean = state.sent_end.load(Ordering::Acquire) && state.recv.end_received();
         if !clean && !state.reset.load(Ordering::Acquire) && !self.shared.cancel.is_cancelled() {
             self.shared

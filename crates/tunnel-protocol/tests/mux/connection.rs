@@ -152,6 +152,64 @@ async fn goodbye_and_close_reach_the_peer() {
     assert!(reason.contains("ctrl-c"), "{reason}");
 }
 
+/// The server's GOAWAY: an announced goodbye marks the connection as going away, and a close
+/// when idle lets the stream in flight finish (its response arrives) before the connection
+/// closes with its goodbye; a stream opened after that is refused, nothing of it sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn close_when_idle_lets_the_stream_in_flight_finish() {
+    let mut pair = mux_pair(config()).await;
+    assert!(!pair.server.is_going_away());
+    pair.server
+        .announce(GoodbyeReason::ServerShutdown, "restarting")
+        .await;
+    assert!(pair.server.is_going_away());
+    match within("the goodbye", pair.client_events.recv()).await {
+        Some(ClientEvent::Goodbye(g)) => assert_eq!(g.reason, GoodbyeReason::ServerShutdown),
+        other => panic!("expected a goodbye, got {other:?}"),
+    }
+    let (opened, request) = open_pair(&mut pair, true).await;
+    let server = pair.server.clone();
+    let closing = tokio::spawn(async move {
+        let most = Duration::from_secs(30);
+        server
+            .close_when_idle(GoodbyeReason::Replaced, "moved", most)
+            .await
+    });
+    assert!(timeout(NOT_YET, pair.server.closed()).await.is_err());
+    respond(request.responder, 200, true).await;
+    let answered = response(opened.response).await.expect("answered");
+    assert_eq!(answered.head.status, 200);
+    drop(answered);
+    within("the close", closing).await.expect("task");
+    assert!(pair.server.is_closed());
+    assert!(matches!(
+        pair.server.send_request(request_parts()).await,
+        Err(StreamError::ConnectionClosed)
+    ));
+    match within("the goodbye", pair.client_events.recv()).await {
+        Some(ClientEvent::Goodbye(g)) => assert_eq!(g.reason, GoodbyeReason::Replaced),
+        other => panic!("expected a goodbye, got {other:?}"),
+    }
+}
+
+/// A close when idle that waits too long cuts the streams still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn close_when_idle_cuts_what_outlasts_its_wait() {
+    let mut pair = mux_pair(config()).await;
+    let (opened, _request) = open_pair(&mut pair, true).await;
+    let most = Duration::from_millis(100);
+    within(
+        "the close",
+        pair.server
+            .close_when_idle(GoodbyeReason::Replaced, "moved", most),
+    )
+    .await;
+    assert_eq!(
+        response(opened.response).await.err(),
+        Some(StreamError::ConnectionClosed)
+    );
+}
+
 /// A peer that never reads nor answers pings is declared dead after `dead_after`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_peer_is_dropped() {
