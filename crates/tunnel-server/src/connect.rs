@@ -288,7 +288,7 @@ async fn serve_client(
         state
             .tasks
             .clients
-            .spawn(async move { old.mux.close(GoodbyeReason::Replaced, &message).await });
+            .spawn(async move { old.close_replaced(&message).await });
     }
     info!(%agent, "client connected");
     state.metrics.client_connected();

@@ -15,6 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+use tunnel_protocol::mux::ServerMux;
 use tunnel_protocol::GoodbyeReason;
 
 use crate::app::{self, router};
@@ -33,8 +34,9 @@ use crate::state::AppState;
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 /// Serves on `listener` until `state.shutdown` is cancelled, then drains: readiness fails, new
-/// connections are refused, clients are told the server is restarting, in-flight requests get
-/// up to the grace period to finish, and finally every client connection is closed.
+/// connections are refused, clients are told the server is restarting (and reconnect, to
+/// another pod if there is one), in-flight requests get up to the grace period to finish, and
+/// finally every client connection still here is closed.
 ///
 /// The listener is injected so that tests (and embedders) can bind port 0 first. The parts,
 /// as mini-redis has them: [`accept`] (the listener, under the connection cap), one
@@ -68,9 +70,9 @@ pub struct Listeners {
 }
 
 /// Serves on every listener until `state.shutdown` is cancelled, then drains as [`run`] says.
-/// The metrics keep answering through the drain; so does the peer listener, until the
-/// clients here are closed (other pods forward to them until then), after which it answers
-/// "not here" for a moment while the clients reconnect elsewhere.
+/// The metrics keep answering through the drain; so does the peer listener (other pods
+/// forward to the clients here until they have moved), which answers "not here" for a client
+/// that moved, so that the request follows it.
 pub async fn serve(listeners: Listeners, state: Arc<AppState>) {
     let Listeners {
         public,
@@ -298,46 +300,43 @@ async fn serve_request(
     Ok(resp)
 }
 
-/// Graceful shutdown once the listener is closed: clients are told, public connections and
-/// request tasks (body pumps, WebSocket sessions) get the grace period, then every client
-/// connection is closed and its session waited for.
+/// Graceful shutdown once the listener is closed, in the way of HTTP/2's GOAWAY: every
+/// client is told to reconnect elsewhere ([`goaway`]), public connections and request tasks
+/// get the grace period, then every client connection still here is closed and its session
+/// waited for.
+///
+/// With a shared registry a told client reconnects at once, through the ingress to another
+/// pod, make-before-break: its new session there replaces the one here, which stops getting
+/// new requests (other pods now forward to the new one; a request that raced here is answered
+/// "not here" and follows) and closes once its requests in flight are done
+/// ([`crate::tunnel::Connection::close_replaced`]). So the drain waits, within the grace
+/// period, for the told sessions to close as well: until a client has moved, other pods keep
+/// forwarding its requests here, and closing its session earlier would cut them.
 async fn drain(state: &AppState, connections: &TaskTracker) {
     info!("shutting down: refusing new requests, draining in-flight ones");
-    for t in state.registry.local() {
-        if let Some(c) = t.connection() {
-            c.mux
-                .announce(GoodbyeReason::ServerShutdown, "the server is restarting")
-                .await;
-        }
-    }
+    let told = goaway(state).await;
     let requests = &state.tasks.requests;
     connections.close();
     requests.close();
+    let moving = state.registry.node_id().is_some();
     let grace = state.settings.timeouts.shutdown_grace;
     let in_flight = async {
         connections.wait().await;
+        if moving {
+            futures_util::future::join_all(told.iter().map(|mux| mux.closed())).await;
+        }
         requests.wait().await;
     };
     if tokio::time::timeout(grace, in_flight).await.is_err() {
         warn!(
             open = connections.len(),
             tasks = requests.len(),
+            clients = told.iter().filter(|mux| !mux.is_closed()).count(),
             "grace period of {}s over; cutting the remaining connections",
             grace.as_secs()
         );
     }
-    // Every client connecting until now, not only those there when the drain began.
-    let closes = state
-        .registry
-        .local()
-        .into_iter()
-        .filter_map(|t| t.connection())
-        .map(|c| async move {
-            c.mux
-                .close(GoodbyeReason::ServerShutdown, "the server is restarting")
-                .await
-        });
-    futures_util::future::join_all(closes).await;
+    close_clients(state, &told).await;
     let clients = &state.tasks.clients;
     clients.close();
     let sessions = async {
@@ -352,6 +351,46 @@ async fn drain(state: &AppState, connections: &TaskTracker) {
             CLOSE_WAIT.as_secs()
         );
     }
+}
+
+/// Tells every client connected here that the server is restarting (a goodbye that does not
+/// close: their requests in flight go on); returns their connections.
+async fn goaway(state: &AppState) -> Vec<ServerMux> {
+    let told: Vec<ServerMux> = state
+        .registry
+        .local()
+        .into_iter()
+        .filter_map(|t| t.connection())
+        .map(|c| c.mux)
+        .collect();
+    for mux in &told {
+        mux.announce(GoodbyeReason::ServerShutdown, "the server is restarting")
+            .await;
+    }
+    told
+}
+
+/// Closes every client connection still open: the ones told at the start of the drain (a
+/// replaced one may still be finishing its requests) and every one connected since.
+async fn close_clients(state: &AppState, told: &[ServerMux]) {
+    let since = state
+        .registry
+        .local()
+        .into_iter()
+        .filter_map(|t| t.connection())
+        .map(|c| c.mux);
+    let mut open: Vec<ServerMux> = told.to_vec();
+    for mux in since {
+        if !open.iter().any(|m| m.same_connection(&mux)) {
+            open.push(mux);
+        }
+    }
+    open.retain(|mux| !mux.is_closed());
+    let closes = open.iter().map(|mux| async move {
+        mux.close(GoodbyeReason::ServerShutdown, "the server is restarting")
+            .await
+    });
+    futures_util::future::join_all(closes).await;
 }
 
 /// [`run`] plus the metrics endpoint on `metrics_listener`, which keeps answering while the

@@ -162,13 +162,16 @@ pub(super) async fn exchange(x: Exchange<'_>) -> Result<Forwarded, TunnelError> 
     })
 }
 
-/// Why no stream could be opened.
+/// Why no stream could be opened. A connection that closed (or began closing) before the
+/// stream was opened is `TunnelOffline`: nothing of the request reached the client, so it may
+/// go elsewhere (see `relay`, which answers "not here" then).
 fn open_error(e: StreamError) -> TunnelError {
     match e {
         StreamError::Reset {
             code: ResetCode::Refused,
             ..
         } => TunnelError::Overloaded,
+        StreamError::ConnectionClosed => TunnelError::TunnelOffline,
         _ => TunnelError::ClientDisconnected,
     }
 }

@@ -6,7 +6,8 @@
 //! header rules, the log line, the metrics, the counters); here only what needs the client:
 //! the tunnel's public rate limit, counted here for every pod since all of a tunnel's
 //! requests pass through the pod holding its client, and the stream limit of its multiplexer.
-//! A request whose client is not here is answered "not here", never forwarded again.
+//! A request whose client is not here is answered "not here", never forwarded again; so is
+//! one whose client's session here closed before the request could be opened on it.
 
 use std::sync::Arc;
 
@@ -80,6 +81,10 @@ pub async fn relay(state: Arc<AppState>, req: hyper::Request<Incoming>) -> Respo
     })
     .await;
     match forwarded {
+        // The session closed before the stream opened (its client moved on, and it finished
+        // what it had): nothing was sent, the body never asked for; the other pod may look
+        // the client up again and send the request there.
+        Err(TunnelError::TunnelOffline) => Refusal::NotHere.response(),
         Err(e) => Refusal::Error(e).response(),
         Ok(Forwarded {
             head,

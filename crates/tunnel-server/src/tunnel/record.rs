@@ -8,10 +8,12 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tunnel_protocol::mux::ServerMux;
+use tunnel_protocol::GoodbyeReason;
 
 use super::access::AccessPolicy;
 use super::domain::{CustomDomain, DomainStatus};
@@ -29,6 +31,33 @@ pub struct Connection {
     pub remote: SocketAddr,
     /// Distinguishes successive connections of one tunnel.
     pub generation: u64,
+}
+
+/// The longest a replaced session that was going away may take to finish its requests (see
+/// [`Connection::close_replaced`]); the draining pod's own grace period usually ends it first.
+const MOVED_FINISH: Duration = Duration::from_secs(60);
+
+impl Connection {
+    /// Closes this session because a newer one of its tunnel took its place (`replaced`).
+    ///
+    /// A session that was told to go away (its pod drains: [`ServerMux::announce`]) was
+    /// replaced by its own client, which reconnected elsewhere as told, make-before-break.
+    /// The requests in flight on it finish first, and only then does it close: new requests
+    /// no longer reach it (it has left the registry, and a stream opened on it from the
+    /// moment it is idle is refused before anything is sent, so the caller can send the
+    /// request elsewhere). Any other replaced session is closed at once: another client took
+    /// the tunnel over, and the old one must stop serving it.
+    pub async fn close_replaced(&self, message: &str) {
+        let reason = GoodbyeReason::Replaced;
+        match self.mux.is_going_away() {
+            true => {
+                self.mux
+                    .close_when_idle(reason, message, MOVED_FINISH)
+                    .await
+            }
+            false => self.mux.close(reason, message).await,
+        }
+    }
 }
 
 /// Where a tunnel's client is connected when it is not connected to this process: another

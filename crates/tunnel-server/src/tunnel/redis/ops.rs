@@ -250,10 +250,15 @@ impl Shared {
         reason: CloseReason,
         message: Option<String>,
     ) {
+        let replaced = reason == CloseReason::Replaced;
         let (reason, default) = reason.goodbye();
         let message = message.unwrap_or_else(|| default.to_string());
-        self.tasks
-            .spawn(async move { connection.mux.close(reason, &message).await });
+        self.tasks.spawn(async move {
+            match replaced {
+                true => connection.close_replaced(&message).await,
+                false => connection.mux.close(reason, &message).await,
+            }
+        });
     }
 
     pub(super) fn lease_ms(&self) -> u64 {
