@@ -23,7 +23,8 @@
 //!   protocol header optional), and `tunnel-client connect`, the consumer's end of the
 //!   server's front door.
 //! - [`session`]: connect (the handshake in `session/connect.rs`), serve (every forward on a
-//!   task tracker), reconnect with backoff, and on shutdown let the forwards in flight finish
+//!   task tracker), reconnect with backoff (at once, make-before-break, when a restarting
+//!   server says so: `session/retire.rs`), and on shutdown let the forwards in flight finish
 //!   before deleting the tunnel.
 //! - [`fleet`]: `tunnel-client start`: a session per tunnel of the config file, one banner,
 //!   and the file followed (watched, and SIGHUP) by diffing its tunnels by name.

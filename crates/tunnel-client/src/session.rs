@@ -7,6 +7,7 @@ mod connect;
 mod create;
 mod error;
 mod reach;
+mod retire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tunnel_protocol::mux::{self, ClientEvent, ClientMux, Goodbye, MuxConfig};
-use tunnel_protocol::{GoodbyeReason, ResetCode, Welcome};
+use tunnel_protocol::{GoodbyeReason, Welcome};
 
 use self::backoff::{or_shutdown, pause, Backoff};
 use self::connect::{connect, ClientWs, ConnectError};
@@ -26,6 +27,7 @@ pub use self::error::{
 };
 pub use self::reach::Fatal;
 use self::reach::Reach;
+use self::retire::{finish_in_flight, Retiring};
 use crate::config::ClientConfig;
 use crate::control::{ApiError, ControlClient, Created, TcpEndpoint};
 use crate::display::Printer;
@@ -90,6 +92,7 @@ pub async fn run_as(
         tasks: TaskTracker::new(),
         background: TaskTracker::new(),
         background_stop: shutdown.child_token(),
+        retiring: TaskTracker::new(),
         announced: false,
         cfg,
         api,
@@ -107,6 +110,7 @@ pub async fn run_as(
     };
     let result = client.keep_online(&mut created).await;
     client.end_background().await;
+    client.end_retiring().await;
     result?;
     client.delete(&created).await;
     Ok(())
@@ -152,6 +156,10 @@ struct Client {
     /// shutdown, or when the client ends for another reason (`background_stop`).
     background: TaskTracker,
     background_stop: CancellationToken,
+    /// Connections the server told the client to leave, each still serving its requests
+    /// beside the current one until the server closes it (see `retire`); they stop with
+    /// `background_stop`.
+    retiring: TaskTracker,
     /// Whether the banner was printed (later connections say "reconnected").
     announced: bool,
     shutdown: CancellationToken,
@@ -256,6 +264,7 @@ impl Client {
                 Ok(Next::Stop)
             }
             End::Final(reason, message) => Err(ended(reason, &message)),
+            End::Moving(reason) => Ok(self.move_on(mux, events, reason)),
             End::Lost(reason) => {
                 self.printer
                     .warn(&format!("connection lost ({reason}); reconnecting"));
@@ -263,6 +272,24 @@ impl Client {
                 Ok(Next::Now)
             }
         }
+    }
+
+    /// The server asked the client to reconnect (it restarts) and keeps the connection open
+    /// meanwhile: make-before-break, the connection goes on serving beside the next one
+    /// until the server closes it, and the client connects again at once.
+    fn move_on(&self, mux: ClientMux, events: mpsc::Receiver<ClientEvent>, reason: String) -> Next {
+        let retiring = Retiring {
+            forwarder: self.forwarder.clone(),
+            tcp: self.tcp.clone(),
+            stop: self.background_stop.clone(),
+            grace: DRAIN_GRACE,
+        };
+        self.retiring.spawn(retiring.run(mux, events));
+        self.printer.info(&format!(
+            "{reason}; reconnecting (requests in flight finish first)"
+        ));
+        let _ = self.status.send(Status::Reconnecting { reason });
+        Next::Now
     }
 
     /// Hands every request to a forward of its own until shutdown or the connection's end.
@@ -284,6 +311,10 @@ impl Client {
                     if !reason.should_reconnect() {
                         mux.abort("server ended the tunnel");
                         return End::Final(reason, message);
+                    }
+                    // The server restarts: a GOAWAY, this connection still open (see `retire`).
+                    if reason == GoodbyeReason::ServerShutdown {
+                        return End::Moving(message);
                     }
                     said = Some(message);
                 }
@@ -308,27 +339,9 @@ impl Client {
                 self.tasks.len()
             ));
         }
-        let deadline = tokio::time::sleep(DRAIN_GRACE);
-        tokio::pin!(deadline);
-        let mut open = true;
-        loop {
-            tokio::select! {
-                () = self.tasks.wait() => break,
-                () = &mut deadline => {
-                    self.printer.warn("requests still in flight after the grace period; closing");
-                    break;
-                }
-                e = events.recv(), if open => match e {
-                    Some(ClientEvent::Request(request)) => request
-                        .responder
-                        .reset(ResetCode::Refused, "client shutting down"),
-                    Some(ClientEvent::Tcp(tcp)) => {
-                        tcp.refuse(ResetCode::Refused, "client shutting down")
-                    }
-                    Some(ClientEvent::Goodbye(_)) => {}
-                    None => open = false,
-                },
-            }
+        if !finish_in_flight(&self.tasks, &mut events, DRAIN_GRACE).await {
+            self.printer
+                .warn("requests still in flight after the grace period; closing");
         }
         mux.close(GoodbyeReason::ClientShutdown, "client shutting down")
             .await;
@@ -412,6 +425,14 @@ impl Client {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.background.wait()).await;
     }
 
+    /// Waits for the connections the server told the client to leave (told to stop with
+    /// `background_stop`, they let their requests finish, then close).
+    async fn end_retiring(&self) {
+        self.retiring.close();
+        let most = DRAIN_GRACE + Duration::from_secs(3);
+        let _ = tokio::time::timeout(most, self.retiring.wait()).await;
+    }
+
     /// Leaving on purpose: removes the tunnel so that its URL stops answering.
     async fn delete(&self, created: &Created) {
         let id = &created.tunnel_id;
@@ -472,6 +493,8 @@ enum End {
     Shutdown,
     Final(GoodbyeReason, String),
     Lost(String),
+    /// The server asked the client to reconnect, and keeps the connection open meanwhile.
+    Moving(String),
 }
 
 #[cfg(test)]
