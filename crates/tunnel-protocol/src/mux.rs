@@ -240,6 +240,7 @@ impl Mux<ServerSide> {
         head: impl FnOnce(StreamId) -> Result<String, StreamError>,
         end_stream: bool,
     ) -> Result<(BodySender, ResponseFuture), StreamError> {
+        self.shared.streams_allowed().await?;
         let (state, response_head) = self.register()?;
         let id = state.id;
         let (mut sender, body) = halves(self.shared.clone(), state);
@@ -253,11 +254,23 @@ impl Mux<ServerSide> {
 
     /// Sends the welcome, the answer to the client's hello. The server starts its end before
     /// the welcome so that it can claim the tunnel with this handle first (with a shared
-    /// registry a round trip that may fail): a client told it is online is online.
+    /// registry a round trip that may fail): a client told it is online is online. Streams
+    /// held until now ([`Mux::hold_streams_until_welcome`]) go out behind it.
     pub async fn welcome(&self, welcome: Welcome) -> Result<(), StreamError> {
-        self.shared
+        let sent = self
+            .shared
             .send_control(&ControlMessage::Welcome(welcome))
-            .await
+            .await;
+        self.shared.allow_streams();
+        sent
+    }
+
+    /// Holds every stream opened from now on until the welcome is queued. The server makes
+    /// this handle reachable (claims the tunnel with it) before it sends the welcome, and a
+    /// request routed to it in between must not reach the client first: a client still
+    /// waiting for its welcome takes any other message for a broken handshake.
+    pub fn hold_streams_until_welcome(&self) {
+        self.shared.held.store(true, Ordering::SeqCst);
     }
 
     /// A new stream in the table, with the receiver of its response head.

@@ -267,6 +267,8 @@ async fn serve_client(
     // online (with a shared registry, the claim is a round trip to the store, and may fail).
     let welcome = welcome(&state, &tunnel, &cfg);
     let (mux, mut events) = mux::start_server(ws, cfg);
+    // Reachable from the claim on, but its streams wait for the welcome to go out first.
+    mux.hold_streams_until_welcome();
     let claim = match state.registry.claim(&tunnel, mux.clone(), remote).await {
         Ok(claim) => claim,
         Err(e) => {

@@ -93,6 +93,10 @@ pub(super) struct Shared {
     /// does; nobody pays for the notification otherwise).
     pub(super) idle_watched: AtomicBool,
     pub(super) idle: Notify,
+    /// Streams wait before opening until the welcome is queued (server side, see
+    /// [`super::Mux::hold_streams_until_welcome`]); `allowed` wakes them.
+    pub(super) held: AtomicBool,
+    allowed: Notify,
 }
 
 /// What to do when a stream's receiver is dropped before its end.
@@ -202,6 +206,8 @@ impl Shared {
             closing: AtomicBool::new(false),
             idle_watched: AtomicBool::new(false),
             idle: Notify::new(),
+            held: AtomicBool::new(false),
+            allowed: Notify::new(),
         }
     }
 
@@ -391,6 +397,29 @@ impl Shared {
             "receive window grew"
         );
         u64::from(grown - window)
+    }
+
+    /// Lets held streams open (the welcome is queued, ahead of their heads).
+    pub(super) fn allow_streams(&self) {
+        self.held.store(false, Ordering::SeqCst);
+        self.allowed.notify_waiters();
+    }
+
+    /// Waits while streams are held; `ConnectionClosed` if the connection ends first.
+    pub(super) async fn streams_allowed(&self) -> Result<(), StreamError> {
+        while self.held.load(Ordering::SeqCst) {
+            let allowed = self.allowed.notified();
+            tokio::pin!(allowed);
+            allowed.as_mut().enable();
+            if !self.held.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::select! {
+                () = allowed => {}
+                () = self.cancel.cancelled() => return Err(StreamError::ConnectionClosed),
+            }
+        }
+        Ok(())
     }
 
     /// A stream left the table, which `now_empty` says it left empty: wakes a waiter of

@@ -192,6 +192,37 @@ async fn close_when_idle_lets_the_stream_in_flight_finish() {
     }
 }
 
+/// A server mux holding its streams until the welcome: a request opened before the welcome
+/// goes out behind it (a client waiting for its welcome takes anything else for a broken
+/// handshake).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_held_until_the_welcome_go_out_behind_it() {
+    let (mux, _events, mut raw) = mux_server_raw_client(config()).await;
+    mux.hold_streams_until_welcome();
+    let opener = mux.clone();
+    let mut opening = tokio::spawn(async move { open_request(&opener, true).await });
+    assert!(timeout(NOT_YET, &mut opening).await.is_err());
+    let welcome = tunnel_protocol::Welcome {
+        protocol_version: tunnel_protocol::PROTOCOL_VERSION,
+        tunnel_id: "abc".into(),
+        public_url: "http://localhost/abc/".into(),
+        initial_window: WINDOW,
+        max_window: None,
+        max_frame_size: FRAME,
+        ping_interval_secs: 20,
+    };
+    mux.welcome(welcome).await.expect("welcome queued");
+    assert!(matches!(
+        raw_control(&mut raw).await,
+        ControlMessage::Welcome(_)
+    ));
+    let opened = within("the held request", opening).await.expect("task");
+    match raw_control(&mut raw).await {
+        ControlMessage::Request(head) => assert_eq!(head.stream_id, opened.id),
+        other => panic!("expected the request, got {other:?}"),
+    }
+}
+
 /// A close when idle that waits too long cuts the streams still open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn close_when_idle_cuts_what_outlasts_its_wait() {
