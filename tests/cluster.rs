@@ -20,6 +20,8 @@ use tunnel_e2e::cluster::{Balancer, Pod, Redis, PEER_SECRET};
 use tunnel_e2e::{eventually, TestClient, API_KEY, DEADLINE};
 use tunnel_protocol::mux::{ClientEvent, ClientMux, Goodbye, ServerMux};
 
+#[path = "cluster/drain.rs"]
+mod drain;
 #[path = "cluster/names.rs"]
 mod names;
 #[path = "cluster/redis_url.rs"]
@@ -339,90 +341,6 @@ async fn kill_9_a_and_the_client_comes_back_on_b_with_the_same_url() {
     );
     assert_eq!(node_of(c, &id).await.as_deref(), Some("b"));
     assert_eq!(echo(&s.pods[1], &client, "/on-b").await.status(), 200);
-    client.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_graceful_shutdown_moves_the_client_to_another_pod() {
-    let Some(mut s) = setup("graceful_shutdown", 3, &[]).await else {
-        return;
-    };
-    let backend = Backend::start("svc").await;
-    let mut client = TestClient::start_at(s.lb.addr, backend.addr.port(), &[]).await;
-    let id = client.tunnel_id.clone();
-    s.pods[0].terminate();
-    client.wait_offline().await;
-    client.wait_online().await;
-    assert_eq!(client.tunnel_id, id);
-    assert_eq!(s.pods[0].wait().await, Some(0), "{}", s.pods[0].logs());
-    let c = &s.pods[2];
-    let node = node_of(c, &id).await;
-    assert!(matches!(node.as_deref(), Some("b") | Some("c")), "{node:?}");
-    assert_eq!(echo(c, &client, "/moved").await.status(), 200);
-    client.stop().await.unwrap();
-}
-
-// Ignored: not met yet. It passed once and failed once in two full runs at load average 25:
-// two requests (one GET through B, one POST through C) got 502 while A drained. Run it with
-// `cargo test --test cluster rolling_update -- --ignored`.
-#[tokio::test]
-#[ignore = "a graceful shutdown lost requests (502) in one of two runs under load: issue 15, open"]
-async fn a_rolling_update_of_the_pod_holding_the_client_loses_no_request() {
-    let Some(mut s) = setup("rolling_update", 3, &[]).await else {
-        return;
-    };
-    let backend = Backend::start("svc").await;
-    let mut client = TestClient::start_at(s.lb.addr, backend.addr.port(), &[]).await;
-    let id = client.tunnel_id.clone();
-    // Requests one after another through B (GET) and C (POST with a body) while A, which holds
-    // the client, shuts down gracefully: each must succeed, none may be lost or doubled.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let traffic = |pod: usize, post: bool| {
-        let url = s.pods[pod].url(&format!("{}/echo", client.prefix()));
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let http = http();
-            let mut done = 0u64;
-            while !stop.is_cancelled() {
-                let req = match post {
-                    true => http
-                        .post(format!("{url}?n={done}"))
-                        .body(format!("body-{done}")),
-                    false => http.get(format!("{url}?n={done}")),
-                };
-                let resp = req.send().await.unwrap();
-                let code = resp.headers().get("x-tunnel-error").cloned();
-                assert_eq!(resp.status(), 200, "request {done} via pod {pod}: {code:?}");
-                let json: serde_json::Value = resp.json().await.unwrap();
-                assert_eq!(json["target"], format!("/echo?n={done}"));
-                done += 1;
-            }
-            done
-        })
-    };
-    let (through_b, through_c) = (traffic(1, false), traffic(2, true));
-    let served = || backend.requests();
-    eventually("traffic flowing", || async {
-        (served() >= 20).then_some(())
-    })
-    .await;
-    s.pods[0].terminate();
-    client.wait_offline().await;
-    client.wait_online().await;
-    assert_eq!(client.tunnel_id, id);
-    assert_eq!(s.pods[0].wait().await, Some(0), "{}", s.pods[0].logs());
-    let moved = served();
-    eventually("traffic through the new pod", || async {
-        (served() >= moved + 20).then_some(())
-    })
-    .await;
-    stop.cancel();
-    let sent = through_b.await.unwrap() + through_c.await.unwrap();
-    // Every request sent reached the backend once (a request in flight when `stop` was
-    // cancelled has finished: the tasks send one at a time).
-    assert_eq!(backend.requests(), sent);
-    let node = node_of(&s.pods[2], &id).await;
-    assert!(matches!(node.as_deref(), Some("b") | Some("c")), "{node:?}");
     client.stop().await.unwrap();
 }
 

@@ -268,8 +268,12 @@ impl TestClient {
         )
         .await
         .expect("client did not come online in time")
-        .expect("client stopped before coming online")
-        .clone();
+        .map(|s| s.clone());
+        let Ok(status) = status else {
+            // Its end says why.
+            let ended = tokio::time::timeout(DEADLINE, &mut self.handle).await;
+            panic!("client stopped before coming online: {ended:?}");
+        };
         if let Status::Online {
             tunnel_id,
             public_url,
