@@ -111,7 +111,13 @@ async fn authenticate(
     headers: &http::HeaderMap,
 ) -> Result<Arc<Tunnel>, TunnelError> {
     let token = presented_credential(headers).unwrap_or("");
-    let tunnel = state.registry.lookup(id).await?;
+    let mut tunnel = state.registry.lookup(id).await?;
+    if !tunnel.as_ref().is_some_and(|t| t.token_matches(token)) {
+        // Refused only on what the store says: a cached answer may predate the tunnel (a
+        // miss cached here just before its create on another pod, whose hint is still on its
+        // way), and a client refused takes its tunnel for taken over.
+        tunnel = state.registry.lookup_fresh(id).await?;
+    }
     let authorized = match &tunnel {
         Some(t) => t.token_matches(token),
         None => {

@@ -106,6 +106,10 @@ impl TunnelRegistry for RedisRegistry {
         Box::pin(async move { Ok(self.0.lookup(id).await?) })
     }
 
+    fn lookup_fresh<'a>(&'a self, id: &'a str) -> RegistryFuture<'a, Option<Arc<Tunnel>>> {
+        Box::pin(async move { Ok(self.0.lookup_fresh(id).await?) })
+    }
+
     fn create<'a>(
         &'a self,
         new: NewTunnel<'a>,

@@ -197,6 +197,13 @@ pub trait TunnelRegistry: Send + Sync + std::fmt::Debug {
     /// when [`get`](Self::get) does not know it.
     fn lookup<'a>(&'a self, id: &'a str) -> RegistryFuture<'a, Option<Arc<Tunnel>>>;
 
+    /// [`lookup`](Self::lookup) without any cached answer: what the store holds now. For
+    /// answers a cache must not decide, such as refusing a client's token (the cache may
+    /// still say "no such tunnel" for one created a moment ago on another pod).
+    fn lookup_fresh<'a>(&'a self, id: &'a str) -> RegistryFuture<'a, Option<Arc<Tunnel>>> {
+        self.lookup(id)
+    }
+
     /// Registers a tunnel; returns it and its token (the only time the token exists in clear).
     ///
     /// A requested name must be free: no live tunnel, not blocked, not reserved for another

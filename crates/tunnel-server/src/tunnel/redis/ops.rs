@@ -97,6 +97,14 @@ impl Shared {
         Ok(self.read(id).await?.map(|r| r.tunnel))
     }
 
+    /// [`crate::tunnel::TunnelRegistry::lookup_fresh`]: a live session here, or Redis.
+    pub(super) async fn lookup_fresh(&self, id: &str) -> Result<Option<Arc<Tunnel>>, StoreError> {
+        if let Some(t) = self.local_live(id) {
+            return Ok(Some(t));
+        }
+        Ok(self.read(id).await?.map(|r| r.tunnel))
+    }
+
     /// [`crate::tunnel::TunnelRegistry::create`]: the `CREATE` script (which decides the
     /// name's and the domain's holders too), under a new random id until one is free.
     pub(super) async fn create(
@@ -163,9 +171,7 @@ impl Shared {
                     let tunnel = Tunnel::new(id, owner, &token, now, expires, access, domain)
                         .with_keep_prefix(keep_prefix)
                         .with_tcp(tcp);
-                    let tunnel = Arc::new(tunnel);
-                    self.seen(&tunnel);
-                    return Ok((tunnel, token));
+                    return Ok((self.created(tunnel), token));
                 }
                 "taken" if name.is_some() => return Err(CreateError::Taken(id)),
                 // A live tunnel, or a name in someone's grace period: never handed out.
@@ -178,6 +184,16 @@ impl Shared {
         }
         // 16 collisions in a space of 36^9 ids means the registry is absurdly full.
         Err(CreateError::TooMany(max_per_key))
+    }
+
+    /// The object of a tunnel just created. A lookup just before (the take-over check looks
+    /// the name up) may have cached that there is no such tunnel, and the script's hint
+    /// reaches our subscriber only later: its client, connecting at once, would be refused.
+    fn created(&self, tunnel: Tunnel) -> Arc<Tunnel> {
+        let tunnel = Arc::new(tunnel);
+        self.seen(&tunnel);
+        self.cache.forget(&tunnel.id);
+        tunnel
     }
 
     fn fingerprint(&self, owner: KeyId) -> Result<String, StoreError> {
