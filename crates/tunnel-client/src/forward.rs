@@ -381,7 +381,13 @@ impl Forwarder {
         let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
         let empty = http_body::Body::is_end_stream(request.body());
         let c = inspector.capture(request.method(), target, request.headers(), empty);
-        let request = request.map(|body| BodyExt::boxed(c.tee_request(body)));
+        // A body known to be empty has nothing to tee (its entry already says so): no box
+        // and no extra poll for most requests.
+        let request = if empty {
+            request
+        } else {
+            request.map(|body| BodyExt::boxed(c.tee_request(body)))
+        };
         *capture = Some(c);
         request
     }

@@ -57,21 +57,10 @@ impl Capture {
         headers: &HeaderMap,
         empty_body: bool,
     ) -> NewEntry {
-        let remote_addr = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_string());
-        let request_id = headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         NewEntry {
             method: method.clone(),
             target: target.to_string(),
             headers: headers.clone(),
-            remote_addr,
-            request_id,
             replay_of: None,
             empty_body,
         }
@@ -133,15 +122,16 @@ impl Drop for Capture {
     }
 }
 
+/// Whether the `Content-Type` is `text/event-stream`, compared in place: this runs twice for
+/// every response, and a lowercased copy was two allocations per request.
 fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("text/event-stream")
-        })
+    const SSE: &[u8] = b"text/event-stream";
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .trim_ascii_start()
+            .get(..SSE.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(SSE))
+    })
 }
 
 fn log(tap: &Tap, direction: Direction, seen: Seen) {

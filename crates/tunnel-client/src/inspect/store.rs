@@ -52,11 +52,12 @@ pub struct Entry {
     started: Instant,
     /// How long until the exchange ended; `None` while in flight.
     pub duration: Option<Duration>,
-    /// The public client's address (the server's `X-Forwarded-For`), if known.
+    /// The public client's address (the server's `X-Forwarded-For`), if known. Filled in
+    /// the copies readers get, from the request's headers (not kept: two strings per request).
     pub remote_addr: Option<String>,
     /// The entry this one replays.
     pub replay_of: Option<EntryId>,
-    /// The server's request id.
+    /// The server's request id (its `X-Request-Id`); filled in the copies like `remote_addr`.
     pub request_id: Option<String>,
     /// What it carries.
     pub kind: Kind,
@@ -75,6 +76,26 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A reader's copy, numbered `id`, with what is derived from the request's headers.
+    fn copy(&self, id: EntryId) -> Entry {
+        let headers = &self.request.headers;
+        let remote_addr = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string());
+        let request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Entry {
+            id,
+            remote_addr,
+            request_id,
+            ..self.clone()
+        }
+    }
+
     fn body_mut(&mut self, side: Side) -> Option<&mut CapturedBody> {
         match (side, self.response.as_mut()) {
             (Side::Request, _) => Some(&mut self.request.body),
@@ -91,12 +112,8 @@ pub struct NewEntry {
     pub method: Method,
     /// Path and query.
     pub target: String,
-    /// Headers as sent.
+    /// Headers as sent (with the server's `X-Forwarded-For` and `X-Request-Id`).
     pub headers: HeaderMap,
-    /// The public client's address.
-    pub remote_addr: Option<String>,
-    /// The server's request id.
-    pub request_id: Option<String>,
     /// For a replay: the entry replayed.
     pub replay_of: Option<EntryId>,
     /// Whether the request has no body.
@@ -169,10 +186,7 @@ impl Slot {
     /// A copy of the entry (bodies and messages are shared, not copied), unless it is gone.
     fn entry(&self) -> Option<Entry> {
         let kept = self.lock();
-        (!kept.gone).then(|| Entry {
-            id: self.id(),
-            ..kept.entry.clone()
-        })
+        (!kept.gone).then(|| kept.entry.copy(self.id()))
     }
 
     /// Takes the entry out of the budget: marks it gone and uncounts its bytes.
@@ -294,9 +308,9 @@ impl Store {
                     start: Utc::now(),
                     started: Instant::now(),
                     duration: None,
-                    remote_addr: new.remote_addr,
+                    remote_addr: None,
                     replay_of: new.replay_of,
-                    request_id: new.request_id,
+                    request_id: None,
                     kind: Kind::Http,
                     request: RequestRecord {
                         method: new.method,
@@ -480,10 +494,7 @@ impl Store {
             for slot in &chunk {
                 let kept = slot.lock();
                 if !kept.gone && keep(&kept.entry) {
-                    out.push(Entry {
-                        id: slot.id(),
-                        ..kept.entry.clone()
-                    });
+                    out.push(kept.entry.copy(slot.id()));
                     if out.len() == limit {
                         break;
                     }
@@ -530,8 +541,6 @@ mod tests {
             method: Method::POST,
             target: "/hook".into(),
             headers: HeaderMap::new(),
-            remote_addr: None,
-            request_id: None,
             replay_of: None,
             empty_body: false,
         }
@@ -680,5 +689,20 @@ mod tests {
             .map(|e| e.id)
             .collect();
         assert_eq!(odd, vec![1999, 1997, 1995]);
+    }
+
+    #[test]
+    fn copies_name_the_public_client_and_the_request_id_from_the_headers() {
+        let s = store(1 << 20, 1 << 10);
+        let mut new = new_entry();
+        new.headers
+            .insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
+        new.headers
+            .insert("x-request-id", "req-42".parse().unwrap());
+        let slot = s.begin(new);
+        for e in [s.get(slot.id()).unwrap(), s.newest(1, |_| true).remove(0)] {
+            assert_eq!(e.remote_addr.as_deref(), Some("203.0.113.7"));
+            assert_eq!(e.request_id.as_deref(), Some("req-42"));
+        }
     }
 }
