@@ -64,6 +64,9 @@ pub struct InspectReport {
     pub ratio: Vec<f64>,
     /// The machine's 1-minute load average before the first round and after the last.
     pub load: (Option<f64>, Option<f64>),
+    /// Each client's resident set size after the last round, in KiB: off, then on (whose
+    /// capture store is full by then: its budget, 50 MiB by default, is what it may add).
+    pub rss_kib: (u64, u64),
 }
 
 impl InspectReport {
@@ -90,7 +93,8 @@ impl InspectReport {
              | client context switches per request, vol + invol (median) | {off_cs} | {on_cs} | |\n\n\
              on/off per round (median, then min-max above): [{}]\n\
              rounds, req/s: off [{}], on [{}]\n\
-             load average: {} before, {} after",
+             load average: {} before, {} after\n\
+             client RSS after the last round: off {} MiB, on {} MiB",
             m(&self.ratio),
             on_cpu / off_cpu,
             list(&self.ratio, 3),
@@ -98,6 +102,8 @@ impl InspectReport {
             list(&self.on.rps, 0),
             load(self.load.0),
             load(self.load.1),
+            self.rss_kib.0 / 1024,
+            self.rss_kib.1 / 1024,
         )
     }
 }
@@ -190,6 +196,7 @@ pub async fn run(args: InspectArgs) -> anyhow::Result<InspectReport> {
         }
     }
     report.load.1 = load_average();
+    report.rss_kib = (off.mem()?.rss_kib, on.mem()?.rss_kib);
     for p in [on, off, server, backend] {
         p.terminate(Duration::from_secs(10)).await?;
     }
