@@ -372,6 +372,13 @@ impl<S: Side> Mux<S> {
         self.shared.cancel.is_cancelled()
     }
 
+    /// Whether the connection refuses new streams: it has ended, or is closing ([`Mux::close`],
+    /// or [`Mux::close_when_idle`] once idle). A stream opened now would fail with
+    /// [`StreamError::ConnectionClosed`], nothing of it sent.
+    pub fn refuses_streams(&self) -> bool {
+        self.shared.closing.load(Ordering::SeqCst) || self.is_closed()
+    }
+
     /// Why the connection ended, once it has.
     pub fn close_reason(&self) -> Option<String> {
         self.shared.close_reason()

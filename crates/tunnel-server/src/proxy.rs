@@ -33,6 +33,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{HeaderValue, LOCATION};
 use http::{Method, StatusCode};
+use hyper::upgrade::OnUpgrade;
 
 use crate::edge::framing::RequestSlot;
 use crate::edge::{ClientIp, PeerAddr};
@@ -41,7 +42,7 @@ use crate::state::AppState;
 use crate::tunnel::registry::looks_like_id;
 use crate::tunnel::Tunnel;
 
-use forward::{forward, Forward, Forwarded};
+use forward::{forward, Failure, Forward, Forwarded};
 use log::{Outcome, RequestLog};
 use remote::Remote;
 use response::{respond, Downstream};
@@ -183,14 +184,31 @@ async fn proxy_request(
         request_id: &request_id,
         slot,
     };
-    // A client connected to another pod: the request goes there.
-    let remote = (tunnel.connection(), tunnel.remote(), state.peers.as_ref());
-    let (tunnel, body, log, on_upgrade) = match remote {
+    deliver(&public, tunnel, body, log, on_upgrade).await
+}
+
+/// A request sent into the session here that came back unsent: its body (never started),
+/// its log line, its upgrade.
+type Unsent = (Body, RequestLog, Option<OnUpgrade>);
+
+/// Sends the request where its client is: to another pod if the client is connected there,
+/// otherwise into the session here. A session here found gone or closing before anything
+/// was sent means that the client moved (as a draining pod tells it to): the request
+/// follows it ([`remote::follow`]), once.
+async fn deliver(
+    public: &Public<'_>,
+    tunnel: Arc<Tunnel>,
+    body: Body,
+    log: RequestLog,
+    on_upgrade: Option<OnUpgrade>,
+) -> Response {
+    let (headers, peers) = (public.headers, public.state.peers.as_ref());
+    let (tunnel, body, log, on_upgrade) = match (tunnel.connection(), tunnel.remote(), peers) {
         (None, Some(lease), Some(peers)) => {
             let req = public.forward(&tunnel, body, on_upgrade.is_some());
             match remote::forward(req, lease, peers, log, on_upgrade).await {
                 Remote::Answered(resp) => return resp,
-                Remote::Failed(e, log) => return failed(&tunnel, e, log, &parts.headers),
+                Remote::Failed(e, log) => return failed(&tunnel, e, log, headers),
                 Remote::MovedHere {
                     tunnel,
                     body,
@@ -199,12 +217,29 @@ async fn proxy_request(
                 } => (tunnel, body, log, on_upgrade),
             }
         }
-        _ => (tunnel.clone(), body, log, on_upgrade),
+        _ => (tunnel, body, log, on_upgrade),
     };
-    let forwarded = forward(public.forward(&tunnel, body, on_upgrade.is_some())).await;
-    match forwarded {
-        Ok(answer) => answered(&state, &tunnel, answer, on_upgrade, log, prefix.as_deref()),
-        Err(e) => failed(&tunnel, e, log, &parts.headers),
+    let (body, log, on_upgrade) = match public.here(&tunnel, body, log, on_upgrade).await {
+        Ok(resp) => return resp,
+        Err(unsent) => unsent,
+    };
+    let Some(peers) = peers else {
+        return failed(&tunnel, TunnelError::TunnelOffline, log, headers);
+    };
+    let req = public.forward(&tunnel, body, on_upgrade.is_some());
+    let (tunnel, body, log, on_upgrade) = match remote::follow(req, peers, log, on_upgrade).await {
+        Remote::Answered(resp) => return resp,
+        Remote::Failed(e, log) => return failed(&tunnel, e, log, headers),
+        Remote::MovedHere {
+            tunnel,
+            body,
+            log,
+            on_upgrade,
+        } => (tunnel, body, log, on_upgrade),
+    };
+    match public.here(&tunnel, body, log, on_upgrade).await {
+        Ok(resp) => resp,
+        Err((_, log, _)) => failed(&tunnel, TunnelError::TunnelOffline, log, headers),
     }
 }
 
@@ -236,6 +271,29 @@ impl<'a> Public<'a> {
             websocket,
             request_id: self.request_id,
             slot: self.slot,
+        }
+    }
+
+    /// Into the client's session here: its answer, or the request back if that session was
+    /// gone or closing before anything was sent.
+    async fn here(
+        &self,
+        tunnel: &Arc<Tunnel>,
+        body: Body,
+        log: RequestLog,
+        on_upgrade: Option<OnUpgrade>,
+    ) -> Result<Response, Unsent> {
+        match forward(self.forward(tunnel, body, on_upgrade.is_some())).await {
+            Ok(answer) => Ok(answered(
+                self.state,
+                tunnel,
+                answer,
+                on_upgrade,
+                log,
+                self.prefix,
+            )),
+            Err(Failure::Error(e)) => Ok(failed(tunnel, e, log, self.headers)),
+            Err(Failure::NotSent(body)) => Err((body, log, on_upgrade)),
         }
     }
 }

@@ -47,8 +47,24 @@ pub(super) struct Forwarded {
     pub(super) upgrade: Option<BodySender>,
 }
 
+/// Why a request into a client's session got no answer.
+pub(super) enum Failure {
+    /// No stream could be opened: the session was gone, or refused new streams as it closes
+    /// (its client moved on). Nothing of the request reached the client; here is its body,
+    /// never started, so that the request can go where the client is now.
+    NotSent(Body),
+    /// Anything else, as the public client is to learn it.
+    Error(TunnelError),
+}
+
+impl From<TunnelError> for Failure {
+    fn from(e: TunnelError) -> Self {
+        Failure::Error(e)
+    }
+}
+
 /// Sends the request through the tunnel and waits for the response head.
-pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> {
+pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, Failure> {
     let Forward {
         state,
         tunnel,
@@ -62,7 +78,9 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, TunnelError> 
         request_id,
         slot,
     } = req;
-    let conn = tunnel.connection().ok_or(TunnelError::TunnelOffline)?;
+    let Some(conn) = tunnel.connection() else {
+        return Err(Failure::NotSent(body));
+    };
     let headers = tunnel_headers(state, prefix, public_headers, peer, websocket);
     exchange(Exchange {
         state,
@@ -97,7 +115,7 @@ pub(super) struct Exchange<'a> {
 }
 
 /// Opens a stream with the head, pumps the body, and waits for the response head.
-pub(super) async fn exchange(x: Exchange<'_>) -> Result<Forwarded, TunnelError> {
+pub(super) async fn exchange(x: Exchange<'_>) -> Result<Forwarded, Failure> {
     let Exchange {
         state,
         mux,
@@ -118,12 +136,14 @@ pub(super) async fn exchange(x: Exchange<'_>) -> Result<Forwarded, TunnelError> 
     };
     // A request with a body, or an upgrade (its direction carries the public client's bytes
     // after a `101`), keeps its sender; any other ends with its head.
-    let (sender, response) = if has_body || websocket {
-        let (sender, response) = mux.open_stream(parts).await.map_err(open_error)?;
-        (Some(sender), response)
-    } else {
-        let response = mux.send_request(parts).await.map_err(open_error)?;
-        (None, response)
+    let opened = match has_body || websocket {
+        true => mux.open_stream(parts).await.map(|(s, r)| (Some(s), r)),
+        false => mux.send_request(parts).await.map(|r| (None, r)),
+    };
+    let (sender, response) = match opened {
+        Ok(opened) => opened,
+        Err(StreamError::ConnectionClosed) => return Err(Failure::NotSent(body)),
+        Err(e) => return Err(open_error(e).into()),
     };
     let too_large = Arc::new(AtomicBool::new(false));
     let upgrade = match sender {
@@ -143,15 +163,18 @@ pub(super) async fn exchange(x: Exchange<'_>) -> Result<Forwarded, TunnelError> 
     };
     let answer = match tokio::time::timeout(state.settings.timeouts.request_timeout, response).await
     {
-        Err(_) => return Err(TunnelError::Timeout),
-        Ok(Err(_)) if too_large.load(Ordering::Acquire) => return Err(TunnelError::BodyTooLarge),
+        Err(_) => return Err(TunnelError::Timeout.into()),
+        Ok(Err(_)) if too_large.load(Ordering::Acquire) => {
+            return Err(TunnelError::BodyTooLarge.into())
+        }
         Ok(Err(e)) => {
             // The framing guard cut the body off (a malformed chunk line): the public
             // client's bytes, not the tunnel client, are at fault.
             return Err(match slot.and_then(RequestSlot::refusal) {
                 Some(refusal) => refusal.to_error(),
                 None => stream_error(&e),
-            });
+            }
+            .into());
         }
         Ok(Ok(answer)) => answer,
     };
@@ -162,16 +185,14 @@ pub(super) async fn exchange(x: Exchange<'_>) -> Result<Forwarded, TunnelError> 
     })
 }
 
-/// Why no stream could be opened. A connection that closed (or began closing) before the
-/// stream was opened is `TunnelOffline`: nothing of the request reached the client, so it may
-/// go elsewhere (see `relay`, which answers "not here" then).
+/// Why no stream could be opened, when the connection had not closed (that is
+/// [`Failure::NotSent`]).
 fn open_error(e: StreamError) -> TunnelError {
     match e {
         StreamError::Reset {
             code: ResetCode::Refused,
             ..
         } => TunnelError::Overloaded,
-        StreamError::ConnectionClosed => TunnelError::TunnelOffline,
         _ => TunnelError::ClientDisconnected,
     }
 }

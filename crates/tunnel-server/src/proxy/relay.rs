@@ -21,7 +21,7 @@ use tracing::debug;
 use tunnel_protocol::mux::{BodyReceiver, BodySender};
 use tunnel_protocol::ResponseHead;
 
-use super::forward::{exchange, Exchange, Forwarded};
+use super::forward::{exchange, Exchange, Failure, Forwarded};
 use super::headers::strip_hop_by_hop;
 use super::upgrade::{requested_upgrade, Upgrade};
 use crate::error::TunnelError;
@@ -84,8 +84,8 @@ pub async fn relay(state: Arc<AppState>, req: hyper::Request<Incoming>) -> Respo
         // The session closed before the stream opened (its client moved on, and it finished
         // what it had): nothing was sent, the body never asked for; the other pod may look
         // the client up again and send the request there.
-        Err(TunnelError::TunnelOffline) => Refusal::NotHere.response(),
-        Err(e) => Refusal::Error(e).response(),
+        Err(Failure::NotSent(_)) => Refusal::NotHere.response(),
+        Err(Failure::Error(e)) => Refusal::Error(e).response(),
         Ok(Forwarded {
             head,
             receiver,

@@ -6,6 +6,10 @@
 //! registry is asked again, waiting briefly for the client's new claim, and the request is
 //! sent once more, provided its body was never started (the other pod asks for it with
 //! `100 Continue`). A client that moved to this very pod is served from here.
+//!
+//! The other way round, a request whose client's session here was gone or closing before
+//! anything of it was sent ([`follow`]: its client moved, as a draining pod tells it to) looks
+//! the client up the same way, and goes where it is now.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,6 +127,44 @@ pub(super) async fn forward(
         }
     }
     Remote::Failed(TunnelError::TunnelOffline, log)
+}
+
+/// Sends `req`, which found its client's session here gone or closing before anything was
+/// sent, where the client is now: the registry asked again, waiting as [`forward`] does for
+/// the client's new claim (a draining pod's client reconnects elsewhere, and its session here
+/// refuses new requests once its own are done).
+pub(super) async fn follow(
+    req: Forward<'_>,
+    peers: &PeerClient,
+    log: RequestLog,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Remote {
+    let relocated = req
+        .state
+        .registry
+        .relocate(&req.tunnel.id, None, RELOCATE_WAIT)
+        .await;
+    let tunnel = match relocated {
+        Err(e) => return Remote::Failed(e.into(), log),
+        Ok(None) => return Remote::Failed(TunnelError::TunnelNotFound, log),
+        Ok(Some(t)) => t,
+    };
+    match (tunnel.connection(), tunnel.remote()) {
+        (Some(_), _) => Remote::MovedHere {
+            tunnel,
+            body: req.body,
+            log,
+            on_upgrade,
+        },
+        (None, Some(lease)) => {
+            let req = Forward {
+                tunnel: &tunnel,
+                ..req
+            };
+            forward(req, lease, peers, log, on_upgrade).await
+        }
+        (None, None) => Remote::Failed(TunnelError::TunnelOffline, log),
+    }
 }
 
 /// What one attempt came to.

@@ -226,9 +226,11 @@ impl Tunnel {
         self.token.matches(token)
     }
 
-    /// The live connection, if any.
+    /// The live connection, if any: one that takes new requests. A session that is closing
+    /// (replaced after its client moved, it finishes its requests in flight) does not count:
+    /// a request opened on it would be refused, so it must go where the client is now.
     pub fn connection(&self) -> Option<Connection> {
-        self.conn().clone().filter(|c| !c.mux.is_closed())
+        self.conn().clone().filter(|c| !c.mux.refuses_streams())
     }
 
     /// Installs a new connection and returns the one it replaces.
