@@ -3,6 +3,9 @@
 //! another pod while its old session finishes the requests in flight there, and the new
 //! claim does not cut them.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use tunnel_e2e::backend::Backend;
 use tunnel_e2e::{eventually, TestClient};
 
@@ -139,5 +142,96 @@ async fn a_request_in_flight_on_the_draining_pod_finishes_after_its_client_moved
     assert_eq!(s.pods[0].wait().await, Some(0), "{}", s.pods[0].logs());
     let after = get(&s.pods[1], &format!("{}/x", client.prefix())).await;
     assert_eq!(after.status(), 200);
+    client.stop().await.unwrap();
+}
+
+/// Requests that enter the draining pod itself, for the tunnel whose client it holds: A
+/// serves what it accepted, each request going where the client is (into its old session
+/// until the client moved, then on to B; the registry asked again when the session here was
+/// gone or closing before anything was sent). GETs and POSTs in a loop straight to A, each on
+/// a new connection, get 200 until A's listener closes, then a transport error (connection
+/// refused, which an ingress retries), never an error status (a request A read just before
+/// its SIGTERM was answered 503 `server_shutting_down` before).
+#[tokio::test]
+async fn requests_entering_the_draining_pod_follow_their_client() {
+    let grace = [("TUNNEL_SHUTDOWN_GRACE_SECS", "20")];
+    let Some(mut s) = setup("drain_entering", 2, &grace).await else {
+        return;
+    };
+    let backend = Backend::start("svc").await;
+    let mut client = TestClient::start_at(s.lb.addr, backend.addr.port(), &[]).await;
+    let id = client.tunnel_id.clone();
+    let b = &s.pods[1];
+    assert_eq!(node_of(b, &id).await.as_deref(), Some("a"));
+    let terminated = Arc::new(AtomicBool::new(false));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let traffic = |task: usize, post: bool| {
+        let url = s.pods[0].url(&format!("{}/echo", client.prefix()));
+        let (stop, terminated) = (stop.clone(), terminated.clone());
+        tokio::spawn(async move {
+            // A new connection for every request: A accepts until its listener closes.
+            let http = reqwest::Client::builder()
+                .timeout(tunnel_e2e::DEADLINE)
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            while !stop.is_cancelled() {
+                let n = format!("{task}-{ok}");
+                let req = match post {
+                    true => http.post(format!("{url}?n={n}")).body(format!("body-{n}")),
+                    false => http.get(format!("{url}?n={n}")),
+                };
+                let resp = match req.send().await {
+                    Ok(resp) => resp,
+                    // A's listener is closed: done here (an ingress sends it elsewhere).
+                    Err(_) if terminated.load(Ordering::SeqCst) => break,
+                    Err(e) => {
+                        failed.push(format!("request {n} before the drain: {e}"));
+                        break;
+                    }
+                };
+                let (status, code) = (resp.status(), resp.headers().get("x-tunnel-error").cloned());
+                if status != 200 {
+                    failed.push(format!("request {n}: {status} {code:?}"));
+                    continue;
+                }
+                let json: serde_json::Value = resp.json().await.unwrap();
+                assert_eq!(json["target"], format!("/echo?n={n}"));
+                ok += 1;
+            }
+            (ok, failed)
+        })
+    };
+    let tasks: Vec<_> = (0..4).map(|task| traffic(task, task % 2 == 1)).collect();
+    eventually("traffic flowing", || async {
+        (backend.requests() >= 20).then_some(())
+    })
+    .await;
+    terminated.store(true, Ordering::SeqCst);
+    s.pods[0].terminate();
+    client.wait_offline().await;
+    client.wait_online().await;
+    assert_eq!(client.tunnel_id, id);
+    eventually("the tunnel claimed on b", || async {
+        (node_of(b, &id).await.as_deref() == Some("b")).then_some(())
+    })
+    .await;
+    let mut ok = 0u64;
+    stop.cancel();
+    let mut failed = Vec::new();
+    for task in tasks {
+        let (n, f) = task.await.unwrap();
+        ok += n;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{failed:#?}\npod a:\n{}",
+        s.pods[0].logs()
+    );
+    assert_eq!(s.pods[0].wait().await, Some(0), "{}", s.pods[0].logs());
+    // Every request that reached the backend had its 200, and none reached it twice.
+    assert_eq!(backend.requests(), ok);
     client.stop().await.unwrap();
 }

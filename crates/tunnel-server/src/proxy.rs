@@ -113,14 +113,14 @@ async fn resolve(
             };
         }
         Addressed::Subdomain(label) => {
-            check_request(state, &parts.method, &parts.uri).map_err(refuse)?;
+            check_request(&parts.method, &parts.uri).map_err(refuse)?;
             if !looks_like_id(&label) {
                 return Err(refuse(TunnelError::TunnelNotFound));
             }
             find(state, &label).await.map_err(refuse)?
         }
         Addressed::Domain(tunnel) => {
-            check_request(state, &parts.method, &parts.uri).map_err(refuse)?;
+            check_request(&parts.method, &parts.uri).map_err(refuse)?;
             tunnel
         }
     };
@@ -327,7 +327,7 @@ fn route<'u>(
     method: &Method,
     uri: &'u http::Uri,
 ) -> Result<(&'u str, &'u str), NotRouted> {
-    check_request(state, method, uri).map_err(NotRouted::Refused)?;
+    check_request(method, uri).map_err(NotRouted::Refused)?;
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let Some((id, rest)) = split_target(pq).filter(|(id, _)| looks_like_id(id)) else {
         return Err(NotRouted::Refused(TunnelError::TunnelNotFound));
@@ -341,12 +341,12 @@ fn route<'u>(
     Ok((id, rest))
 }
 
-/// What every public request must pass, however it is addressed: the server is not
-/// shutting down, and it is no proxy request.
-fn check_request(state: &AppState, method: &Method, uri: &http::Uri) -> Result<(), TunnelError> {
-    if state.shutdown.is_cancelled() {
-        return Err(TunnelError::ShuttingDown);
-    }
+/// What every public request must pass, however it is addressed: it is no proxy request.
+///
+/// A request read while the server drains is served, not refused: the connection was
+/// accepted before the listener closed (hyper's graceful shutdown lets it finish what it
+/// began), and the request goes where its client is, which may be another pod by now.
+fn check_request(method: &Method, uri: &http::Uri) -> Result<(), TunnelError> {
     if uri.scheme().is_some() || method == Method::CONNECT {
         return Err(TunnelError::BadRequest(
             "proxy requests (CONNECT, absolute-form) are not served",
