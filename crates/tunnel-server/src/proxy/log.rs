@@ -129,11 +129,13 @@ impl Drop for RequestLog {
         let outcome = self.outcome.as_str();
         let elapsed = self.started.elapsed();
         let path = first_chars(&self.path, MAX_LOGGED_PATH);
+        // `&str` fields, not `%` ones: a string is written as it is, where a `Display` field
+        // goes through the formatting machinery (the same text either way).
         info!(
-            request_id = %self.request_id,
-            tunnel = %self.tunnel.id,
-            method = %self.method,
-            path = %path,
+            request_id = self.request_id.as_str(),
+            tunnel = self.tunnel.id.as_str(),
+            method = self.method.as_str(),
+            path,
             status = self.status,
             bytes = self.bytes,
             ms = elapsed.as_millis() as u64,
