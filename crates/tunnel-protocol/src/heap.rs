@@ -11,6 +11,18 @@
 //!
 //! The environment still wins: a `MALLOC_TRIM_THRESHOLD_` or `MALLOC_MMAP_THRESHOLD_` set by
 //! the operator (glibc's own tuning variables) is left alone.
+//!
+//! Both binaries allocate with mimalloc (glibc's malloc was a fifth of the instructions of a
+//! small request, callgrind): the glibc settings then only matter for the `alloc-count`
+//! benchmark build, which counts over the system allocator. mimalloc's defaults cost memory
+//! we promised not to spend: it gives freed memory back 10 ms later and commits its arenas
+//! eagerly, which took the server's peak RSS while streaming from 18 to 36 MiB, the client's
+//! from 140 to 157 MiB and an idle tunnel on the server from 22 to 41 KiB (`tunnel-bench run
+//! --quick`). Purging at once and committing on demand (`MIMALLOC_PURGE_DELAY=0`,
+//! `MIMALLOC_ARENA_EAGER_COMMIT=0`) brought them back to glibc's figures (17-20 MiB, 118-137
+//! MiB, 22 KiB) and kept the instructions saved. The commit default is read before `main`
+//! runs, so the build sets it (`.cargo/config.toml`); [`tune`] sets the purge delay, unless the
+//! environment does.
 
 /// Bytes of free heap kept instead of returned to the kernel, and the size from which
 /// allocations get their own mapping.
@@ -27,6 +39,39 @@ pub fn tune() {
             set(libc::M_MMAP_THRESHOLD, KEEP_FREE_BYTES);
         }
     }
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        set_mimalloc(MI_OPTION_PURGE_DELAY, 0);
+    }
+}
+
+/// `mi_option_purge_delay` in the `mi_option_t` enum of the mimalloc (v3) that
+/// libmimalloc-sys builds (its own Rust constants follow an older numbering); the test checks
+/// the default behind it.
+const MI_OPTION_PURGE_DELAY: libc::c_int = 15;
+/// `mi_option_arena_eager_commit`, likewise (set at build time, see `.cargo/config.toml`).
+#[cfg(test)]
+const MI_OPTION_ARENA_EAGER_COMMIT: libc::c_int = 4;
+
+#[allow(unsafe_code)]
+mod mi {
+    // The C library these are in, linked even though nothing of its Rust side is used.
+    use libmimalloc_sys as _;
+
+    extern "C" {
+        /// Declared here as in mimalloc.h (libmimalloc-sys declares it only with a feature
+        /// that needs another crate).
+        pub(super) fn mi_option_set(option: libc::c_int, value: libc::c_long);
+        #[cfg(test)]
+        pub(super) fn mi_option_get(option: libc::c_int) -> libc::c_long;
+    }
+}
+
+#[allow(unsafe_code)]
+fn set_mimalloc(option: libc::c_int, value: libc::c_long) {
+    // SAFETY: `mi_option_set` stores a value in mimalloc's option table, for an option that
+    // exists (see the constants' test); it reads no memory of ours. mimalloc says it is not
+    // thread safe: `tune` runs first thing in `main`, before any other thread.
+    unsafe { mi::mi_option_set(option, value) }
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -48,5 +93,21 @@ mod tests {
         super::tune();
         let v: Vec<u8> = vec![7; 200 * 1024];
         assert_eq!(v.iter().map(|&b| u64::from(b)).sum::<u64>(), 7 * 200 * 1024);
+    }
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn mimalloc_options_are_the_ones_meant() {
+        use super::{mi, MI_OPTION_ARENA_EAGER_COMMIT, MI_OPTION_PURGE_DELAY};
+        // SAFETY: reads an option of mimalloc's table.
+        let get = |option| unsafe { mi::mi_option_get(option) };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            // Set by `tune` (another test) or mimalloc's default of 1,000 ms.
+            assert!(matches!(get(MI_OPTION_PURGE_DELAY), 0 | 1000));
+        }
+        if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
+            // The build's define (.cargo/config.toml), not mimalloc's default of 2.
+            assert_eq!(get(MI_OPTION_ARENA_EAGER_COMMIT), 0);
+        }
     }
 }
