@@ -20,6 +20,8 @@ WORKDIR /src
 # tests/support/lib.rs; it is never built here but gets a stub like the others so that the tree
 # is a complete workspace for any cargo command.
 COPY Cargo.toml Cargo.lock ./
+# Build settings: mimalloc's arenas committed on demand (CFLAGS), which the memory goals need.
+COPY .cargo/config.toml .cargo/config.toml
 COPY crates/tunnel-protocol/Cargo.toml crates/tunnel-protocol/Cargo.toml
 COPY crates/tunnel-server/Cargo.toml crates/tunnel-server/Cargo.toml
 COPY crates/tunnel-client/Cargo.toml crates/tunnel-client/Cargo.toml
