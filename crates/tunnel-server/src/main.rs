@@ -40,6 +40,12 @@ fn main() -> ExitCode {
     #[cfg(feature = "alloc-count")]
     alloc_count::start();
     tunnel_protocol::heap::tune();
+    // rustls (redis's rediss://) picks its crypto provider from its crate features, which
+    // only feature unification with other crates enabled: built on its own
+    // (`cargo build -p tunnel-server`) the server had none and panicked on the first TLS
+    // connection to Redis, leaving the registry unavailable for good. (An error: one is set
+    // already, which is fine.)
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // The .env first, as it may configure the runtime too (`TOKIO_WORKER_THREADS`).
     // A missing .env is normal; a malformed one is worth a warning.
     if let Err(e) = dotenvy::dotenv() {
