@@ -213,7 +213,6 @@ async function loadMessages(e) {
 function renderDetail(e) {
   state.detail = e;
   $("detail").hidden = false;
-  document.querySelector(".panes").classList.add("showing-detail");
   $("detail-title").textContent = `${e.kind === "websocket" ? "WS" : e.request.method} ${e.request.uri}`;
   const bits = [fmtTime(e.start), fmtDuration(e.duration, e.in_flight)];
   if (e.response) bits.unshift(e.response.status);
@@ -233,13 +232,17 @@ function renderDetail(e) {
   else detail.insertBefore(messages, request);
 }
 
-async function select(id, focusDetail) {
+// `open`: the user chose the entry, so on a phone its detail takes the screen. A refresh of the
+// selected entry (new messages, its response arriving) must not: it would bring the detail
+// back over the list the user has just gone back to.
+async function select(id, focusDetail, open = true) {
   if (state.selected !== id) notice("");
   state.selected = id;
   for (const b of $("list").querySelectorAll("button[aria-selected]")) b.setAttribute("aria-selected", String(b.dataset.id === id));
   const e = await api(`/api/requests/http/${id}`);
   if (state.selected !== id) return;
   renderDetail(e);
+  if (open) document.querySelector(".panes").classList.add("showing-detail");
   await loadMessages(e);
   if (focusDetail && window.matchMedia("(max-width: 800px)").matches) $("back").focus();
 }
@@ -247,7 +250,7 @@ async function select(id, focusDetail) {
 let refreshTimer = null;
 function refreshDetailSoon() {
   clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(() => { if (state.selected) select(state.selected, false).catch(() => {}); }, 150);
+  refreshTimer = setTimeout(() => { if (state.selected) select(state.selected, false, false).catch(() => {}); }, 150);
 }
 
 // ---- actions ----------------------------------------------------------------------------
