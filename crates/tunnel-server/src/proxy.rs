@@ -24,6 +24,7 @@ mod remote;
 mod response;
 mod upgrade;
 
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -206,15 +207,10 @@ async fn deliver(
     let (tunnel, body, log, on_upgrade) = match (tunnel.connection(), tunnel.remote(), peers) {
         (None, Some(lease), Some(peers)) => {
             let req = public.forward(&tunnel, body, on_upgrade.is_some());
-            match remote::forward(req, lease, peers, log, on_upgrade).await {
-                Remote::Answered(resp) => return resp,
-                Remote::Failed(e, log) => return failed(&tunnel, e, log, headers),
-                Remote::MovedHere {
-                    tunnel,
-                    body,
-                    log,
-                    on_upgrade,
-                } => (tunnel, body, log, on_upgrade),
+            let remote = remote::forward(req, lease, peers, log, on_upgrade).await;
+            match moved_here(remote, &tunnel, headers) {
+                ControlFlow::Continue(here) => here,
+                ControlFlow::Break(resp) => return resp,
             }
         }
         _ => (tunnel, body, log, on_upgrade),
@@ -227,19 +223,33 @@ async fn deliver(
         return failed(&tunnel, TunnelError::TunnelOffline, log, headers);
     };
     let req = public.forward(&tunnel, body, on_upgrade.is_some());
-    let (tunnel, body, log, on_upgrade) = match remote::follow(req, peers, log, on_upgrade).await {
-        Remote::Answered(resp) => return resp,
-        Remote::Failed(e, log) => return failed(&tunnel, e, log, headers),
+    let remote = remote::follow(req, peers, log, on_upgrade).await;
+    let (tunnel, body, log, on_upgrade) = match moved_here(remote, &tunnel, headers) {
+        ControlFlow::Continue(here) => here,
+        ControlFlow::Break(resp) => return resp,
+    };
+    match public.here(&tunnel, body, log, on_upgrade).await {
+        Ok(resp) => resp,
+        Err((_, log, _)) => failed(&tunnel, TunnelError::TunnelOffline, log, headers),
+    }
+}
+
+/// What another pod's answer leaves to do here: the request back, when its client is
+/// connected here now (`Continue`), or else the response for the public client (`Break`).
+fn moved_here(
+    remote: Remote,
+    tunnel: &Tunnel,
+    headers: &http::HeaderMap,
+) -> ControlFlow<Response, (Arc<Tunnel>, Body, RequestLog, Option<OnUpgrade>)> {
+    match remote {
+        Remote::Answered(resp) => ControlFlow::Break(resp),
+        Remote::Failed(e, log) => ControlFlow::Break(failed(tunnel, e, log, headers)),
         Remote::MovedHere {
             tunnel,
             body,
             log,
             on_upgrade,
-        } => (tunnel, body, log, on_upgrade),
-    };
-    match public.here(&tunnel, body, log, on_upgrade).await {
-        Ok(resp) => resp,
-        Err((_, log, _)) => failed(&tunnel, TunnelError::TunnelOffline, log, headers),
+        } => ControlFlow::Continue((tunnel, body, log, on_upgrade)),
     }
 }
 
