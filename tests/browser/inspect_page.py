@@ -54,14 +54,38 @@ def wait_until(page, js, timeout_ms, arg=None):
 def scenario(page, context, spec, steps):
     timeout = int(spec.get("timeout_ms", 15000))
     inspector, public = spec["inspector"], spec["public_url"]
+    # The page's first list load is read before the request below is made and held until
+    # the request's live event has shown it: the list landing late must not drop it (a race
+    # a slow machine hit by chance, made certain here).
+    held = []
+
+    def hold_first_list(route):
+        if held:
+            route.continue_()
+        else:
+            held.append((route, route.fetch()))
+
+    def first_list(url):
+        return "/api/requests/http?limit=500" in url
+
+    page.route(first_list, hold_first_list)
     page.goto(inspector + "/", wait_until="load", timeout=timeout)
     wait_until(page, "() => document.getElementById('live').textContent === 'live'", timeout)
     page.evaluate("window.__not_reloaded = true")
+    deadline = time.monotonic() + timeout / 1000
+    while not held:  # the handler runs while this thread is in a Playwright call
+        assert time.monotonic() < deadline, "the page never asked for its list"
+        page.wait_for_timeout(20)
     steps.append("live")
 
     post_json(public + "hook?delivery=1", BODY)
     row = page.locator("#list button", has_text="/hook?delivery=1")
     row.first.wait_for(timeout=timeout)
+    route, stale = held[0]
+    route.fulfill(response=stale)
+    wait_until(page, "() => document.getElementById('list').dataset.loads === '1'", timeout)
+    page.unroute(first_list, hold_first_list)
+    assert row.count() == 1, "the list that landed late dropped the request"
     assert page.evaluate("window.__not_reloaded === true"), "the page reloaded"
     steps.append("appeared")
 

@@ -4,7 +4,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { entries: new Map(), order: [], selected: null, detail: null, tunnel: null, query: "" };
+// `arrived`: while the list loads, the entries live events brought meanwhile (see loadList).
+const state = { entries: new Map(), order: [], selected: null, detail: null, tunnel: null, query: "", arrived: null };
 
 function el(tag, props = {}, ...children) {
   const e = document.createElement(tag);
@@ -108,6 +109,7 @@ function renderList() {
 
 function upsert(e) {
   if (state.query) return; // a search result list is not updated live; clear the search to follow
+  if (state.arrived) state.arrived.set(e.id, e);
   const known = state.entries.has(e.id);
   state.entries.set(e.id, e);
   if (!known) {
@@ -120,12 +122,39 @@ function upsert(e) {
   }
 }
 
+// Newer than the version `b` of the same entry: further along (answered, then ended).
+function furtherThan(a, b) {
+  const progress = (e) => (e.response ? 1 : 0) + (e.in_flight ? 0 : 2);
+  return progress(a) >= progress(b);
+}
+
+// Loads the list. Live events that arrive while the list is on its way are newer than it may
+// be (the list was read before they happened): they are kept aside and put back on top, or a
+// request made just as the page connected would vanish when the list lands.
+let loads = 0;
 async function loadList() {
   const q = state.query ? `&q=${encodeURIComponent(state.query)}` : "";
-  const data = await api(`/api/requests/http?limit=500${q}`);
-  state.entries = new Map(data.requests.map((e) => [e.id, e]));
-  state.order = data.requests.map((e) => e.id);
+  const mine = ++loads;
+  // A load that supersedes one still on its way keeps what that one had set aside.
+  const arrived = state.query ? null : (state.arrived || new Map());
+  state.arrived = arrived;
+  let data;
+  try {
+    data = await api(`/api/requests/http?limit=500${q}`);
+  } finally {
+    if (mine === loads) state.arrived = null;
+  }
+  if (mine !== loads) return; // a later load (a search, a reconnect) supersedes this one
+  const entries = arrived && arrived.cleared ? [] : data.requests;
+  state.entries = new Map(entries.map((e) => [e.id, e]));
+  state.order = entries.map((e) => e.id);
+  for (const e of arrived ? arrived.values() : []) {
+    const listed = state.entries.get(e.id);
+    if (!listed) state.order.unshift(e.id);
+    if (!listed || furtherThan(e, listed)) state.entries.set(e.id, e);
+  }
   renderList();
+  $("list").dataset.loads = String(mine); // how many loads have landed (the browser test waits on it)
 }
 
 async function loadTunnel() {
@@ -365,6 +394,7 @@ function follow() {
     $("messages").append(messageRow(message));
   });
   source.addEventListener("cleared", () => {
+    if (state.arrived) { state.arrived.clear(); state.arrived.cleared = true; }
     state.entries.clear();
     state.order = [];
     renderList();
