@@ -302,7 +302,7 @@ impl Client {
             };
             match event {
                 Some(ClientEvent::Request(request)) => {
-                    self.tasks.spawn(self.forwarder.clone().forward(request));
+                    self.tasks.spawn(self.forwarder.clone().boxed(request));
                 }
                 Some(ClientEvent::Tcp(tcp)) => {
                     self.tasks.spawn(self.tcp.clone().forward(tcp));

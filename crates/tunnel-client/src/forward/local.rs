@@ -75,7 +75,10 @@ impl LocalClient {
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting (resolve, TCP, handshake) is the rare path, and unboxed
+                // its state made every request's future larger, which the runtime copies
+                // several times per request (spawn, each stage).
+                None => (Box::pin(self.connect()).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {

@@ -73,7 +73,7 @@ impl Retiring {
             };
             match event {
                 Some(ClientEvent::Request(request)) => {
-                    forwards.spawn(self.forwarder.clone().forward(request));
+                    forwards.spawn(self.forwarder.clone().boxed(request));
                 }
                 Some(ClientEvent::Tcp(tcp)) => {
                     forwards.spawn(self.tcp.clone().forward(tcp));
