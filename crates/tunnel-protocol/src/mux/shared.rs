@@ -4,7 +4,7 @@
 //! them needs.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -124,7 +124,7 @@ pub(super) struct StreamState {
     pub(super) credit: Semaphore,
     /// Total credit the peer granted, to catch absurd grants.
     pub(super) granted: AtomicU64,
-    pub(super) cancel: CancellationToken,
+    pub(super) cancel: StreamCancel,
     /// (Opening side) where the response head goes, until it came.
     pub(super) head_tx: Mutex<Option<HeadSender>>,
     pub(super) sent_end: AtomicBool,
@@ -135,6 +135,51 @@ pub(super) struct StreamState {
     /// Whether a [`Urgent::Credit`] for this stream is queued, so that at most one is.
     pub(super) credit_queued: AtomicBool,
     pub(super) on_abandon: OnAbandon,
+    /// How many of the stream's two halves are alive (see `stream::halves`): the last one to
+    /// go takes the stream out of the table.
+    pub(super) halves: AtomicU8,
+}
+
+/// A stream's "it is over" signal: set when the stream fails or its last handle goes.
+///
+/// A flag and a [`Notify`] inside the stream's state, where a child [`CancellationToken`] of
+/// the connection's was one allocation per stream and a lock of the connection's token on
+/// both its creation and its drop (to link and unlink it). The connection's end reaches every
+/// stream anyway: [`Shared::shutdown`] cancels the connection's token, then fails each stream
+/// of the table, where every stream that still has a handle is (a stream is created under the
+/// table's lock only while the token is not cancelled).
+#[derive(Debug, Default)]
+pub(super) struct StreamCancel {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl StreamCancel {
+    /// Sets the signal and wakes every waiter; later calls do nothing.
+    pub(super) fn cancel(&self) {
+        if !self.done.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// Whether the signal is set.
+    pub(super) fn is_cancelled(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the signal is set.
+    pub(super) async fn cancelled(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so that a `cancel` between the two is not missed.
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Locks `m`, recovering from poison.
@@ -326,7 +371,7 @@ impl Shared {
             tuning: Mutex::new(Tuning::new()),
             credit: Semaphore::new(self.cfg.initial_window as usize),
             granted: AtomicU64::new(u64::from(self.cfg.initial_window)),
-            cancel: self.cancel.child_token(),
+            cancel: StreamCancel::default(),
             head_tx: Mutex::new(None),
             sent_end: AtomicBool::new(false),
             reset: AtomicBool::new(false),
@@ -334,6 +379,7 @@ impl Shared {
             pending_credit: AtomicU64::new(0),
             credit_queued: AtomicBool::new(false),
             on_abandon,
+            halves: AtomicU8::new(0),
         })
     }
 

@@ -17,7 +17,10 @@ use super::shared::{lock, OnAbandon, Outgoing, Shared, StreamState};
 use crate::frame::DataFrame;
 use crate::message::{ControlMessage, ResetCode, StreamId};
 
-/// What both halves of a stream share; dropping the last one ends the stream.
+/// What each half of a stream holds; dropping the second one ends the stream.
+///
+/// Each half has its own (two reference counts more), where one shared `Arc` of both was an
+/// allocation per stream; [`StreamState::halves`] says which drop is the last.
 #[derive(Debug)]
 struct StreamCore {
     state: Arc<StreamState>,
@@ -26,6 +29,9 @@ struct StreamCore {
 
 impl Drop for StreamCore {
     fn drop(&mut self) {
+        if self.state.halves.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return; // the other half still runs
+        }
         let state = &self.state;
         let now_empty = {
             let mut streams = lock(&self.shared.streams);
@@ -44,20 +50,27 @@ impl Drop for StreamCore {
 
 /// The two halves of a stream registered in `shared`'s table.
 pub(super) fn halves(shared: Arc<Shared>, state: Arc<StreamState>) -> (BodySender, BodyReceiver) {
-    let core = Arc::new(StreamCore { state, shared });
+    state.halves.store(2, Ordering::Release);
+    let sender = StreamCore {
+        state: state.clone(),
+        shared: shared.clone(),
+    };
     (
         BodySender {
-            core: core.clone(),
+            core: sender,
             sent: 0,
         },
-        BodyReceiver { core, received: 0 },
+        BodyReceiver {
+            core: StreamCore { state, shared },
+            received: 0,
+        },
     )
 }
 
 /// The sending half of a stream.
 #[derive(Debug)]
 pub struct BodySender {
-    core: Arc<StreamCore>,
+    core: StreamCore,
     /// Body bytes sent so far.
     sent: u64,
 }
@@ -152,6 +165,8 @@ impl BodySender {
 
     /// Resolves when the stream is reset (by either side) or its connection ends.
     pub async fn cancelled(&self) {
+        // The connection's end fails every stream in its table (`Shared::shutdown`), and a
+        // stream with a handle is in it: its own signal covers both.
         self.core.state.cancel.cancelled().await
     }
 
@@ -206,7 +221,7 @@ impl BodySender {
 /// the peer's end marker, or yields the error that ended the stream.
 #[derive(Debug)]
 pub struct BodyReceiver {
-    core: Arc<StreamCore>,
+    core: StreamCore,
     /// Body bytes handed out so far.
     received: u64,
 }

@@ -76,6 +76,10 @@ async fn abort_fails_everything_on_both_sides() {
         c2_tx.send(Bytes::from_static(b"x")).await,
         Err(StreamError::ConnectionClosed)
     );
+    // Whoever waits for a stream's cancellation hears of the connection's end too (each
+    // stream's own signal, set by the shutdown).
+    within("stream 1's responder to hear", c1.responder.cancelled()).await;
+    within("stream 2's sender to hear", c2_tx.cancelled()).await;
     assert!(within("the client's events", pair.client_events.recv())
         .await
         .is_none());
