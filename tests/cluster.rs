@@ -655,6 +655,7 @@ async fn a_stale_lease_of_an_old_generation_cannot_remove_the_new_one() {
             node: node.to_string(),
             peer: format!("{node}.invalid:8990"),
             lease: Duration::from_secs(30),
+            cache: Duration::from_secs(2),
             keys: ApiKeys::new(&[API_KEY.to_string()]),
             names: Default::default(),
         };

@@ -819,6 +819,11 @@ mod tests {
         );
         assert_eq!(with(&["--redis-url", "http://x"]), "TUNNEL_REDIS_URL");
         assert_eq!(refused_setting(&["--lease-secs", "1"]), "TUNNEL_LEASE_SECS");
+        assert_eq!(refused_setting(&["--cache-secs", "0"]), "TUNNEL_CACHE_SECS");
+        assert_eq!(
+            refused_setting(&["--cache-secs", "601"]),
+            "TUNNEL_CACHE_SECS"
+        );
         let mut args = redis.to_vec();
         args.extend_from_slice(&[
             "--peer-secret",
@@ -832,5 +837,6 @@ mod tests {
         assert_eq!(c.node_id, "pod-a");
         assert_eq!(c.peer_advertise.as_deref(), Some("10.1.2.3:8990"));
         assert_eq!(c.lease, Duration::from_secs(15));
+        assert_eq!(c.cache, Duration::from_secs(2));
     }
 }

@@ -237,6 +237,7 @@ impl Pod {
             node: cluster.node_id.clone(),
             peer: advertise.clone(),
             lease: cluster.lease,
+            cache: cluster.cache,
             keys: settings.api_keys.clone(),
             names: Default::default(),
         };

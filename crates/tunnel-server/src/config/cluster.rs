@@ -62,6 +62,18 @@ pub struct ClusterArgs {
         default_value = "15"
     )]
     pub lease: Duration,
+    /// Seconds a pod believes what it looked up of a tunnel whose client is on another pod
+    /// (a miss half as long) before asking Redis again. Changes reach the other pods at once
+    /// through pub/sub whatever this is; it bounds how long an entry stays wrong if a hint is
+    /// lost.
+    #[arg(
+        long = "cache-secs",
+        env = "TUNNEL_CACHE_SECS",
+        value_name = "TUNNEL_CACHE_SECS",
+        value_parser = secs(1..=600),
+        default_value = "2"
+    )]
+    pub cache: Duration,
 }
 
 /// Shortest TUNNEL_PEER_SECRET accepted.
@@ -131,6 +143,8 @@ pub struct Cluster {
     pub peer_secret: PeerSecret,
     /// How long a claim on a tunnel lasts without renewal.
     pub lease: Duration,
+    /// How long a lookup of another pod's tunnel is believed.
+    pub cache: Duration,
 }
 
 /// The cluster settings, checked together: all of them matter only with TUNNEL_REDIS_URL.
@@ -195,6 +209,7 @@ pub(super) fn cluster(args: ClusterArgs, dev_key: bool) -> Result<Option<Cluster
         peer_advertise,
         peer_secret,
         lease: args.lease,
+        cache: args.cache,
     }))
 }
 

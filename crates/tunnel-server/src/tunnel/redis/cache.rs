@@ -1,8 +1,8 @@
 //! Lookups of tunnels whose client is not here, kept for a moment: a public request for a
 //! tunnel held by another pod should not cost a round trip to Redis each time.
 //!
-//! An entry lives [`TTL`] (a miss [`MISS_TTL`]), and goes at once when `tunnel:changed` names
-//! its tunnel. Custom domains are cached the same way, as the id they route to (so that the
+//! An entry lives [`Cache::ttl`] (`TUNNEL_CACHE_SECS`, a miss half of it), and goes at once
+//! when `tunnel:changed` names its tunnel. Custom domains are cached the same way, as the id they route to (so that the
 //! tunnel itself is always the one the id's entry or this pod's session holds), and go when
 //! `tunnel:changed` names the domain (`@domain`). The cache is used only while the pod is subscribed to that channel (a hint
 //! missed while reconnecting could leave an entry wrong for its whole life otherwise), and an
@@ -15,12 +15,6 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use crate::tunnel::record::Tunnel;
-
-/// How long a found tunnel is believed without asking again.
-pub(super) const TTL: Duration = Duration::from_secs(2);
-
-/// How long "no such tunnel" is believed.
-pub(super) const MISS_TTL: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct Entry {
@@ -38,8 +32,17 @@ struct DomainEntry {
 }
 
 /// The cache. See the module documentation.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Cache {
+    /// How long a found tunnel (or domain binding) is believed without asking again
+    /// (`TUNNEL_CACHE_SECS`): kept short, since a hint lost while the subscriber still
+    /// believes itself subscribed (see the module documentation) leaves an entry wrong this
+    /// long.
+    ttl: Duration,
+    /// How long "no such tunnel" is believed: half of `ttl`, since a tunnel about to be
+    /// created is looked up (by its client, by a user trying its URL) more often than one
+    /// about to go.
+    miss_ttl: Duration,
     entries: DashMap<String, Entry>,
     domains: DashMap<String, DomainEntry>,
     /// Bumped by every hint: an answer fetched across a bump is not kept.
@@ -67,6 +70,19 @@ pub(super) enum Hit {
 }
 
 impl Cache {
+    /// An empty cache keeping answers `ttl` (misses half of it), not caching until
+    /// [`Cache::reset`] says the subscriber listens.
+    pub(super) fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            miss_ttl: ttl / 2,
+            entries: DashMap::new(),
+            domains: DashMap::new(),
+            epoch: AtomicU64::new(0),
+            subscribed: AtomicBool::new(false),
+        }
+    }
+
     /// The epoch to hand to [`Cache::put`] for an answer fetched from now on.
     pub(super) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
@@ -77,7 +93,11 @@ impl Cache {
         let Some(e) = self.entries.get(id) else {
             return Hit::Stale(None);
         };
-        let ttl = if e.tunnel.is_some() { TTL } else { MISS_TTL };
+        let ttl = if e.tunnel.is_some() {
+            self.ttl
+        } else {
+            self.miss_ttl
+        };
         if self.subscribed.load(Ordering::Acquire) && e.at.elapsed() < ttl {
             Hit::Fresh(e.tunnel.clone())
         } else {
@@ -112,7 +132,11 @@ impl Cache {
         let Some(e) = self.domains.get(host) else {
             return DomainHit::Stale;
         };
-        let ttl = if e.id.is_some() { TTL } else { MISS_TTL };
+        let ttl = if e.id.is_some() {
+            self.ttl
+        } else {
+            self.miss_ttl
+        };
         if self.subscribed.load(Ordering::Acquire) && e.at.elapsed() < ttl {
             DomainHit::Fresh(e.id.clone())
         } else {
@@ -152,8 +176,9 @@ impl Cache {
 
     /// Drops old entries, so that memory follows what is asked now.
     pub(super) fn trim(&self) {
-        self.entries.retain(|_, e| e.at.elapsed() < TTL * 4);
-        self.domains.retain(|_, e| e.at.elapsed() < TTL * 4);
+        let keep = self.ttl * 4;
+        self.entries.retain(|_, e| e.at.elapsed() < keep);
+        self.domains.retain(|_, e| e.at.elapsed() < keep);
     }
 }
 
@@ -178,7 +203,7 @@ mod tests {
 
     #[test]
     fn entries_are_kept_only_while_subscribed_and_until_a_hint() {
-        let c = Cache::default();
+        let c = Cache::new(Duration::from_secs(2));
         c.put("a", Some(tunnel("a")), c.epoch());
         assert!(matches!(c.get("a"), Hit::Stale(None)), "not subscribed");
         c.reset(true);
@@ -200,7 +225,7 @@ mod tests {
 
     #[test]
     fn domains_are_kept_as_ids_until_a_hint() {
-        let c = Cache::default();
+        let c = Cache::new(Duration::from_secs(2));
         c.reset(true);
         c.put_domain("app.example.com", Some("a".into()), c.epoch());
         assert_eq!(

@@ -28,6 +28,8 @@ pub struct RedisConfig {
     pub peer: String,
     /// How long a lease lasts without renewal (`TUNNEL_LEASE_SECS`).
     pub lease: Duration,
+    /// How long a lookup of a tunnel held by another pod is believed (`TUNNEL_CACHE_SECS`).
+    pub cache: Duration,
     /// The API keys, to record owners by fingerprint.
     pub keys: ApiKeys,
     /// Blocked names and the grace period.
@@ -91,7 +93,7 @@ impl Shared {
             lease: config.lease,
             keys: config.keys,
             local: DashMap::new(),
-            cache: Cache::default(),
+            cache: Cache::new(config.cache),
             counted: DashMap::new(),
             labelled: DashMap::new(),
             changes: broadcast::channel(CHANGES).0,
