@@ -20,6 +20,8 @@ use tunnel_e2e::cluster::{Balancer, Pod, Redis, PEER_SECRET};
 use tunnel_e2e::{eventually, TestClient, API_KEY, DEADLINE};
 use tunnel_protocol::mux::{ClientEvent, ClientMux, Goodbye, ServerMux};
 
+#[path = "cluster/cache.rs"]
+mod cache;
 #[path = "cluster/drain.rs"]
 mod drain;
 #[path = "cluster/names.rs"]

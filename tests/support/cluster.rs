@@ -405,9 +405,24 @@ impl Pod {
 
     /// SIGTERM (a graceful shutdown), without waiting.
     pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// SIGSTOP: the pod answers nothing (its sockets stay open, connections to it hang) until
+    /// [`Pod::resume`]; a stand-in for a pod that is paused or partitioned.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT, after [`Pod::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
         let pid = self.child.id().unwrap().to_string();
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([signal, &pid])
             .status()
             .unwrap();
         assert!(status.success());
