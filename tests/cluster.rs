@@ -26,6 +26,8 @@ mod cache;
 mod drain;
 #[path = "cluster/names.rs"]
 mod names;
+#[path = "cluster/rate.rs"]
+mod rate;
 #[path = "cluster/redis_url.rs"]
 mod redis_url;
 #[path = "cluster/takeover.rs"]
