@@ -48,11 +48,17 @@ async fn soon(pod: &Pod, path: &str, want: (u16, &str)) {
         .timeout(Duration::from_secs(1))
         .build()
         .unwrap();
-    let deadline = tokio::time::Instant::now() + HINT;
+    let started = tokio::time::Instant::now();
+    let deadline = started + HINT;
     let mut last = None;
     while tokio::time::Instant::now() < deadline {
         last = ask(&quick, pod, path).await;
         if last.as_ref().is_some_and(|(s, c)| (*s, c.as_str()) == want) {
+            let ms = started.elapsed().as_millis();
+            println!(
+                "{} answered {want:?} to {path} {ms} ms into polling",
+                pod.name
+            );
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
