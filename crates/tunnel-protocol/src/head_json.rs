@@ -11,8 +11,6 @@
 //! [`ControlMessage::Request`]: crate::message::ControlMessage::Request
 //! [`ControlMessage::Response`]: crate::message::ControlMessage::Response
 
-use std::fmt::Write as _;
-
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use http::HeaderMap;
@@ -143,38 +141,60 @@ fn push_headers_and_end(out: &mut String, headers: &impl HeaderList, end_stream:
     });
 }
 
-fn push_u32(out: &mut String, n: u32) {
-    let _ = write!(out, "{n}"); // writing to a String cannot fail
+fn push_u32(out: &mut String, mut n: u32) {
+    // Digit by digit rather than through `write!` and the formatting machinery.
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
+}
+
+/// Whether `b` is escaped inside a JSON string by serde_json: `"`, `\` and the control
+/// characters below 0x20.
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
 /// `s` as a JSON string, escaped exactly as serde_json escapes it: `"`, `\` and the control
 /// characters below 0x20 (with the short forms for backspace, tab, newline, form feed and
-/// carriage return), nothing else.
+/// carriage return), nothing else. Each run between two escapes is copied whole, with one
+/// capacity check for the string: almost every name and value is one run.
 fn push_str(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let short = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            0x08 => "\\b",
-            0x09 => "\\t",
-            0x0A => "\\n",
-            0x0C => "\\f",
-            0x0D => "\\r",
-            0x00..=0x1F => "",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        if short.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(short);
+    let mut rest = s;
+    while let Some(i) = rest.bytes().position(needs_escape) {
+        // `i` is the position of an ASCII byte: a character boundary.
+        let (run, tail) = rest.split_at(i);
+        out.push_str(run);
+        let b = tail.as_bytes()[0];
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x08 => out.push_str("\\b"),
+            0x09 => out.push_str("\\t"),
+            0x0A => out.push_str("\\n"),
+            0x0C => out.push_str("\\f"),
+            0x0D => out.push_str("\\r"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xF)]));
+            }
         }
-        start = i + 1;
+        rest = &tail[1..];
     }
-    out.push_str(&s[start..]);
+    out.push_str(rest);
     out.push('"');
 }
 
@@ -242,6 +262,21 @@ mod tests {
             assert_eq!(response_json(7, 204, &map, end_stream), serde);
             let wire = WireHeaders::from_header_map(&map);
             assert_eq!(response_json(7, 204, &wire, end_stream), serde);
+        }
+    }
+
+    #[test]
+    fn every_ascii_byte_and_number_is_written_as_serde_writes_it() {
+        let all: String = (0u8..0x80).map(char::from).collect();
+        for s in [all.as_str(), "", "plain", "\"\"", "a\u{1}b\u{1f}", "é\"€\\"] {
+            let mut ours = String::new();
+            push_str(&mut ours, s);
+            assert_eq!(ours, serde_json::to_string(s).expect("ok"), "{s:?}");
+        }
+        for n in [0, 7, 10, 99, 4_000_000_000, u32::MAX] {
+            let mut ours = String::new();
+            push_u32(&mut ours, n);
+            assert_eq!(ours, n.to_string());
         }
     }
 }
