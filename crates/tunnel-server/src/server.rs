@@ -217,6 +217,9 @@ impl PublicListeners {
     }
 }
 
+/// Header fields hyper's HTTP/1 parser takes when no limit is set, in an array on its stack.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// One public connection: HTTP/1.1 by hyper behind the framing guard, each request marked with
 /// its peer and client address, checked for ambiguous framing, then dispatched by [`app`].
 /// Ends when the peer is done, or (gracefully, after the request in flight) at shutdown.
@@ -243,8 +246,13 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, app: Router, state: 
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(settings.timeouts.header_read_timeout)
-        .max_buf_size(settings.limits.max_header_bytes)
-        .max_headers(settings.limits.max_headers);
+        .max_buf_size(settings.limits.max_header_bytes);
+    // Set only above hyper's own limit: with a limit set, hyper allocates its header array
+    // for every request (two allocations) instead of using the one on its stack. Up to that
+    // limit the framing guard refuses a longer head first (431), as it does above it.
+    if settings.limits.max_headers > HYPER_MAX_HEADERS {
+        builder.max_headers(settings.limits.max_headers);
+    }
     let conn = builder
         .serve_connection(TokioIo::new(guard), svc)
         .with_upgrades();
