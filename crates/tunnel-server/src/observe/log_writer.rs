@@ -74,6 +74,14 @@ pub struct BatchWriter {
     shared: Arc<Shared>,
 }
 
+impl BatchWriter {
+    /// Appends a whole line (or lines) to the buffer, as a line written through
+    /// `tracing-subscriber` is.
+    pub fn append(&self, line: &[u8]) {
+        self.shared.append(line);
+    }
+}
+
 /// Writes what is buffered and stops the writer thread when dropped.
 pub struct LogGuard {
     shared: Arc<Shared>,

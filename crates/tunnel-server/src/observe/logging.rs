@@ -15,7 +15,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFi
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-use super::log_writer::{self, LogGuard};
+use super::log_writer::{self, BatchWriter, LogGuard};
 use crate::config::LogFormat;
 
 /// Formats timestamps in a fixed IANA time zone, with the offset, so that lines stay
@@ -64,7 +64,11 @@ thread_local! {
 /// per second and thread (an offset only changes on a second's boundary): converting to the
 /// zone and formatting every field for each line was 3,300 instructions of each access line
 /// (callgrind), a sixth of the line's cost.
-fn write_timestamp(w: &mut impl std::fmt::Write, now: DateTime<Utc>, tz: Tz) -> std::fmt::Result {
+pub(super) fn write_timestamp(
+    w: &mut impl std::fmt::Write,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> std::fmt::Result {
     // As chrono's `%.3f`: a leap second's nanoseconds count past 1,000,000,000.
     let millis = (now.timestamp_subsec_nanos() % 1_000_000_000) / 1_000_000;
     let second = now.timestamp();
@@ -95,6 +99,21 @@ fn write_timestamp(w: &mut impl std::fmt::Write, now: DateTime<Utc>, tz: Tz) -> 
     }
 }
 
+/// Where a line may be written without the `tracing` event (see [`super::line_text`]): the
+/// log thread's buffer of the subscriber installed, when it writes JSON lines.
+pub(super) struct DirectLines {
+    pub(super) writer: BatchWriter,
+    /// Time zone of the timestamps.
+    pub(super) tz: Tz,
+}
+
+static DIRECT: std::sync::OnceLock<DirectLines> = std::sync::OnceLock::new();
+
+/// The buffer JSON lines go to, if lines may be written there directly.
+pub(super) fn direct_lines() -> Option<&'static DirectLines> {
+    DIRECT.get()
+}
+
 /// Installs the global subscriber (once; later calls are ignored, which suits tests).
 ///
 /// Lines go to stderr through [`log_writer`]: the request path appends to a buffer, and a
@@ -104,7 +123,9 @@ fn write_timestamp(w: &mut impl std::fmt::Write, now: DateTime<Utc>, tz: Tz) -> 
 pub fn init(format: LogFormat, tz: Tz) -> Option<LogGuard> {
     match log_writer::spawn(std::io::stderr()) {
         Ok((writer, guard)) => {
-            install(format, tz, writer);
+            if install(format, tz, writer.clone()) && format == LogFormat::Json {
+                let _ = DIRECT.set(DirectLines { writer, tz }); // the first one is installed
+            }
             Some(guard)
         }
         Err(e) => {
@@ -115,7 +136,8 @@ pub fn init(format: LogFormat, tz: Tz) -> Option<LogGuard> {
     }
 }
 
-fn install<W>(format: LogFormat, tz: Tz, writer: W)
+/// Whether the subscriber was installed (the first one is; later ones are ignored).
+fn install<W>(format: LogFormat, tz: Tz, writer: W) -> bool
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -126,13 +148,14 @@ where
         // Colours only for a person at a terminal, never into files or log collectors.
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(writer);
-    let _ = match format {
+    match format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder
             .fmt_fields(JsonFields::new())
             .event_format(JsonLines { tz })
             .try_init(),
-    };
+    }
+    .is_ok()
 }
 
 /// JSON lines, written straight into the output: `tracing-subscriber`'s own JSON format
@@ -253,7 +276,7 @@ impl Visit for JsonFieldWriter<'_, '_> {
 
 /// `value` in decimal, without the formatting machinery `write!` goes through (three numbers
 /// on every access line).
-fn write_u64(w: &mut Writer<'_>, mut value: u64) -> std::fmt::Result {
+pub(super) fn write_u64(w: &mut impl std::fmt::Write, mut value: u64) -> std::fmt::Result {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
@@ -268,21 +291,22 @@ fn write_u64(w: &mut Writer<'_>, mut value: u64) -> std::fmt::Result {
     w.write_str(std::str::from_utf8(&digits[at..]).map_err(|_| std::fmt::Error)?)
 }
 
-fn write_json_str(w: &mut Writer<'_>, s: &str) -> std::fmt::Result {
+/// `s` as a JSON string.
+pub(super) fn write_json_str(w: &mut impl std::fmt::Write, s: &str) -> std::fmt::Result {
     w.write_char('"')?;
     JsonEscaper(w).write_str(s)?;
     w.write_char('"')
 }
 
 /// Escapes what passes through it for the inside of a JSON string.
-struct JsonEscaper<'a, 'w>(&'a mut Writer<'w>);
+struct JsonEscaper<'a, W>(&'a mut W);
 
 /// Whether a byte must be escaped inside a JSON string (or is a DEL, escaped for terminals).
 fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\' || b == 0x7F
 }
 
-impl std::fmt::Write for JsonEscaper<'_, '_> {
+impl<W: std::fmt::Write> std::fmt::Write for JsonEscaper<'_, W> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         // Almost every value needs no escape: one light pass and one write. The loop below,
         // byte by byte through a `match`, was 2,200 instructions of each access line.

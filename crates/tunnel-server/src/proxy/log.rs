@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::Method;
-use tracing::info;
+use tracing::{info, Level};
 use tunnel_protocol::mux::SpliceStats;
 
 use crate::error::TunnelError;
 use crate::observe::events::{EventBus, EventKind};
+use crate::observe::line_text::{self, AccessLine};
 use crate::observe::metrics::{Metrics, Rejection};
 use crate::tunnel::Tunnel;
 
@@ -124,24 +125,44 @@ fn first_chars(s: &str, n: usize) -> &str {
     s.char_indices().nth(n).map_or(s, |(end, _)| &s[..end])
 }
 
+/// The target of the access line's event, which the direct line names too.
+const TARGET: &str = module_path!();
+
+/// The access line as a `tracing` event, where [`line_text::write`] cannot write it.
+fn log_event(line: &AccessLine<'_>) {
+    // `&str` fields, not `%` ones: a string is written as it is, where a `Display` field
+    // goes through the formatting machinery (the same text either way).
+    info!(
+        request_id = line.request_id,
+        tunnel = line.tunnel,
+        method = line.method,
+        path = line.path,
+        status = line.status,
+        bytes = line.bytes,
+        ms = line.ms,
+        outcome = line.outcome,
+        "request"
+    );
+}
+
 impl Drop for RequestLog {
     fn drop(&mut self) {
         let outcome = self.outcome.as_str();
         let elapsed = self.started.elapsed();
         let path = first_chars(&self.path, MAX_LOGGED_PATH);
-        // `&str` fields, not `%` ones: a string is written as it is, where a `Display` field
-        // goes through the formatting machinery (the same text either way).
-        info!(
-            request_id = self.request_id.as_str(),
-            tunnel = self.tunnel.id.as_str(),
-            method = self.method.as_str(),
+        let line = AccessLine {
+            request_id: &self.request_id,
+            tunnel: &self.tunnel.id,
+            method: self.method.as_str(),
             path,
-            status = self.status,
-            bytes = self.bytes,
-            ms = elapsed.as_millis() as u64,
+            status: self.status,
+            bytes: self.bytes,
+            ms: elapsed.as_millis() as u64,
             outcome,
-            "request"
-        );
+        };
+        if !line_text::write(&line, TARGET, || tracing::enabled!(Level::INFO)) {
+            log_event(&line);
+        }
         self.metrics
             .request_finished(&self.tunnel.id, self.status, elapsed, self.status == 101);
         if self.outcome == Outcome::IdleTimeout {
@@ -165,7 +186,83 @@ impl Drop for RequestLog {
 
 #[cfg(test)]
 mod tests {
-    use super::first_chars;
+    use super::*;
+    use std::sync::Mutex;
+
+    /// What a subscriber wrote.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// `line` without the timestamp's value, which differs between two writes.
+    fn untimed(line: &str) -> String {
+        let (head, rest) = line
+            .split_once("\",\"level\"")
+            .expect("a level after the time");
+        assert!(head.starts_with("{\"timestamp\":\""), "{line}");
+        format!("{{\"timestamp\":\"…\",\"level\"{rest}")
+    }
+
+    #[test]
+    fn the_direct_access_line_is_the_events_line() {
+        let lines = [
+            AccessLine {
+                request_id: "0123abcd",
+                tunnel: "demo",
+                method: "GET",
+                path: "/bench/",
+                status: 200,
+                bytes: 100,
+                ms: 0,
+                outcome: "ok",
+            },
+            AccessLine {
+                request_id: "q\"b\\s\u{1}\t\n\u{7f}é",
+                tunnel: "t-1",
+                method: "M-SEARCH",
+                path: "/a b/\u{8}\r€",
+                status: 0,
+                bytes: u64::MAX,
+                ms: 12_345,
+                outcome: "local_unreachable",
+            },
+        ];
+        for line in &lines {
+            let out = Capture::default();
+            let sink = out.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(crate::observe::logging::JsonLines { tz: chrono_tz::UTC })
+                .with_writer(move || sink.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || log_event(line));
+            let event = String::from_utf8(out.0.lock().expect("capture").clone()).expect("utf-8");
+            let mut direct = String::new();
+            line_text::format(
+                &mut direct,
+                line,
+                TARGET,
+                chrono::Utc::now(),
+                chrono_tz::UTC,
+            )
+            .expect("formats");
+            assert_eq!(untimed(&direct), untimed(&event));
+            assert!(direct.ends_with("}\n"));
+        }
+    }
 
     #[test]
     fn paths_are_cut_at_a_character_count() {
