@@ -8,10 +8,11 @@ use std::sync::Arc;
 use axum::body::Body;
 use http::header::{HeaderValue, HOST};
 use http::{HeaderMap, Method};
+use tunnel_protocol::head_json::HeaderList;
 use tunnel_protocol::mux::{pump, BodyReceiver, BodySender, PumpError, RequestParts, ServerMux};
 use tunnel_protocol::{ResetCode, ResponseHead, StreamError};
 
-use super::headers::{prepare_request_headers, ForwardInfo};
+use super::headers::{prepare_request_headers, ForwardInfo, ProxiedHeaders};
 use super::log::Traffic;
 use crate::edge::framing::RequestSlot;
 use crate::error::TunnelError;
@@ -81,7 +82,8 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, Failure> {
     let Some(conn) = tunnel.connection() else {
         return Err(Failure::NotSent(body));
     };
-    let headers = tunnel_headers(state, prefix, public_headers, peer, websocket);
+    let info = forward_info(state, prefix, public_headers, peer);
+    let headers = ProxiedHeaders::new(public_headers, &info, websocket);
     exchange(Exchange {
         state,
         mux: &conn.mux,
@@ -99,12 +101,13 @@ pub(super) async fn forward(req: Forward<'_>) -> Result<Forwarded, Failure> {
 
 /// One request into a client's multiplexer, its headers already as the local service gets
 /// them: a public request here ([`forward`]) or one another pod forwarded (`relay`).
-pub(super) struct Exchange<'a> {
+pub(super) struct Exchange<'a, H = HeaderMap> {
     pub(super) state: &'a AppState,
     pub(super) mux: &'a ServerMux,
     pub(super) method: Method,
     pub(super) target: &'a str,
-    pub(super) headers: HeaderMap,
+    /// A map (a request from another pod) or the public map read under the proxy's rules.
+    pub(super) headers: H,
     pub(super) body: Body,
     pub(super) websocket: bool,
     pub(super) request_id: &'a str,
@@ -115,7 +118,7 @@ pub(super) struct Exchange<'a> {
 }
 
 /// Opens a stream with the head, pumps the body, and waits for the response head.
-pub(super) async fn exchange(x: Exchange<'_>) -> Result<Forwarded, Failure> {
+pub(super) async fn exchange<H: HeaderList>(x: Exchange<'_, H>) -> Result<Forwarded, Failure> {
     let Exchange {
         state,
         mux,
@@ -197,9 +200,10 @@ fn open_error(e: StreamError) -> TunnelError {
     }
 }
 
-/// The headers the local service gets: the public ones under the proxy's rules
-/// ([`prepare_request_headers`]), and for a WebSocket the upgrade headers hop-by-hop removal
-/// took out.
+/// The headers the local service gets, as a map for a request sent on to another pod: the
+/// public ones under the proxy's rules ([`prepare_request_headers`]), and for a WebSocket the
+/// upgrade headers hop-by-hop removal took out. A request into a session here is written
+/// from the public map under the same rules instead ([`ProxiedHeaders`]).
 pub(super) fn tunnel_headers(
     state: &AppState,
     prefix: Option<&str>,
@@ -208,15 +212,9 @@ pub(super) fn tunnel_headers(
     websocket: bool,
 ) -> HeaderMap {
     let mut headers = public_headers.clone();
-    let host = public_headers.get(HOST).and_then(|h| h.to_str().ok());
     prepare_request_headers(
         &mut headers,
-        &ForwardInfo {
-            client_ip: peer.unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            proto: state.public_proto(),
-            host,
-            prefix,
-        },
+        &forward_info(state, prefix, public_headers, peer),
     );
     if websocket {
         headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
@@ -226,6 +224,21 @@ pub(super) fn tunnel_headers(
         );
     }
     headers
+}
+
+/// What the forwarding headers are made of.
+fn forward_info<'a>(
+    state: &'a AppState,
+    prefix: Option<&'a str>,
+    public_headers: &'a HeaderMap,
+    peer: Option<IpAddr>,
+) -> ForwardInfo<'a> {
+    ForwardInfo {
+        client_ip: peer.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        proto: state.public_proto(),
+        host: public_headers.get(HOST).and_then(|h| h.to_str().ok()),
+        prefix,
+    }
 }
 
 /// Maps why a stream ended before its response head to what the public client sees.

@@ -1,9 +1,11 @@
 //! Header rules of the reverse proxy: what is stripped, added and rewritten on the way to the
 //! local service and back.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use tunnel_protocol::head_json::HeaderList;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
 /// `Proxy-*` family, which only concerns the hop to a proxy. Names are constants: a `&str`
@@ -134,6 +136,183 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, info: &ForwardInfo<'_>) 
     }
 }
 
+/// The forwarding headers the proxy sets, in the order it adds the new ones.
+static FORWARDING: [HeaderName; 4] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PREFIX,
+];
+
+/// The public request's headers under [`prepare_request_headers`]'s rules, read from the public
+/// map as the head is written ([`HeaderList`]), without a prepared copy of the map.
+///
+/// Cloning the public map to strip and set headers in it was two allocations and a hash of
+/// every name per request, for a map that was only written out and dropped. The list is the
+/// prepared map's, entry for entry: hop-by-hop headers (and those `Connection` names) left out,
+/// each forwarding header where the client had it (its value replaced, as `insert` does) or
+/// after the others, and for a WebSocket `Upgrade` and `Connection` last.
+pub struct ProxiedHeaders<'a> {
+    public: &'a HeaderMap,
+    /// Whether anything hop-by-hop is there to strip (most requests have nothing).
+    strip: bool,
+    /// `X-Forwarded-For`: earlier proxies' list and the client's address.
+    forwarded_for: ForwardedFor,
+    proto: Option<&'a [u8]>,
+    /// `None`: no host known, the client's `X-Forwarded-Host` passes as it came.
+    host: Option<Option<&'a [u8]>>,
+    prefix: Option<&'a [u8]>,
+    websocket: bool,
+}
+
+/// An `X-Forwarded-For` value: the client's address alone (kept inline, the usual case), or
+/// appended to what earlier proxies set.
+enum ForwardedFor {
+    Inline(Inline),
+    Joined(String),
+}
+
+impl ForwardedFor {
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            ForwardedFor::Inline(buf) => &buf.0[..buf.1],
+            ForwardedFor::Joined(s) => s.as_bytes(),
+        }
+    }
+}
+
+/// Whether `value` may be a header value ([`HeaderValue::from_str`]'s rule), so that what is
+/// written is what the prepared map would hold.
+fn valid_value(value: &[u8]) -> bool {
+    value.iter().all(|&b| (b >= 32 && b != 127) || b == b'\t')
+}
+
+impl<'a> ProxiedHeaders<'a> {
+    /// `public` as the local service gets it, for a request [`ForwardInfo`] describes; a
+    /// WebSocket upgrade gets its upgrade headers back after hop-by-hop removal.
+    pub fn new(public: &'a HeaderMap, info: &ForwardInfo<'a>, websocket: bool) -> Self {
+        let strip = public.keys().any(is_hop_by_hop);
+        let mut this = Self {
+            public,
+            strip,
+            forwarded_for: ForwardedFor::Joined(String::new()),
+            proto: Some(info.proto.as_bytes()).filter(|v| valid_value(v)),
+            host: info
+                .host
+                .map(|h| Some(h.as_bytes()).filter(|v| valid_value(v))),
+            prefix: info.prefix.map(str::as_bytes).filter(|v| valid_value(v)),
+            websocket,
+        };
+        this.forwarded_for = this.forwarded_for_value(info.client_ip);
+        this
+    }
+
+    fn forwarded_for_value(&self, ip: IpAddr) -> ForwardedFor {
+        let mut prior = String::new();
+        if !self.drops(&X_FORWARDED_FOR) {
+            let values = self.public.get_all(&X_FORWARDED_FOR).iter();
+            for v in values.filter_map(|v| v.to_str().ok()).map(str::trim) {
+                if !v.is_empty() {
+                    prior.push_str(v);
+                    prior.push_str(", ");
+                }
+            }
+        }
+        if prior.is_empty() {
+            let mut buf = Inline([0; 48], 0);
+            if write!(buf, "{ip}").is_ok() {
+                return ForwardedFor::Inline(buf);
+            }
+        }
+        let _ = write!(prior, "{ip}"); // writing to a String cannot fail
+        ForwardedFor::Joined(prior)
+    }
+
+    /// Whether the public header `name` stays out: hop-by-hop, or named by `Connection`.
+    fn drops(&self, name: &HeaderName) -> bool {
+        self.strip && (is_hop_by_hop(name) || connection_names(self.public, name))
+    }
+
+    /// Whether the proxy sets (or removes) the forwarding header `FORWARDING[i]`: all but
+    /// `X-Forwarded-Host` when no host is known.
+    fn sets(&self, i: usize) -> bool {
+        i != 2 || self.host.is_some()
+    }
+
+    /// The value the proxy sets for the forwarding header `FORWARDING[i]`, `None` to leave
+    /// it out.
+    fn forwarding(&self, i: usize) -> Option<&[u8]> {
+        match i {
+            0 => Some(self.forwarded_for.as_bytes()),
+            1 => self.proto,
+            2 => self.host.flatten(),
+            _ => self.prefix,
+        }
+    }
+}
+
+/// Whether a `Connection` header of `headers` names `name` (which hop-by-hop removal then
+/// takes out).
+fn connection_names(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(name.as_str()))
+}
+
+/// A small text buffer on the stack, for an address.
+struct Inline([u8; 48], usize);
+
+impl std::fmt::Write for Inline {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.1 + s.len();
+        let room = self.0.get_mut(self.1..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.1 = end;
+        Ok(())
+    }
+}
+
+impl HeaderList for ProxiedHeaders<'_> {
+    fn entries(&self) -> usize {
+        self.public.len() + FORWARDING.len() + 2
+    }
+
+    fn each(&self, mut f: impl FnMut(&str, &[u8])) {
+        let mut set = [false; 4];
+        for (name, value) in self.public {
+            if self.drops(name) {
+                continue;
+            }
+            match FORWARDING
+                .iter()
+                .position(|n| n == name)
+                .filter(|&i| self.sets(i))
+            {
+                Some(i) if set[i] => {}
+                Some(i) => {
+                    set[i] = true;
+                    if let Some(v) = self.forwarding(i) {
+                        f(name.as_str(), v);
+                    }
+                }
+                None => f(name.as_str(), value.as_bytes()),
+            }
+        }
+        for (i, name) in FORWARDING.iter().enumerate() {
+            if let (false, Some(v)) = (set[i], self.forwarding(i)) {
+                f(name.as_str(), v);
+            }
+        }
+        if self.websocket {
+            f(header::UPGRADE.as_str(), b"websocket");
+            f(header::CONNECTION.as_str(), b"upgrade");
+        }
+    }
+}
+
 fn insert(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
     headers.insert(name, value);
 }
@@ -260,6 +439,97 @@ mod tests {
             "proxy-authorization",
         ] {
             assert!(!h.contains_key(gone), "{gone}");
+        }
+    }
+
+    /// The entries [`ProxiedHeaders`] writes, in order.
+    fn proxied(h: &HeaderMap, info: &ForwardInfo<'_>, websocket: bool) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        ProxiedHeaders::new(h, info, websocket)
+            .each(|name, value| out.push((name.to_string(), value.to_vec())));
+        out
+    }
+
+    /// What [`prepare_request_headers`] makes of `h` (and the upgrade headers put back).
+    fn prepared(h: &HeaderMap, info: &ForwardInfo<'_>, websocket: bool) -> HeaderMap {
+        let mut h = h.clone();
+        prepare_request_headers(&mut h, info);
+        if websocket {
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        h
+    }
+
+    #[test]
+    fn proxied_headers_are_the_prepared_map() {
+        let plain = [
+            ("host", "t.example.com"),
+            ("user-agent", "x"),
+            ("accept", "*/*"),
+        ];
+        let forwarded = [
+            ("host", "t.example.com"),
+            ("x-forwarded-proto", "ftp"),
+            ("x-forwarded-for", " 10.0.0.1 "),
+            ("cookie", "a=1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-prefix", "/spoofed"),
+            ("cookie", "b=2"),
+            ("x-forwarded-host", "evil"),
+        ];
+        let hop_by_hop = [
+            ("connection", "keep-alive, X-Secret, x-forwarded-for , host"),
+            ("host", "t.example.com"),
+            ("x-secret", "1"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-other", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-keep", "yes"),
+        ];
+        let infos = [
+            ("203.0.113.9", "https", Some("t.example.com"), Some("/abc")),
+            ("::ffff:192.0.2.1", "http", Some("t.example.com"), None),
+            ("2001:db8::1", "bad\nproto", None, Some("/x")),
+        ];
+        for (i, entries) in [&plain[..], &forwarded[..], &hop_by_hop[..]]
+            .iter()
+            .enumerate()
+        {
+            let mut h = HeaderMap::new();
+            for (name, value) in *entries {
+                h.append(*name, HeaderValue::from_static(value));
+            }
+            for (ip, proto, host, prefix) in infos {
+                let info = ForwardInfo {
+                    client_ip: ip.parse().expect("ip"),
+                    proto,
+                    host,
+                    prefix,
+                };
+                for websocket in [false, true] {
+                    let ours = proxied(&h, &info, websocket);
+                    let expected = prepared(&h, &info, websocket);
+                    let mut map = HeaderMap::new();
+                    for (name, value) in &ours {
+                        let name = HeaderName::from_bytes(name.as_bytes()).expect("name");
+                        map.append(name, HeaderValue::from_bytes(value).expect("value"));
+                    }
+                    assert_eq!(map, expected, "{entries:?} {ip} {websocket}");
+                    // Nothing removed from the public map: the very order of the map.
+                    if i == 0 && prefix.is_some() {
+                        let order: Vec<_> = expected
+                            .iter()
+                            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                            .collect();
+                        assert_eq!(ours, order);
+                    }
+                }
+            }
         }
     }
 
