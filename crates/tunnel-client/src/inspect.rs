@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: `--inspect-*` flags, validated.
-//! - [`record`]: what an entry is made of (request, response, kept bodies, messages).
+//! - [`record`]: what an entry is made of (request, response, kept bodies, messages); [`head`]:
+//!   a captured head packed in one buffer, decoded only when read.
 //! - [`store`]: the capture store and its bounds (per body, per session, in all).
 //! - [`feed`]: its change notifications, for live updates.
 //! - [`observe`]: passive WebSocket-frame and SSE parsers over copies of the bytes.
@@ -26,6 +27,7 @@ pub mod capture;
 pub mod config;
 pub mod feed;
 pub mod guard;
+pub mod head;
 pub mod json;
 pub mod observe;
 pub mod page;

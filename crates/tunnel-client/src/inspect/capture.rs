@@ -17,7 +17,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::observe::{FrameObserver, Seen, SseObserver};
-use super::store::{Direction, EntryId, Kind, Message, NewEntry, Side, Slot, Store};
+use super::record::content_length;
+use super::store::{Direction, EntryId, Kind, Message, NewEntry, PackedHead, Side, Slot, Store};
 
 /// The store and the entry of one exchange, shared by its capture and its tees (one
 /// reference count per exchange, instead of one per tee on the store's own).
@@ -50,7 +51,8 @@ impl Capture {
     }
 
     /// What starts the entry of `method target` with `headers` as sent to the local service
-    /// (which also carry the server's `X-Forwarded-For` and `X-Request-Id`).
+    /// (which also carry the server's `X-Forwarded-For` and `X-Request-Id`): the head packed
+    /// in one buffer, on the tunnel's path; it is decoded only if someone looks.
     pub(super) fn new_entry(
         method: &Method,
         target: &str,
@@ -58,9 +60,8 @@ impl Capture {
         empty_body: bool,
     ) -> NewEntry {
         NewEntry {
-            method: method.clone(),
-            target: target.to_string(),
-            headers: headers.clone(),
+            head: PackedHead::request(method, target, headers),
+            content_length: content_length(headers),
             replay_of: None,
             empty_body,
         }

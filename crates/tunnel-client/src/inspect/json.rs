@@ -6,10 +6,9 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use http::HeaderMap;
 use serde_json::{json, Map, Value};
 
-use super::store::{CapturedBody, Entry, Message, MessageKind};
+use super::store::{CapturedBody, Entry, Message, MessageKind, PackedHead};
 
 /// How much of an entry to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +30,11 @@ pub fn parse_id(s: &str) -> Option<u64> {
 }
 
 /// `Content-Type` → name → values, names in the usual capitalisation.
-fn headers_json(headers: &HeaderMap) -> Value {
+fn headers_json(head: &PackedHead) -> Value {
     let mut map = Map::new();
-    for (name, value) in headers {
-        let key = canonical(name.as_str());
-        let v = Value::String(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    for field in head.iter() {
+        let key = canonical(field.name);
+        let v = Value::String(String::from_utf8_lossy(field.value).into_owned());
         match map.get_mut(&key) {
             Some(Value::Array(list)) => list.push(v),
             _ => {
@@ -60,29 +59,29 @@ fn canonical(name: &str) -> String {
         .join("-")
 }
 
-fn raw_head(first_line: &str, headers: &HeaderMap) -> Vec<u8> {
+fn raw_head(first_line: &str, head: &PackedHead) -> Vec<u8> {
     let mut raw = Vec::with_capacity(256);
     raw.extend_from_slice(first_line.as_bytes());
     raw.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        raw.extend_from_slice(canonical(name.as_str()).as_bytes());
+    for field in head.iter() {
+        raw.extend_from_slice(canonical(field.name).as_bytes());
         raw.extend_from_slice(b": ");
-        raw.extend_from_slice(value.as_bytes());
+        raw.extend_from_slice(field.value);
         raw.extend_from_slice(b"\r\n");
     }
     raw.extend_from_slice(b"\r\n");
     raw
 }
 
-fn body_json(body: &CapturedBody, headers: &HeaderMap, detail: Detail) -> Value {
+fn body_json(body: &CapturedBody, head: &PackedHead, detail: Detail) -> Value {
     let mut v = json!({
         "size": body.seen,
         "kept": body.kept,
         "truncated_at": body.truncated_at,
         "complete": body.complete,
-        "content_type": headers
-            .get(http::header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        "content_type": head
+            .get("content-type")
+            .map(|v| String::from_utf8_lossy(v).into_owned()),
     });
     if detail == Detail::Full {
         v["base64"] = Value::String(B64.encode(body.bytes()));
@@ -103,44 +102,42 @@ fn raw(head: Vec<u8>, body: &CapturedBody, detail: Detail) -> String {
 pub fn entry_json(e: &Entry, tunnel_name: &str, detail: Detail) -> Value {
     let id = id_string(e.id);
     let req = &e.request;
+    let (method, target) = (req.head.method_str(), req.head.target());
     let request = json!({
-        "method": req.method.as_str(),
+        "method": method,
         "proto": "HTTP/1.1",
-        "headers": headers_json(&req.headers),
-        "uri": req.target,
+        "headers": headers_json(&req.head),
+        "uri": target,
         "raw": raw(
-            raw_head(&format!("{} {} HTTP/1.1", req.method, req.target), &req.headers),
+            raw_head(&format!("{method} {target} HTTP/1.1"), &req.head),
             &req.body,
             detail,
         ),
-        "body": body_json(&req.body, &req.headers, detail),
+        "body": body_json(&req.body, &req.head, detail),
     });
     let response = e.response.as_ref().map(|r| {
-        let status = format!(
-            "{} {}",
-            r.status.as_u16(),
-            r.status.canonical_reason().unwrap_or("")
-        );
+        let code = r.status();
+        let status = format!("{} {}", code.as_u16(), code.canonical_reason().unwrap_or(""));
         json!({
             "status": status.trim_end(),
-            "status_code": r.status.as_u16(),
+            "status_code": code.as_u16(),
             "proto": "HTTP/1.1",
-            "headers": headers_json(&r.headers),
-            "raw": raw(raw_head(&format!("HTTP/1.1 {}", status.trim_end()), &r.headers), &r.body, detail),
-            "body": body_json(&r.body, &r.headers, detail),
+            "headers": headers_json(&r.head),
+            "raw": raw(raw_head(&format!("HTTP/1.1 {}", status.trim_end()), &r.head), &r.body, detail),
+            "body": body_json(&r.body, &r.head, detail),
         })
     });
     json!({
         "uri": format!("/api/requests/http/{id}"),
         "id": id,
         "tunnel_name": tunnel_name,
-        "remote_addr": e.remote_addr,
+        "remote_addr": e.remote_addr(),
         "start": e.start.to_rfc3339(),
         "duration": e.duration.map_or(0, |d| d.as_nanos() as u64),
         "in_flight": e.duration.is_none(),
         "kind": e.kind,
         "replay_of": e.replay_of.map(id_string),
-        "request_id": e.request_id,
+        "request_id": e.request_id(),
         "error": e.error,
         "request": request,
         "response": response,
@@ -180,13 +177,14 @@ pub fn message_json(m: &Message) -> Value {
 /// kept bodies or messages, ignoring ASCII case.
 pub fn matches(e: &Entry, needle: &[u8]) -> bool {
     let hit = |hay: &[u8]| contains_ignore_case(hay, needle);
-    hit(e.request.method.as_str().as_bytes())
-        || hit(e.request.target.as_bytes())
-        || e.request.headers.values().any(|v| hit(v.as_bytes()))
+    let head = &e.request.head;
+    hit(head.method_str().as_bytes())
+        || hit(head.target().as_bytes())
+        || head.iter().any(|f| hit(f.value))
         || hit(&e.request.body.bytes())
         || e.response
             .as_ref()
-            .is_some_and(|r| r.headers.values().any(|v| hit(v.as_bytes())) || hit(&r.body.bytes()))
+            .is_some_and(|r| r.head.iter().any(|f| hit(f.value)) || hit(&r.body.bytes()))
         || e.messages.iter().any(|m| hit(&m.data))
 }
 

@@ -1,16 +1,20 @@
-//! What a captured exchange is made of: the request and response records, their kept bodies,
-//! and the WebSocket messages or SSE events of a session. Plain data; the store
-//! ([`super::store`]) decides where it lives and how much of it is kept.
+//! What a captured exchange is made of: the request and response records (their heads
+//! packed, [`PackedHead`]), their kept bodies, and the WebSocket messages or SSE events of a
+//! session. Plain data; the store ([`super::store`]) decides where it lives and how much of it
+//! is kept.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, StatusCode};
+
+pub use super::head::PackedHead;
 
 /// An entry's number, counting up from 1 for the life of the process.
 pub type EntryId = u64;
 
-/// Bytes counted per header or message besides its own bytes.
-pub const ITEM_OVERHEAD: usize = 32;
+/// Bytes counted per message besides its payload: the message itself, as the session's
+/// queue holds it (its payload is one allocation of its own).
+pub const ITEM_OVERHEAD: usize = std::mem::size_of::<Message>();
 
 /// Which way a WebSocket message or an SSE event went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -63,10 +67,12 @@ pub struct Message {
     pub event: Option<String>,
 }
 
-/// The kept part of a body.
+/// The kept part of a body. Its first chunk is held in place (most captured bodies are one
+/// chunk: no list to allocate), later ones in a list.
 #[derive(Debug, Clone, Default)]
 pub struct CapturedBody {
-    chunks: Vec<Bytes>,
+    first: Bytes,
+    rest: Vec<Bytes>,
     /// Bytes kept.
     pub kept: usize,
     /// Bytes that passed, kept or not.
@@ -80,13 +86,17 @@ pub struct CapturedBody {
     expected: Option<u64>,
 }
 
+/// A body's `Content-Length`, if `headers` give a valid one.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 impl CapturedBody {
-    /// An empty capture of the body that `headers` announce.
-    pub fn new(headers: &HeaderMap) -> Self {
-        let expected = headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok());
+    /// An empty capture of a body of `expected` bytes, if known.
+    pub fn new(expected: Option<u64>) -> Self {
         Self {
             complete: expected == Some(0),
             expected,
@@ -94,7 +104,8 @@ impl CapturedBody {
         }
     }
 
-    /// Body bytes passed: keeps what fits under `limit`; the bytes newly kept.
+    /// Body bytes passed: keeps what fits under `limit`; the bytes of memory this now holds
+    /// more (the bytes kept, and its list's growth).
     pub fn take(&mut self, data: &[u8], limit: usize) -> usize {
         self.seen += data.len() as u64;
         if self.expected.is_some_and(|n| self.seen >= n) {
@@ -104,20 +115,31 @@ impl CapturedBody {
         if take < data.len() {
             self.truncated_at.get_or_insert(limit);
         }
-        if take > 0 {
-            self.chunks.push(Bytes::copy_from_slice(&data[..take]));
-            self.kept += take;
+        if take == 0 {
+            return 0;
         }
-        take
+        // Exactly `take` bytes, one allocation (a boxed slice: no spare capacity).
+        let chunk = Bytes::copy_from_slice(&data[..take]);
+        self.kept += take;
+        if self.first.is_empty() {
+            self.first = chunk;
+            return take;
+        }
+        let before = self.rest.capacity();
+        self.rest.push(chunk);
+        take + (self.rest.capacity() - before) * std::mem::size_of::<Bytes>()
     }
 
     /// The kept bytes in one piece.
     pub fn bytes(&self) -> Bytes {
-        match self.chunks.as_slice() {
-            [] => Bytes::new(),
-            [one] => one.clone(),
-            many => many.concat().into(),
+        if self.rest.is_empty() {
+            return self.first.clone();
         }
+        let mut all = Vec::with_capacity(self.kept);
+        for chunk in std::iter::once(&self.first).chain(&self.rest) {
+            all.extend_from_slice(chunk);
+        }
+        all.into()
     }
 
     /// Whether the whole body was kept (so that it can be replayed as it was).
@@ -129,12 +151,8 @@ impl CapturedBody {
 /// The request as it was sent to the local service.
 #[derive(Debug, Clone)]
 pub struct RequestRecord {
-    /// Method.
-    pub method: Method,
-    /// Path and query.
-    pub target: String,
-    /// Headers, as sent (Host already rewritten).
-    pub headers: HeaderMap,
+    /// Method, path and query, and headers as sent (Host already rewritten), packed.
+    pub head: PackedHead,
     /// Body.
     pub body: CapturedBody,
 }
@@ -142,12 +160,18 @@ pub struct RequestRecord {
 /// The local service's response.
 #[derive(Debug, Clone)]
 pub struct ResponseRecord {
-    /// Status.
-    pub status: StatusCode,
-    /// Headers.
-    pub headers: HeaderMap,
+    /// Status and headers, packed.
+    pub head: PackedHead,
     /// Body.
     pub body: CapturedBody,
+}
+
+impl ResponseRecord {
+    /// Its status.
+    pub fn status(&self) -> StatusCode {
+        // A response's head always has one; 200 only if a request's were put here.
+        self.head.status().unwrap_or_default()
+    }
 }
 
 /// What an entry carries.
@@ -162,67 +186,8 @@ pub enum Kind {
     Sse,
 }
 
-/// Bytes counted for `headers` against the budget.
-pub fn headers_size(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + ITEM_OVERHEAD)
-        .sum()
-}
-
-/// A copy of `headers` that owns its bytes: the values copied into one new buffer of their
-/// size. A plain clone would share each value's bytes with the buffer it was parsed from (for
-/// a response, a slice of the connection's read buffer), and an entry kept for minutes would
-/// hold that whole buffer: measured with the default budget, 7 KiB resident per small
-/// request where 1.1 KiB was counted, and the client's heap growing past the budget several
-/// times over. Names are shared: standard ones are constants, others own their bytes.
-pub fn owned_headers(headers: &HeaderMap) -> HeaderMap {
-    let total = headers.iter().map(|(_, v)| v.len()).sum();
-    let mut block = BytesMut::with_capacity(total);
-    for (_, value) in headers {
-        block.extend_from_slice(value.as_bytes());
-    }
-    let block = block.freeze();
-    let mut out = HeaderMap::with_capacity(headers.len());
-    let mut at = 0;
-    for (name, value) in headers {
-        let end = at + value.len();
-        // The same bytes made a valid value before; a failure cannot happen, and would only
-        // leave the header out of the capture.
-        if let Ok(mut copy) = HeaderValue::from_maybe_shared(block.slice(at..end)) {
-            copy.set_sensitive(value.is_sensitive());
-            out.append(name.clone(), copy);
-        }
-        at = end;
-    }
-    out
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owned_headers_keep_every_value_in_order_in_one_buffer_of_their_own() {
-        let parsed = Bytes::from_static(b"text/plain;aaa;bbb;secret");
-        let mut h = HeaderMap::new();
-        let value = |r: std::ops::Range<usize>| HeaderValue::from_maybe_shared(parsed.slice(r));
-        h.append("content-type", value(0..10).unwrap());
-        h.append("x-two", value(11..14).unwrap());
-        h.append("x-two", value(15..18).unwrap());
-        let mut secret = value(19..25).unwrap();
-        secret.set_sensitive(true);
-        h.append("authorization", secret);
-        let copy = owned_headers(&h);
-        assert_eq!(copy, h);
-        let all: Vec<_> = copy.get_all("x-two").iter().collect();
-        assert_eq!(all, ["aaa", "bbb"]);
-        assert!(copy["authorization"].is_sensitive());
-        // None of the copy points into the parsed buffer.
-        let range = parsed.as_ptr() as usize..parsed.as_ptr() as usize + parsed.len();
-        assert!(copy
-            .values()
-            .all(|v| !range.contains(&(v.as_bytes().as_ptr() as usize))));
-    }
+/// Bytes counted for a message against its session's limit and the budget: the message as
+/// the queue holds it, its payload and its event name.
+pub fn message_size(m: &Message) -> usize {
+    ITEM_OVERHEAD + m.data.len() + m.event.as_ref().map_or(0, String::len)
 }

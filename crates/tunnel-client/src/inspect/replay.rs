@@ -102,9 +102,13 @@ impl Replayer {
         let method = match &edits.method {
             Some(m) => Method::from_bytes(m.trim().as_bytes())
                 .map_err(|_| ReplayError::BadEdit("method"))?,
-            None => req.method.clone(),
+            // Packed from a valid method: the same bytes parse again.
+            None => req.head.method().ok_or(ReplayError::BadEdit("method"))?,
         };
-        let target = edits.path.clone().unwrap_or_else(|| req.target.clone());
+        let target = edits
+            .path
+            .clone()
+            .unwrap_or_else(|| req.head.target().to_string());
         if !target.starts_with('/') {
             return Err(ReplayError::BadEdit("path: it must start with /"));
         }
@@ -113,7 +117,7 @@ impl Replayer {
             .map_err(|_| ReplayError::BadEdit("path"))?;
         let mut headers = match &edits.headers {
             Some(list) => header_map(list)?,
-            None => req.headers.clone(),
+            None => req.head.header_map(),
         };
         let body = match new_body(&edits)? {
             Some(body) => {

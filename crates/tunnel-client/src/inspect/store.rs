@@ -13,12 +13,13 @@
 //!   records where it was cut);
 //! - each WebSocket or SSE session keeps at most `body_limit` bytes of messages, dropping its
 //!   oldest messages first (and counting them);
-//! - all entries together stay under `budget` bytes (headers, kept bodies and messages, plus a
-//!   fixed overhead per entry): the oldest entries are evicted first, even one still in flight
-//!   (its later bytes then pass uncaptured). An eviction frees a little more than it must
-//!   ([`headroom`]: 1/64 of the budget, at most 256 KiB), so that with a full budget the
-//!   evicting happens once per few hundred requests, not on every one (the same work in all,
-//!   O(1) per entry).
+//! - all entries together stay under `budget` bytes, counted as they are held in memory (each
+//!   entry's slot, its packed heads, its kept body chunks and messages, not estimates: with
+//!   estimates the client held about twice its budget): the oldest entries are evicted first,
+//!   even one still in flight (its later bytes then pass uncaptured). An eviction frees a
+//!   little more than it must ([`headroom`]: 1/64 of the budget, at most 256 KiB), so that
+//!   with a full budget the evicting happens once per few hundred requests, not on every one
+//!   (the same work in all, O(1) per entry).
 //!
 //! Changes are announced on the [`Feed`]: free when no page listens, coalesced when one does.
 
@@ -28,17 +29,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, StatusCode};
 
 use super::feed::{Change, Feed, Subscription};
-use super::record::{headers_size, owned_headers};
+use super::record::{content_length, message_size};
 pub use super::record::{
-    CapturedBody, Direction, EntryId, Kind, Message, MessageKind, RequestRecord, ResponseRecord,
-    ITEM_OVERHEAD,
+    CapturedBody, Direction, EntryId, Kind, Message, MessageKind, PackedHead, RequestRecord,
+    ResponseRecord, ITEM_OVERHEAD,
 };
 
-/// Bytes counted for an entry besides its headers, bodies and messages.
-const ENTRY_OVERHEAD: usize = 512;
+/// Bytes counted for an entry besides what its heads, bodies and messages hold outside it: its
+/// slot with the `Arc`'s two counts, and its place in the store's list.
+const ENTRY_OVERHEAD: usize = std::mem::size_of::<Slot>() + 3 * std::mem::size_of::<usize>();
 /// Entries copied out per turn of the store-wide lock while listing or searching.
 const READ_CHUNK: usize = 64;
 
@@ -52,13 +54,8 @@ pub struct Entry {
     started: Instant,
     /// How long until the exchange ended; `None` while in flight.
     pub duration: Option<Duration>,
-    /// The public client's address (the server's `X-Forwarded-For`), if known. Filled in
-    /// the copies readers get, from the request's headers (not kept: two strings per request).
-    pub remote_addr: Option<String>,
     /// The entry this one replays.
     pub replay_of: Option<EntryId>,
-    /// The server's request id (its `X-Request-Id`); filled in the copies like `remote_addr`.
-    pub request_id: Option<String>,
     /// What it carries.
     pub kind: Kind,
     /// The request.
@@ -76,24 +73,27 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// A reader's copy, numbered `id`, with what is derived from the request's headers.
+    /// A reader's copy, numbered `id`.
     fn copy(&self, id: EntryId) -> Entry {
-        let headers = &self.request.headers;
-        let remote_addr = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
+        Entry { id, ..self.clone() }
+    }
+
+    /// The public client's address (the first of the server's `X-Forwarded-For`), if known:
+    /// read from the request's head when asked, not kept (two strings per request).
+    pub fn remote_addr(&self) -> Option<&str> {
+        self.header_text("x-forwarded-for")
             .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_string());
-        let request_id = headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        Entry {
-            id,
-            remote_addr,
-            request_id,
-            ..self.clone()
-        }
+            .map(str::trim)
+    }
+
+    /// The server's request id (its `X-Request-Id`), read like [`Entry::remote_addr`].
+    pub fn request_id(&self) -> Option<&str> {
+        self.header_text("x-request-id")
+    }
+
+    fn header_text(&self, name: &str) -> Option<&str> {
+        let value = self.request.head.get(name)?;
+        std::str::from_utf8(value).ok()
     }
 
     fn body_mut(&mut self, side: Side) -> Option<&mut CapturedBody> {
@@ -108,12 +108,11 @@ impl Entry {
 /// What begins an entry.
 #[derive(Debug, Clone)]
 pub struct NewEntry {
-    /// The request as sent to the local service (its body follows).
-    pub method: Method,
-    /// Path and query.
-    pub target: String,
-    /// Headers as sent (with the server's `X-Forwarded-For` and `X-Request-Id`).
-    pub headers: HeaderMap,
+    /// The request's head as sent to the local service (its body follows), with the
+    /// server's `X-Forwarded-For` and `X-Request-Id`.
+    pub head: PackedHead,
+    /// Its `Content-Length`.
+    pub content_length: Option<u64>,
     /// For a replay: the entry replayed.
     pub replay_of: Option<EntryId>,
     /// Whether the request has no body.
@@ -296,8 +295,8 @@ impl Store {
 
     /// Starts an entry; the returned slot is where its exchange writes.
     pub fn begin(&self, new: NewEntry) -> Arc<Slot> {
-        let size = ENTRY_OVERHEAD + headers_size(&new.headers) + new.target.len();
-        let mut body = CapturedBody::new(&new.headers);
+        let size = ENTRY_OVERHEAD + new.head.heap_size();
+        let mut body = CapturedBody::new(new.content_length);
         body.complete = new.empty_body;
         // Allocated before the lock, numbered under it.
         let slot = Arc::new(Slot {
@@ -308,14 +307,10 @@ impl Store {
                     start: Utc::now(),
                     started: Instant::now(),
                     duration: None,
-                    remote_addr: None,
                     replay_of: new.replay_of,
-                    request_id: None,
                     kind: Kind::Http,
                     request: RequestRecord {
-                        method: new.method,
-                        target: new.target,
-                        headers: new.headers,
+                        head: new.head,
                         body,
                     },
                     response: None,
@@ -372,12 +367,11 @@ impl Store {
 
     /// The local service's response head.
     pub fn respond(&self, slot: &Slot, status: StatusCode, headers: &HeaderMap, kind: Kind) {
-        let size = headers_size(headers);
         let response = ResponseRecord {
-            status,
-            headers: owned_headers(headers),
-            body: CapturedBody::new(headers),
+            head: PackedHead::response(status, headers),
+            body: CapturedBody::new(content_length(headers)),
         };
+        let size = response.head.heap_size();
         let over = {
             let mut kept = slot.lock();
             if kept.gone {
@@ -407,13 +401,13 @@ impl Store {
                 .back()
                 .map_or(entry.messages_dropped, |m| m.index + 1);
             let index = message.index;
-            let size = message.data.len() + ITEM_OVERHEAD;
+            let size = message_size(&message);
             entry.message_bytes += size;
             entry.messages.push_back(message);
             let mut freed = 0;
             while entry.message_bytes > limit && entry.messages.len() > 1 {
                 if let Some(old) = entry.messages.pop_front() {
-                    let n = old.data.len() + ITEM_OVERHEAD;
+                    let n = message_size(&old);
                     entry.message_bytes -= n;
                     entry.messages_dropped += 1;
                     freed += n;
@@ -536,14 +530,44 @@ mod tests {
         Store::new(Limits { budget, body_limit })
     }
 
-    fn new_entry() -> NewEntry {
+    fn entry_with(headers: &HeaderMap) -> NewEntry {
         NewEntry {
-            method: Method::POST,
-            target: "/hook".into(),
-            headers: HeaderMap::new(),
+            head: PackedHead::request(&http::Method::POST, "/hook", headers),
+            content_length: None,
             replay_of: None,
             empty_body: false,
         }
+    }
+
+    fn new_entry() -> NewEntry {
+        entry_with(&HeaderMap::new())
+    }
+
+    /// What an entry of [`new_entry`] counts before its bodies: its slot, and its head's
+    /// buffer (`POST` and `/hook`, each after a one-byte length).
+    const BASE: usize = ENTRY_OVERHEAD + 11;
+
+    #[test]
+    fn an_entry_counts_its_slot_and_its_packed_head() {
+        assert_eq!(new_entry().head.heap_size(), 11);
+        // An entry's slot stays small: the heads are packed outside it.
+        const { assert!(ENTRY_OVERHEAD <= 512) };
+        let s = store(1 << 20, 1 << 10);
+        let slot = s.begin(new_entry());
+        assert_eq!(s.stats().bytes, BASE);
+        let mut h = HeaderMap::new();
+        h.insert("content-type", "text/plain".parse().unwrap());
+        s.respond(&slot, StatusCode::OK, &h, Kind::Http);
+        assert_eq!(s.stats().bytes, BASE + 1 + 12 + 1 + 10);
+        // A second chunk of a body adds the list that holds it.
+        s.append(&slot, Side::Response, b"one");
+        s.append(&slot, Side::Response, b"two");
+        let listed = s.stats().bytes - (BASE + 24 + 6);
+        assert!(listed >= std::mem::size_of::<Bytes>(), "{listed}");
+        assert_eq!(
+            &s.get(slot.id()).unwrap().response.unwrap().body.bytes()[..],
+            b"onetwo"
+        );
     }
 
     #[test]
@@ -562,7 +586,7 @@ mod tests {
 
     #[test]
     fn the_oldest_entries_go_first_when_the_budget_is_full() {
-        let s = store(3 * (ENTRY_OVERHEAD + 5 + 1000), 1000);
+        let s = store(3 * (BASE + 1000), 1000);
         let slots: Vec<_> = (0..5)
             .map(|_| {
                 let slot = s.begin(new_entry());
@@ -574,14 +598,14 @@ mod tests {
         let stats = s.stats();
         assert_eq!(stats.entries, 3);
         assert_eq!(stats.evicted, 2);
-        assert!(stats.bytes <= 3 * (ENTRY_OVERHEAD + 5 + 1000));
+        assert!(stats.bytes <= 3 * (BASE + 1000));
         assert!(s.get(ids[0]).is_none() && s.get(ids[1]).is_none());
         let left: Vec<_> = s.newest(10, |_| true).iter().map(|e| e.id).collect();
         assert_eq!(left, vec![ids[4], ids[3], ids[2]]);
         // Bytes for an evicted entry pass uncaptured.
         s.append(&slots[0], Side::Request, b"late");
         assert_eq!(s.stats().entries, 3);
-        assert_eq!(s.stats().bytes, 3 * (ENTRY_OVERHEAD + 5 + 1000));
+        assert_eq!(s.stats().bytes, 3 * (BASE + 1000));
     }
 
     #[test]
@@ -612,10 +636,7 @@ mod tests {
         assert_eq!(e.messages[0].data[0], 2);
         assert_eq!(s.message_of(id, 3).unwrap().data[0], 3);
         assert!(s.message_of(id, 1).is_none());
-        assert_eq!(
-            s.stats().bytes,
-            ENTRY_OVERHEAD + 5 + 3 * (100 + ITEM_OVERHEAD)
-        );
+        assert_eq!(s.stats().bytes, BASE + 3 * (100 + ITEM_OVERHEAD));
     }
 
     #[test]
@@ -665,7 +686,7 @@ mod tests {
             }
         }
         let stats = s.stats();
-        let per_entry = ENTRY_OVERHEAD + 5 + 200;
+        let per_entry = BASE + 200;
         assert_eq!(stats.bytes, stats.entries * per_entry);
         assert_eq!(stats.evicted + stats.entries as u64, 2000);
         // Each eviction freed the headroom (1 KiB here: several entries), not one entry.
@@ -694,15 +715,13 @@ mod tests {
     #[test]
     fn copies_name_the_public_client_and_the_request_id_from_the_headers() {
         let s = store(1 << 20, 1 << 10);
-        let mut new = new_entry();
-        new.headers
-            .insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
-        new.headers
-            .insert("x-request-id", "req-42".parse().unwrap());
-        let slot = s.begin(new);
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.7, 10.0.0.1".parse().unwrap());
+        h.insert("x-request-id", "req-42".parse().unwrap());
+        let slot = s.begin(entry_with(&h));
         for e in [s.get(slot.id()).unwrap(), s.newest(1, |_| true).remove(0)] {
-            assert_eq!(e.remote_addr.as_deref(), Some("203.0.113.7"));
-            assert_eq!(e.request_id.as_deref(), Some("req-42"));
+            assert_eq!(e.remote_addr(), Some("203.0.113.7"));
+            assert_eq!(e.request_id(), Some("req-42"));
         }
     }
 }
