@@ -218,14 +218,18 @@ impl<'a> ProxiedHeaders<'a> {
                 }
             }
         }
-        if prior.is_empty() {
-            let mut buf = Inline([0; 48], 0);
-            if write!(buf, "{ip}").is_ok() {
-                return ForwardedFor::Inline(buf);
+        let mut buf = Inline([0; 48], 0);
+        match write_ip(&mut buf, ip) {
+            Ok(()) if prior.is_empty() => ForwardedFor::Inline(buf),
+            Ok(()) => {
+                prior.push_str(buf.as_str());
+                ForwardedFor::Joined(prior)
+            }
+            Err(_) => {
+                let _ = write!(prior, "{ip}"); // writing to a String cannot fail
+                ForwardedFor::Joined(prior)
             }
         }
-        let _ = write!(prior, "{ip}"); // writing to a String cannot fail
-        ForwardedFor::Joined(prior)
     }
 
     /// Whether the public header `name` stays out: hop-by-hop, or named by `Connection`.
@@ -265,13 +269,49 @@ fn connection_names(headers: &HeaderMap, name: &HeaderName) -> bool {
 /// A small text buffer on the stack, for an address.
 struct Inline([u8; 48], usize);
 
-impl std::fmt::Write for Inline {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.1 + s.len();
+impl Inline {
+    fn push(&mut self, bytes: &[u8]) -> std::fmt::Result {
+        let end = self.1 + bytes.len();
         let room = self.0.get_mut(self.1..end).ok_or(std::fmt::Error)?;
-        room.copy_from_slice(s.as_bytes());
+        room.copy_from_slice(bytes);
         self.1 = end;
         Ok(())
+    }
+
+    fn as_str(&self) -> &str {
+        // Only whole `&str`s and ASCII digits are pushed.
+        std::str::from_utf8(&self.0[..self.1]).unwrap_or_default()
+    }
+}
+
+/// `ip` as its `Display` writes it; an IPv4 address (the usual one) digit by digit, without
+/// the formatting machinery, which was about 1,300 instructions per request (callgrind).
+fn write_ip(buf: &mut Inline, ip: IpAddr) -> std::fmt::Result {
+    let IpAddr::V4(v4) = ip else {
+        return write!(buf, "{ip}");
+    };
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf.push(b".")?;
+        }
+        let digits = [
+            b'0' + octet / 100,
+            b'0' + octet / 10 % 10,
+            b'0' + octet % 10,
+        ];
+        let skip = match octet {
+            100.. => 0,
+            10.. => 1,
+            _ => 2,
+        };
+        buf.push(&digits[skip..])?;
+    }
+    Ok(())
+}
+
+impl std::fmt::Write for Inline {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push(s.as_bytes())
     }
 }
 
@@ -530,6 +570,22 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        let mut ips: Vec<IpAddr> = ["::1", "2001:db8::1", "::ffff:192.0.2.1"]
+            .iter()
+            .map(|ip| ip.parse().expect("ip"))
+            .collect();
+        for octet in [0u8, 1, 9, 10, 42, 99, 100, 199, 200, 255] {
+            ips.push(IpAddr::from([octet, 255 - octet, octet / 2, 7]));
+        }
+        for ip in ips {
+            let mut buf = Inline([0; 48], 0);
+            write_ip(&mut buf, ip).expect("fits");
+            assert_eq!(buf.as_str(), ip.to_string());
         }
     }
 
