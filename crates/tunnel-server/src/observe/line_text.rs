@@ -56,7 +56,8 @@ pub fn write(line: &AccessLine<'_>, target: &str, enabled: impl FnOnce() -> bool
     let Some(direct) = direct_lines() else {
         return false;
     };
-    if tracing::dispatcher::get_default(|d| d.current_span().is_known()) || !enabled() {
+    // `id()`, not `is_known()`: "no span" is a known current span too.
+    if tracing::dispatcher::get_default(|d| d.current_span().id().is_some()) || !enabled() {
         return false;
     }
     LINE.try_with(|buf| {
