@@ -9,6 +9,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::head_read;
 use crate::message::{ControlMessage, StreamId};
 use crate::ProtocolError;
 
@@ -113,9 +114,13 @@ impl Frame {
         // UTF-8 checked once, for the whole text: read from bytes, serde_json checks every
         // string on its own (each header name and value: 21 calls, about 2,000 instructions
         // of a small request's head, callgrind), read from a `str` none. Text that is not
-        // UTF-8 goes the old way, for serde_json's error saying where.
+        // UTF-8 goes the old way, for serde_json's error saying where. A head as our peer
+        // writes it is read without serde (`head_read`, about half its cost), the same result.
         match std::str::from_utf8(text) {
-            Ok(text) => Ok(serde_json::from_str(text)?),
+            Ok(text) => match head_read::read(text) {
+                Some(head) => Ok(head),
+                None => Ok(serde_json::from_str(text)?),
+            },
             Err(_) => Ok(serde_json::from_slice(text)?),
         }
     }

@@ -12,6 +12,8 @@
 //!   resets, goodbye). Every variant is documented there.
 //! - [`head_json`]: request and response heads written as JSON straight from a header map
 //!   (the text serde would write, without copying the headers into a [`headers::WireHeaders`]).
+//! - `head_read`: request and response heads read back from the exact text `head_json`
+//!   writes, without serde (any other text goes to serde).
 //! - [`frame`]: how a WebSocket message maps to a [`frame::Frame`]: text frames carry one
 //!   [`message::ControlMessage`], binary frames carry body bytes behind a fixed 5-byte header
 //!   (encoded in one place, [`frame::data_header`]).
@@ -49,6 +51,7 @@ pub mod dev_key;
 pub mod frame;
 pub mod head_headers;
 pub mod head_json;
+mod head_read;
 pub mod headers;
 pub mod heap;
 pub mod message;
