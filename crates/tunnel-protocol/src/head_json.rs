@@ -17,6 +17,7 @@ use http::HeaderMap;
 
 use crate::head_headers::HeadHeaders;
 use crate::headers::WireHeaders;
+use crate::json_scan::first_to_escape;
 use crate::message::StreamId;
 
 /// A header list a head can be written from: a parsed [`HeaderMap`] (what the proxy holds)
@@ -158,25 +159,25 @@ fn push_u32(out: &mut String, mut n: u32) {
     }
 }
 
-/// Whether `b` is escaped inside a JSON string by serde_json: `"`, `\` and the control
-/// characters below 0x20.
-fn needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\'
-}
-
 /// `s` as a JSON string, escaped exactly as serde_json escapes it: `"`, `\` and the control
 /// characters below 0x20 (with the short forms for backspace, tab, newline, form feed and
 /// carriage return), nothing else. Each run between two escapes is copied whole, with one
-/// capacity check for the string: almost every name and value is one run.
+/// capacity check for the string: almost every name and value is one run, found a word at a
+/// time ([`first_to_escape`]).
 fn push_str(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
     let mut rest = s;
-    while let Some(i) = rest.bytes().position(needs_escape) {
-        // `i` is the position of an ASCII byte: a character boundary.
-        let (run, tail) = rest.split_at(i);
+    loop {
+        let i = first_to_escape(rest.as_bytes());
+        // `i` is the position of an ASCII byte or the end: a character boundary.
+        let Some((run, tail)) = rest.split_at_checked(i) else {
+            break;
+        };
+        let Some(&b) = tail.as_bytes().first() else {
+            break;
+        };
         out.push_str(run);
-        let b = tail.as_bytes()[0];
         match b {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
@@ -272,6 +273,24 @@ mod tests {
             let mut ours = String::new();
             push_str(&mut ours, s);
             assert_eq!(ours, serde_json::to_string(s).expect("ok"), "{s:?}");
+        }
+        // Escapes and multi-byte characters at every place of the words the scan reads.
+        for base in [
+            "abcdefghijklmnopqrstuvwx",
+            "é€😀é€😀ab",
+            "\u{7f}\u{80}\u{a0}\u{ff}\u{7f}\u{80}",
+        ] {
+            for at in 0..=base.len() {
+                if !base.is_char_boundary(at) {
+                    continue;
+                }
+                for special in ["\"", "\\", "\u{0}", "\u{1f}", "\n", "é"] {
+                    let s = format!("{}{special}{}\"", &base[..at], &base[at..]);
+                    let mut ours = String::new();
+                    push_str(&mut ours, &s);
+                    assert_eq!(ours, serde_json::to_string(&s).expect("ok"), "{s:?}");
+                }
+            }
         }
         for n in [0, 7, 10, 99, 4_000_000_000, u32::MAX] {
             let mut ours = String::new();

@@ -5,6 +5,8 @@
 //! From the bottom up; each module depends only on the ones before it (checked by
 //! `ci/check-layout.py`):
 //! - `error`: [`ProtocolError`], why peer input was refused.
+//! - [`json_scan`]: the bytes a JSON string must escape, found eight at a time (heads and
+//!   log lines).
 //! - [`headers`]: HTTP header lists as they travel on the wire, with validation on the way in.
 //! - [`head_headers`]: a head's headers as decoded, built into a header map while the JSON is
 //!   read.
@@ -54,6 +56,7 @@ pub mod head_json;
 mod head_read;
 pub mod headers;
 pub mod heap;
+pub mod json_scan;
 pub mod message;
 pub mod mux;
 pub mod name;
