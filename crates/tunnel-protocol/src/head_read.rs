@@ -14,6 +14,7 @@
 
 use crate::head_headers::HeadHeaders;
 use crate::headers::{header_map, EXPECTED_HEADERS};
+use crate::json_scan::first_to_escape;
 use crate::message::{ControlMessage, RequestHead, ResponseHead};
 
 const REQUEST: &[u8] = br#"{"type":"request","stream_id":"#;
@@ -102,11 +103,8 @@ impl<'a> Cursor<'a> {
     /// string at a character boundary).
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b"\"")?;
-        let len = self
-            .rest()
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        if self.rest()[len] != b'"' {
+        let len = first_to_escape(self.rest());
+        if self.rest().get(len) != Some(&b'"') {
             return None;
         }
         let s = self.text.get(self.at..self.at + len)?;
@@ -117,7 +115,7 @@ impl<'a> Cursor<'a> {
     /// `,"headers":[[name,value],…],"end_stream":bool}` up to the end of the text.
     fn headers_and_end(&mut self) -> Option<(HeadHeaders, bool)> {
         self.expect(br#","headers":["#)?;
-        let mut entries: Vec<(&str, &[u8])> = Vec::with_capacity(EXPECTED_HEADERS);
+        let mut entries = Entries::default();
         if self.expect(b"]").is_none() {
             loop {
                 self.expect(b"[")?;
@@ -142,8 +140,39 @@ impl<'a> Cursor<'a> {
             return None;
         }
         // A list that is not a valid map is serde's to keep as it came (`HeadHeaders`).
-        let map = header_map(entries.iter().copied()).ok()?;
+        let map = header_map(entries.as_slice().iter().copied()).ok()?;
         Some((HeadHeaders::from(map), end_stream))
+    }
+}
+
+/// The entries of a head as slices of its text: on the stack up to [`EXPECTED_HEADERS`], in
+/// a `Vec` beyond (a `Vec` for every head was one allocation per request).
+#[derive(Default)]
+struct Entries<'a> {
+    inline: [(&'a str, &'a [u8]); EXPECTED_HEADERS],
+    len: usize,
+    spill: Vec<(&'a str, &'a [u8])>,
+}
+
+impl<'a> Entries<'a> {
+    fn push(&mut self, entry: (&'a str, &'a [u8])) {
+        if self.spill.is_empty() && self.len < EXPECTED_HEADERS {
+            self.inline[self.len] = entry;
+            self.len += 1;
+            return;
+        }
+        if self.spill.is_empty() {
+            self.spill.extend_from_slice(&self.inline[..self.len]);
+        }
+        self.spill.push(entry);
+    }
+
+    fn as_slice(&self) -> &[(&'a str, &'a [u8])] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
     }
 }
 
@@ -188,6 +217,17 @@ mod tests {
                 assert_eq!(fast, serde(&text), "{text}");
             }
         }
+    }
+
+    #[test]
+    fn long_header_lists_are_read_whole() {
+        let pairs: Vec<(String, Vec<u8>)> = (0..40)
+            .map(|i| (format!("x-h{i}"), format!("v{i}").into_bytes()))
+            .collect();
+        let text = request_json(3, "POST", "/", &wire(&pairs), false);
+        let fast = read(&text);
+        assert!(fast.is_some());
+        assert_eq!(fast, serde(&text));
     }
 
     #[test]
