@@ -164,6 +164,12 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_duration: Histogram,
     body_bytes: Family<DirectionLabels, Counter>,
+    /// The `in` and `out` series of `body_bytes`, held: a counter shares its value with its
+    /// clones, and looking a series up in the family hashed its labels and took the family's
+    /// lock for every response body and request body (about 230 instructions each time,
+    /// callgrind).
+    body_in: Counter,
+    body_out: Counter,
     open_streams: Gauge,
     websocket_sessions: Gauge,
     rejections: Family<ReasonLabels, Counter>,
@@ -191,6 +197,8 @@ impl Metrics {
             requests: Family::default(),
             request_duration: Histogram::new(DURATION_BUCKETS),
             body_bytes: Family::default(),
+            body_in: Counter::default(),
+            body_out: Counter::default(),
             open_streams: Gauge::default(),
             websocket_sessions: Gauge::default(),
             rejections: Family::default(),
@@ -203,10 +211,18 @@ impl Metrics {
                 reason: reason.as_str(),
             });
         }
-        for direction in ["in", "out"] {
-            let _ = m.body_bytes.get_or_create(&DirectionLabels { direction });
+        let body = |direction| {
+            m.body_bytes
+                .get_or_create(&DirectionLabels { direction })
+                .clone()
+        };
+        let (body_in, body_out) = (body("in"), body("out"));
+        Self {
+            registry,
+            body_in,
+            body_out,
+            ..m
         }
-        Self { registry, ..m }
     }
 
     /// Registers every family in `registry`, with its help text.
@@ -326,16 +342,12 @@ impl Metrics {
 
     /// Body bytes from a public client towards the local service.
     pub fn bytes_in(&self, n: u64) {
-        self.body_bytes
-            .get_or_create(&DirectionLabels { direction: "in" })
-            .inc_by(n);
+        self.body_in.inc_by(n);
     }
 
     /// Body bytes from the local service towards a public client.
     pub fn bytes_out(&self, n: u64) {
-        self.body_bytes
-            .get_or_create(&DirectionLabels { direction: "out" })
-            .inc_by(n);
+        self.body_out.inc_by(n);
     }
 
     /// A tunnel client completed its handshake.
