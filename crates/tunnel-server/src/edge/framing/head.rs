@@ -1,7 +1,9 @@
 //! A strict reader of request heads (RFC 9112 §2–§6), line by line as bytes arrive.
 
 use super::body::{BodyState, Chunk};
-use super::syntax::{content_length, is_ctl, is_tchar, trim_ows, trim_spaces, HeadLimits, Refusal};
+use super::syntax::{
+    content_length, find, has_ctl_but_tab, is_tchar, trim_ows, trim_spaces, HeadLimits, Refusal,
+};
 
 /// The strict reading of one head, line by line as bytes arrive.
 #[derive(Debug, Default)]
@@ -33,7 +35,7 @@ pub(super) enum Scan {
 impl HeadScan {
     /// Scans what arrived since the last call.
     pub(super) fn scan(&mut self, buf: &[u8], limits: HeadLimits) -> Scan {
-        while let Some(nl) = buf[self.scanned..].iter().position(|&b| b == b'\n') {
+        while let Some(nl) = find(&buf[self.scanned..], b'\n') {
             let end = self.scanned + nl;
             let line = &buf[self.line_start..end];
             self.scanned = end + 1;
@@ -70,7 +72,7 @@ impl HeadScan {
         if line.contains(&b'\r') {
             return Err(Refusal::Malformed("bare CR in head"));
         }
-        if line.iter().any(|&b| is_ctl(b) && b != b'\t') {
+        if has_ctl_but_tab(line) {
             return Err(Refusal::Malformed("control character in head"));
         }
         if !self.request_line {
