@@ -286,7 +286,21 @@ impl Shared {
     }
 
     /// Queues a message for the writer, failing at once if the connection ends meanwhile.
+    ///
+    /// With room in the queue (nearly always) the message goes in at once, without the
+    /// `select!` over a send future and the connection's end: two of those per small request
+    /// on each side (its head, its body) were about 700 instructions each (callgrind). Room
+    /// is only free when no sender waits for it (a freed slot goes to the first waiter), so
+    /// this never passes a message queued before. A full queue waits as before.
     pub(super) async fn enqueue(&self, msg: Outgoing) -> Result<(), StreamError> {
+        if self.cancel.is_cancelled() {
+            return Err(StreamError::ConnectionClosed);
+        }
+        let msg = match self.out.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(StreamError::ConnectionClosed),
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
         tokio::select! {
             r = self.out.send(msg) => r.map_err(|_| StreamError::ConnectionClosed),
             _ = self.cancel.cancelled() => Err(StreamError::ConnectionClosed),
