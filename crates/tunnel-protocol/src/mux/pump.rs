@@ -2,6 +2,7 @@
 //! response on the client) streamed into a stream, chunk by chunk, under flow control.
 
 use std::convert::Infallible;
+use std::task::Poll;
 
 use bytes::Bytes;
 use http_body::Body;
@@ -51,9 +52,26 @@ where
     let mut body = std::pin::pin!(body);
     let start = sender.bytes_sent();
     loop {
-        let frame = tokio::select! {
-            f = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)) => f,
-            _ = sender.cancelled() => return Err(PumpError::Cancelled),
+        if sender.is_cancelled() {
+            return Err(PumpError::Cancelled);
+        }
+        // A chunk that is ready is taken without the `select!`: waiting for the cancellation
+        // registers with the stream's token and deregisters again, about 700 instructions
+        // of a small response's (callgrind), only to find the chunk there. When both were
+        // ready the `select!` picked either, so taking the chunk is what it could do too.
+        let ready = std::future::poll_fn(|cx| {
+            Poll::Ready(match body.as_mut().poll_frame(cx) {
+                Poll::Ready(f) => Some(f),
+                Poll::Pending => None,
+            })
+        })
+        .await;
+        let frame = match ready {
+            Some(f) => f,
+            None => tokio::select! {
+                f = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)) => f,
+                _ = sender.cancelled() => return Err(PumpError::Cancelled),
+            },
         };
         let data = match frame {
             None => {

@@ -163,6 +163,11 @@ impl BodySender {
         state.fail(StreamError::Cancelled);
     }
 
+    /// Whether [`BodySender::cancelled`] would resolve now.
+    pub(super) fn is_cancelled(&self) -> bool {
+        self.core.state.cancel.is_cancelled()
+    }
+
     /// Resolves when the stream is reset (by either side) or its connection ends.
     pub async fn cancelled(&self) {
         // The connection's end fails every stream in its table (`Shared::shutdown`), and a
