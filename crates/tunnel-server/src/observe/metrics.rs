@@ -467,6 +467,13 @@ mod tests {
             .unwrap_or_default()
     }
 
+    /// `t` holds `tunnel_requests_total` of `tunnel` and `class` at `count`.
+    fn assert_series(t: &str, tunnel: &str, class: &str, count: u64) {
+        let line =
+            format!(r#"tunnel_requests_total{{tunnel="{tunnel}",status_class="{class}"}} {count}"#);
+        assert!(t.contains(&line), "{line} not in:\n{t}");
+    }
+
     #[test]
     fn status_classes() {
         assert_eq!(status_class(101), "1xx");
@@ -484,19 +491,13 @@ mod tests {
         m.request_finished("abc", 200, Duration::from_millis(3), false);
         m.request_finished("abc", 502, Duration::from_millis(3), false);
         let t = text(&m);
-        assert!(
-            t.contains(r#"tunnel_requests_total{tunnel="abc",status_class="2xx"} 1"#),
-            "{t}"
-        );
+        assert_series(&t, "abc", "2xx", 1);
         m.tunnel_removed("abc");
         // A request that finishes after its tunnel was removed folds into `_other`.
         m.request_finished("abc", 200, Duration::from_millis(3), false);
         let t = text(&m);
         assert!(!t.contains(r#"tunnel="abc""#), "{t}");
-        assert!(
-            t.contains(r#"tunnel_requests_total{tunnel="_other",status_class="2xx"} 1"#),
-            "{t}"
-        );
+        assert_series(&t, "_other", "2xx", 1);
         assert!(t.contains("tunnel_request_duration_seconds_count 3"), "{t}");
     }
 
@@ -510,10 +511,7 @@ mod tests {
         m.tunnel_registered("abc");
         m.request_finished("abc", 200, Duration::ZERO, false);
         let t = text(&m);
-        assert!(
-            t.contains(r#"tunnel_requests_total{tunnel="abc",status_class="2xx"} 3"#),
-            "{t}"
-        );
+        assert_series(&t, "abc", "2xx", 3);
         assert!(
             !t.contains(r#"status_class="4xx""#),
             "no series before its first request: {t}"
@@ -524,14 +522,8 @@ mod tests {
         m.request_finished("abc", 200, Duration::ZERO, false);
         m.request_finished("abc", 404, Duration::ZERO, false);
         let t = text(&m);
-        assert!(
-            t.contains(r#"tunnel_requests_total{tunnel="abc",status_class="2xx"} 1"#),
-            "{t}"
-        );
-        assert!(
-            t.contains(r#"tunnel_requests_total{tunnel="abc",status_class="4xx"} 1"#),
-            "{t}"
-        );
+        assert_series(&t, "abc", "2xx", 1);
+        assert_series(&t, "abc", "4xx", 1);
     }
 
     #[test]
@@ -548,7 +540,7 @@ mod tests {
             .filter(|l| l.starts_with("tunnel_requests_total{"))
             .count();
         assert_eq!(series, MAX_TUNNEL_LABELS + 1, "own labels plus _other");
-        assert!(t.contains(r#"tunnel_requests_total{tunnel="_other",status_class="2xx"} 10"#));
+        assert_series(&t, "_other", "2xx", 10);
     }
 
     #[test]
