@@ -11,9 +11,11 @@ use serde_json::json;
 /// allocator tuning): removed from every process the benchmark starts, so that they run on
 /// their defaults whatever the caller's shell has exported (`tunnel-server` gets its log
 /// level set explicitly).
-pub const NEUTRALISED_ENV: [&str; 9] = [
+pub const NEUTRALISED_ENV: [&str; 11] = [
     "RUST_LOG",
     "TOKIO_WORKER_THREADS",
+    "TUNNEL_WORKERS",
+    "MIMALLOC_PURGE_DELAY",
     "GLIBC_TUNABLES",
     "MALLOC_ARENA_MAX",
     "MALLOC_ARENA_TEST",

@@ -25,11 +25,14 @@ pub mod tcp;
 pub use domains::{DnsResolver, DomainArgs, Domains, UrlStyle};
 mod cluster;
 mod values;
+mod workers;
 
 pub use cluster::{Cluster, ClusterArgs, PeerSecret, RedisUrl, MIN_PEER_SECRET};
 pub use tcp::{PortRange, TcpPorts, TcpSettings};
 pub use values::ConfigError;
-use values::{at_least, invalid, secs};
+use values::{at_least, invalid, parse_metrics_bind, parse_time_zone, secs};
+pub use values::{BadMetricsBind, MetricsBind, UnknownTimeZone};
+pub use workers::{parse_workers, BadWorkers, Workers, MAX_WORKERS};
 
 /// Default listen port.
 pub const DEFAULT_PORT: u16 = tunnel_protocol::dev_key::DEFAULT_PORT;
@@ -40,34 +43,6 @@ pub const MAX_WINDOW_BYTES: u32 = 256 * 1024 * 1024;
 
 /// Longest tunnel lifetime a setting may give, in seconds (ten years of 366 days).
 const TEN_YEARS: u64 = 10 * 366 * 86_400;
-
-/// A time zone name that is not in the IANA database.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown time zone {0:?}")]
-pub struct UnknownTimeZone(String);
-
-fn parse_time_zone(name: &str) -> Result<Tz, UnknownTimeZone> {
-    name.parse().map_err(|_| UnknownTimeZone(name.to_string()))
-}
-
-/// Where the metrics are served: an address, or nowhere (`off`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MetricsBind(pub Option<SocketAddr>);
-
-/// A TUNNEL_METRICS_BIND that is neither an address nor `off`.
-#[derive(Debug, thiserror::Error)]
-#[error("{0:?} is neither an address like 127.0.0.1:9090 nor off")]
-pub struct BadMetricsBind(String);
-
-fn parse_metrics_bind(value: &str) -> Result<MetricsBind, BadMetricsBind> {
-    match value.trim() {
-        "off" | "" => Ok(MetricsBind(None)),
-        addr => addr
-            .parse()
-            .map(|a| MetricsBind(Some(a)))
-            .map_err(|_| BadMetricsBind(addr.to_string())),
-    }
-}
 
 /// Command line and environment of `tunnel-server`.
 #[derive(Debug, Clone, Parser)]
@@ -114,6 +89,17 @@ pub struct ServerArgs {
         default_value = "127.0.0.1:9090"
     )]
     pub metrics_bind: MetricsBind,
+
+    /// Threads that run the server: a number, or `auto` for one per core the process may use
+    /// (see `config::workers` for why one is the default).
+    #[arg(
+        long,
+        env = "TUNNEL_WORKERS",
+        value_name = "TUNNEL_WORKERS",
+        value_parser = parse_workers,
+        default_value = "1"
+    )]
+    pub workers: Workers,
 
     /// Timeouts and lifetimes.
     #[command(flatten)]
@@ -414,6 +400,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where to serve metrics; `None`: nowhere.
     pub metrics_bind: Option<SocketAddr>,
+    /// Threads the runtime was built with (the runtime itself is built before the settings).
+    pub workers: Workers,
     /// Timeouts and lifetimes (`default_ttl` at most `max_ttl`).
     pub timeouts: Timeouts,
     /// Size and count limits (`window_bytes` at most `max_window_bytes`).
@@ -490,6 +478,7 @@ impl Settings {
             generated_key,
             trusted_proxies,
             metrics_bind,
+            workers: args.workers,
             timeouts: args.timeouts,
             limits: args.limits,
             rates: args.rates,
@@ -671,6 +660,17 @@ mod tests {
         );
         let s = parse(&["--metrics-bind", "off"]).expect("valid");
         assert_eq!(s.metrics_bind, None);
+    }
+
+    #[test]
+    fn one_worker_thread_by_default_auto_or_a_count_on_request() {
+        assert_eq!(parse(&[]).expect("valid").workers, Workers::default());
+        let s = parse(&["--workers", "auto"]).expect("valid");
+        assert_eq!(s.workers, Workers::Auto);
+        let s = parse(&["--workers", "3"]).expect("valid");
+        assert_eq!(s.workers.to_string(), "3");
+        assert_eq!(refused_setting(&["--workers", "0"]), "TUNNEL_WORKERS");
+        assert_eq!(refused_setting(&["--workers", "many"]), "TUNNEL_WORKERS");
     }
 
     #[test]

@@ -46,17 +46,27 @@ fn main() -> ExitCode {
     // connection to Redis, leaving the registry unavailable for good. (An error: one is set
     // already, which is fine.)
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // The .env first, as it may configure the runtime too (`TOKIO_WORKER_THREADS`).
-    // A missing .env is normal; a malformed one is worth a warning.
+    // The .env first, as it may configure the runtime too (`TUNNEL_WORKERS`,
+    // `TOKIO_WORKER_THREADS`). A missing .env is normal; a malformed one is worth a warning.
     if let Err(e) = dotenvy::dotenv() {
         if !e.not_found() {
             eprintln!("tunnel-server: ignoring .env: {e}");
         }
     }
+    // The flags next, which say how many threads the runtime has; parsing them starts
+    // nothing.
+    let args = match ServerArgs::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     // Then the runtime and the signal handlers, before anything else: from here on a SIGTERM
     // or Ctrl-C starts a graceful shutdown (at once, if it came before the server was up), and
     // never kills the process outright half-way through its start.
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match args.workers.runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tunnel-server: cannot start the runtime: {e}");
@@ -71,14 +81,6 @@ fn main() -> ExitCode {
                 eprintln!("tunnel-server: cannot install signal handlers: {e}");
                 return ExitCode::FAILURE;
             }
-        }
-    };
-    let args = match ServerArgs::try_parse() {
-        Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
         }
     };
     let settings = match Settings::from_args(args) {
@@ -108,6 +110,7 @@ async fn serve(mut settings: Settings, mut signals: Signals) -> anyhow::Result<(
         kept
     });
     let bind = settings.bind;
+    let workers = settings.workers;
     let listener = TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind} (TUNNEL_BIND)"))?;
@@ -146,12 +149,13 @@ async fn serve(mut settings: Settings, mut signals: Signals) -> anyhow::Result<(
         .map_or_else(|| "off".to_string(), |a| a.to_string());
     match &pod {
         None => {
-            tracing::info!(listen = %listening.join(" "), metrics = %metrics_addr, public_url = %state.base_url, "tunnel-server {} ready", env!("CARGO_PKG_VERSION"))
+            tracing::info!(listen = %listening.join(" "), metrics = %metrics_addr, public_url = %state.base_url, workers = %workers, "tunnel-server {} ready", env!("CARGO_PKG_VERSION"))
         }
         Some(pod) => tracing::info!(
             listen = %local,
             metrics = %metrics_addr,
             public_url = %state.base_url,
+            workers = %workers,
             node = %pod.node,
             peer = %pod.peer_addr,
             advertise = %pod.advertise,
