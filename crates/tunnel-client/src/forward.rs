@@ -15,8 +15,7 @@ use futures_util::StreamExt;
 use http::header::{HeaderValue, HOST, LOCATION};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Either, Empty, StreamBody};
-use hyper::body::{Frame, Incoming};
-use hyper_util::rt::TokioIo;
+use hyper::body::Frame;
 use tracing::Instrument;
 use tunnel_protocol::mux::{
     pump, splice, BodyReceiver, IncomingRequest, PumpError, Responder, ResponseParts,
@@ -30,7 +29,7 @@ use crate::inspect::{Capture, Inspector};
 mod local;
 
 pub use local::LocalBody;
-use local::{LocalClient, LocalError, Pooled};
+use local::{LocalClient, LocalError, ResponseBody};
 
 /// What every forwarding task needs.
 #[derive(Debug, Clone)]
@@ -123,16 +122,8 @@ impl Forwarder {
             stream = head.stream_id,
         );
         let mut capture = None;
-        let mut pooled = None;
         let outcome = self
-            .exchange(
-                &mut head,
-                body,
-                responder,
-                websocket,
-                &mut capture,
-                &mut pooled,
-            )
+            .exchange(&mut head, body, responder, websocket, &mut capture)
             .instrument(span.clone())
             .await;
         if let (Some(capture), Err(failure)) = (capture.as_mut(), &outcome) {
@@ -178,9 +169,6 @@ impl Forwarder {
             request_id,
             note: &note,
         });
-        if let Some(pooled) = pooled {
-            self.local.release(pooled).await;
-        }
     }
 
     /// The request to the local service, and its answer back through the stream. Takes the
@@ -192,7 +180,6 @@ impl Forwarder {
         responder: Responder,
         websocket: bool,
         capture: &mut Option<Capture>,
-        pooled: &mut Option<Pooled>,
     ) -> Result<Exchanged, Failure> {
         // For an upgrade the request has no body; the stream's request direction carries the
         // public client's WebSocket bytes once the local service said 101.
@@ -217,7 +204,7 @@ impl Forwarder {
             r = self.local.request(local) => r,
             _ = responder.cancelled() => return Err(Failure::cancelled(None)),
         };
-        let (response, connection) = match response {
+        let response = match response {
             Ok(r) => r,
             Err(e) => return Err(self.local_failed(responder, &e)),
         };
@@ -236,14 +223,8 @@ impl Forwarder {
             upgrade_body => {
                 // A refused upgrade: an ordinary response; the request direction is let go.
                 drop(upgrade_body);
-                let relayed = self
-                    .relay_response(responder, response, capture.as_ref())
-                    .await;
-                // Reused only after an answer that went through whole.
-                if relayed.is_ok() {
-                    *pooled = Some(connection);
-                }
-                relayed
+                self.relay_response(responder, response, capture.as_ref())
+                    .await
             }
         }
     }
@@ -268,7 +249,7 @@ impl Forwarder {
     async fn relay_response(
         &self,
         responder: Responder,
-        response: http::Response<Incoming>,
+        response: http::Response<ResponseBody>,
         capture: Option<&Capture>,
     ) -> Result<Exchanged, Failure> {
         let (mut parts, body) = response.into_parts();
@@ -322,35 +303,33 @@ impl Forwarder {
     async fn switch_protocols(
         &self,
         responder: Responder,
-        mut response: http::Response<Incoming>,
+        response: http::Response<ResponseBody>,
         receiver: BodyReceiver,
         target: &str,
         capture: Option<&Capture>,
     ) -> Result<Exchanged, Failure> {
-        let on_upgrade = hyper::upgrade::on(&mut response);
+        let (parts, body) = response.into_parts();
         let head = ResponseParts {
             status: 101,
-            headers: response.headers(),
+            headers: &parts.headers,
         };
         let Ok(sender) = responder.respond(head).await else {
             return Err(Failure::connection_lost(101));
         };
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                sender.reset(ResetCode::LocalError, &e.to_string());
-                return Err(Failure::new(
-                    Some(502),
-                    format!("local upgrade failed: {e}"),
-                ));
-            }
+        // A `101` body always holds its connection; the check keeps this path total.
+        let Some(upgraded) = body.into_upgraded() else {
+            let why = "the 101 response has no connection";
+            sender.reset(ResetCode::LocalError, why);
+            return Err(Failure::new(
+                Some(502),
+                format!("local upgrade failed: {why}"),
+            ));
         };
         let path = target.split('?').next().unwrap_or("/");
         self.printer.websocket_opened(path);
-        let upgraded = TokioIo::new(upgraded);
         let io = match capture {
             Some(c) => {
-                c.response(http::StatusCode::SWITCHING_PROTOCOLS, response.headers());
+                c.response(http::StatusCode::SWITCHING_PROTOCOLS, &parts.headers);
                 tokio_util::either::Either::Left(c.tee_upgraded(upgraded))
             }
             None => tokio_util::either::Either::Right(upgraded),
