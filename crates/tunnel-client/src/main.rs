@@ -34,7 +34,7 @@ const EXIT_CONFIG: u8 = 64;
 fn main() -> ExitCode {
     #[cfg(feature = "alloc-count")]
     alloc_count::start();
-    tunnel_protocol::heap::tune();
+    tunnel_protocol::heap::tune(tunnel_protocol::heap::CLIENT_PURGE_DELAY_MS);
     // The .env first, as it may configure what follows.
     if let Err(e) = dotenvy::dotenv() {
         if !e.not_found() {

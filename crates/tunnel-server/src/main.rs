@@ -39,7 +39,7 @@ const EXIT_CONFIG: u8 = 64;
 fn main() -> ExitCode {
     #[cfg(feature = "alloc-count")]
     alloc_count::start();
-    tunnel_protocol::heap::tune();
+    tunnel_protocol::heap::tune(tunnel_protocol::heap::SERVER_PURGE_DELAY_MS);
     // rustls (redis's rediss://) picks its crypto provider from its crate features, which
     // only feature unification with other crates enabled: built on its own
     // (`cargo build -p tunnel-server`) the server had none and panicked on the first TLS
