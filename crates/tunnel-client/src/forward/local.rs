@@ -607,6 +607,25 @@ mod tests {
         );
     }
 
+    /// A service that refuses a large upload at once (a 413) and closes without reading it:
+    /// the answer still comes through, and the connection is not reused.
+    #[tokio::test]
+    async fn an_answer_before_the_body_was_read_still_arrives() {
+        const REFUSED: &[u8] =
+            b"HTTP/1.1 413 Payload Too Large\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbig";
+        let (addr, _) = service(|tcp, _| answer_each(tcp, REFUSED, true)).await;
+        let client = LocalClient::new(addr);
+        let chunks: Vec<Result<_, tunnel_protocol::StreamError>> = (0..64)
+            .map(|_| Ok(http_body::Frame::data(Bytes::from(vec![0u8; 64 * 1024]))))
+            .collect();
+        let req = request(Method::POST, StreamBody::new(stream::iter(chunks)).boxed());
+        let resp = client.request(req).await.expect("answered");
+        assert_eq!(resp.status(), 413);
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&body[..], b"big");
+        assert_eq!(client.pool.len(), 0);
+    }
+
     #[tokio::test]
     async fn a_large_body_flows_in_bounded_frames() {
         const SIZE: usize = 16 << 20;
