@@ -34,30 +34,40 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Removes hop-by-hop headers: the fixed list, and every header the `Connection` header names.
+///
+/// The names to remove are found in one pass over the map, and only those present removed:
+/// removing each name of the list whether present or not, after building an owned name of
+/// every `Connection` token, cost about 2,800 instructions per response from nginx, which
+/// always says `Connection: keep-alive` (callgrind; every removal hashes its name).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages have none: one pass over the names instead of a dozen removals.
-    if !headers.keys().any(is_hop_by_hop) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        // Each name once: `keys` gives a name once however many values it has.
+        if is_hop_by_hop(name) {
+            doomed.push(name.clone());
+        }
+    }
+    // `Connection` is one of them: without any there is no token to look at either.
+    if doomed.is_empty() {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let Ok(token) = std::str::from_utf8(token.trim_ascii()) else {
+                continue;
+            };
+            // Looked up as it is (no owned name unless the header is there to remove).
+            if token.is_empty() || !headers.contains_key(token) {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                if !doomed.contains(&name) {
+                    doomed.push(name);
+                }
+            }
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -445,6 +455,77 @@ pub fn rewrite_cookie_path(cookie: &str, prefix: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The removal as it was before it looked for the names present first: every name of
+    /// the list, every `Connection` token and every `proxy-` name removed in turn.
+    fn strip_each(headers: &mut HeaderMap) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy {
+            headers.remove(name);
+        }
+    }
+
+    const NAMES: [&str; 10] = [
+        "connection",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-x",
+        "x-a",
+        "x-b",
+        "host",
+        "transfer-encoding",
+        "trailer",
+    ];
+
+    proptest! {
+        /// The one-pass removal leaves exactly what removing name by name left.
+        #[test]
+        fn strips_what_removing_each_name_stripped(
+            entries in prop::collection::vec((0..NAMES.len(), "[a-z]{0,3}"), 0..12),
+            tokens in prop::collection::vec(0..NAMES.len(), 0..4),
+            spaced: bool,
+            upper: bool,
+        ) {
+            let mut h = HeaderMap::new();
+            for (i, v) in &entries {
+                let v = HeaderValue::from_str(v).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                h.append(NAMES[*i], v);
+            }
+            if !tokens.is_empty() {
+                let sep = if spaced { " , " } else { "," };
+                let list: Vec<String> = tokens
+                    .iter()
+                    .map(|&t| if upper { NAMES[t].to_ascii_uppercase() } else { NAMES[t].to_string() })
+                    .collect();
+                let v = HeaderValue::from_str(&list.join(sep))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                h.append(header::CONNECTION, v);
+            }
+            let mut expected = h.clone();
+            strip_each(&mut expected);
+            strip_hop_by_hop(&mut h);
+            prop_assert_eq!(h, expected);
+        }
+    }
 
     #[test]
     fn connection_named_headers_go_but_ours_stay() {
