@@ -32,6 +32,79 @@
 //! at once ([`SERVER_PURGE_DELAY_MS`]), where 10 ms cost 2.5 MiB of peak RSS while streaming
 //! (15.9 to 18.4 MiB, over its 16 MiB goal) and saved no CPU that could be seen.
 
+/// The global allocator of both binaries: mimalloc, entered by its plain functions when the
+/// alignment asked for is one every mimalloc block has anyway.
+///
+/// The `mimalloc` crate's allocator calls `mi_malloc_aligned` for every allocation, whatever
+/// the alignment; mimalloc then tries a free block of the size's page that happens to be
+/// aligned, and past 1 KiB, or when it is not, takes its generic aligned path. Callgrind counted
+/// 28 allocations per small request on the server at 70 instructions each, a fifth of them on
+/// the generic path at 210. `mi_malloc` is mimalloc's 15-instruction fast path, and its blocks
+/// are aligned to 16 bytes from 16 bytes on, to 8 below: the same rule the standard library's
+/// `System` allocator applies to `malloc` (an alignment of at most 16 that is at most the
+/// size), with the aligned functions for the rest.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MiMalloc;
+
+/// The alignment every `mi_malloc` block of at least this size has (`MI_MAX_ALIGN_SIZE`).
+const MI_MAX_ALIGN: usize = 16;
+
+/// Whether `mi_malloc` (not the aligned variant) gives what `align` asks for `size` bytes.
+fn plain(align: usize, size: usize) -> bool {
+    align <= MI_MAX_ALIGN && align <= size
+}
+
+// SAFETY: every function hands mimalloc a layout's size and alignment as mimalloc's own
+// GlobalAlloc did, only choosing the unaligned entry point where its blocks are aligned
+// enough (see above); memory is freed with `mi_free`, which takes blocks of either kind.
+#[allow(unsafe_code)]
+unsafe impl std::alloc::GlobalAlloc for MiMalloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
+        // SAFETY: a size (non-zero, as GlobalAlloc promises) and a power-of-two alignment.
+        unsafe {
+            if plain(align, size) {
+                libmimalloc_sys::mi_malloc(size).cast()
+            } else {
+                libmimalloc_sys::mi_malloc_aligned(size, align).cast()
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let (size, align) = (layout.size(), layout.align());
+        // SAFETY: as in `alloc`.
+        unsafe {
+            if plain(align, size) {
+                libmimalloc_sys::mi_zalloc(size).cast()
+            } else {
+                libmimalloc_sys::mi_zalloc_aligned(size, align).cast()
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from this allocator, i.e. from mimalloc.
+        unsafe { libmimalloc_sys::mi_free(ptr.cast()) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        let align = layout.align();
+        // SAFETY: `ptr` came from this allocator with `layout`; the new size is non-zero.
+        unsafe {
+            if plain(align, new_size) {
+                libmimalloc_sys::mi_realloc(ptr.cast(), new_size).cast()
+            } else {
+                libmimalloc_sys::mi_realloc_aligned(ptr.cast(), new_size, align).cast()
+            }
+        }
+    }
+}
+
 /// Bytes of free heap kept instead of returned to the kernel, and the size from which
 /// allocations get their own mapping.
 pub const KEEP_FREE_BYTES: i32 = 1024 * 1024;
@@ -104,6 +177,48 @@ fn set(param: libc::c_int, value: libc::c_int) {
 
 #[cfg(test)]
 mod tests {
+    use std::alloc::{GlobalAlloc, Layout};
+
+    use super::MiMalloc;
+
+    /// Every size and alignment gets a block aligned as asked, usable whole, that grows and
+    /// shrinks with its contents kept.
+    #[test]
+    #[allow(unsafe_code)]
+    fn blocks_are_aligned_as_asked_and_keep_their_bytes() {
+        let a = MiMalloc;
+        for align in [1usize, 2, 4, 8, 16, 32, 64, 4096] {
+            for size in [1usize, 3, 7, 8, 12, 15, 16, 17, 24, 100, 1024, 1025, 70_000] {
+                let layout = Layout::from_size_align(size, align).expect("layout");
+                // SAFETY: non-zero sizes; each block is written within its size and freed
+                // once, with the layout it has at that point.
+                unsafe {
+                    let p = a.alloc(layout);
+                    assert!(!p.is_null());
+                    assert_eq!(p as usize % align, 0, "size {size} align {align}");
+                    p.write_bytes(0xA5, size);
+                    a.dealloc(p, layout);
+                    let z = a.alloc_zeroed(layout);
+                    assert_eq!(z as usize % align, 0, "zeroed: size {size} align {align}");
+                    assert!(std::slice::from_raw_parts(z, size).iter().all(|&b| b == 0));
+                    a.dealloc(z, layout);
+                    for new in [size * 2 + 1, size.div_ceil(2)] {
+                        let p = a.alloc(layout);
+                        p.write_bytes(0xA5, size);
+                        let q = a.realloc(p, layout, new);
+                        assert!(!q.is_null());
+                        assert_eq!(q as usize % align, 0, "realloc {size}->{new} align {align}");
+                        let kept = new.min(size);
+                        assert!(std::slice::from_raw_parts(q, kept)
+                            .iter()
+                            .all(|&b| b == 0xA5));
+                        a.dealloc(q, Layout::from_size_align(new, align).expect("layout"));
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn tuning_is_harmless_to_repeat() {
         super::tune(super::SERVER_PURGE_DELAY_MS);

@@ -5,11 +5,12 @@ mod alloc_count;
 
 /// mimalloc instead of glibc's malloc: glibc's took about a fifth of the instructions of a
 /// small request (callgrind, 20-40 allocations per request on each side); its options are set
-/// in `tunnel_protocol::heap` and `.cargo/config.toml` (memory). Not in the
+/// in `tunnel_protocol::heap` and `.cargo/config.toml` (memory), which also says why its
+/// own `GlobalAlloc` rather than the `mimalloc` crate's. Not in the
 /// `alloc-count` build, which installs its counting allocator instead.
 #[cfg(not(feature = "alloc-count"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tunnel_protocol::heap::MiMalloc = tunnel_protocol::heap::MiMalloc;
 
 use std::process::ExitCode;
 use std::sync::Arc;
