@@ -39,7 +39,7 @@ use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method};
+use http::Method;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -113,17 +113,20 @@ impl Inspector {
     }
 
     /// Starts capturing a request about to be sent to the local service as `method target`
-    /// with `headers`.
-    pub fn capture(
+    /// with `headers`: `(name, value)` pairs in the order they are written (names lowercase).
+    pub fn capture<'a, I>(
         &self,
         method: &Method,
         target: &str,
-        headers: &HeaderMap,
+        headers: I,
         empty_body: bool,
-    ) -> Capture {
+    ) -> Capture
+    where
+        I: Iterator<Item = (&'a str, &'a [u8])> + Clone,
+    {
         Capture::begin(
             self.state.store.clone(),
-            Capture::new_entry(method, target, headers, empty_body),
+            Capture::new_entry_pairs(method, target, headers, empty_body),
         )
     }
 

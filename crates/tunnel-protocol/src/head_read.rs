@@ -7,7 +7,7 @@
 //! being the header map itself. A head as our peer writes it has one fixed shape: the fields
 //! in one order, no white space, numbers without signs or exponents. [`read`] takes exactly
 //! that shape, and gives up (`None`) at the first byte outside it (an escape in a string, a
-//! `{"b64": …}` value, another field order, a header list that is not a valid map, anything
+//! `{"b64": …}` value, another field order, a header list that is not a valid one, anything
 //! unexpected); the caller then decodes the text with serde as before. So what a head means
 //! never depends on which reader took it (the tests hold the two side by side), and a text
 //! the fast reader does not take costs one failed scan more.
@@ -21,8 +21,7 @@
 
 use std::borrow::Cow;
 
-use crate::head_headers::HeadHeaders;
-use crate::headers::{header_map, EXPECTED_HEADERS};
+use crate::head_headers::{HeadHeaders, Packer};
 use crate::json_scan::first_to_escape;
 use crate::message::{ControlMessage, RequestHead, ResponseHead};
 
@@ -132,7 +131,11 @@ impl<'a> Cursor<'a> {
     /// `,"headers":[[name,value],…],"end_stream":bool}` up to the end of the text.
     fn headers_and_end(&mut self) -> Option<(HeadHeaders, bool)> {
         self.expect(br#","headers":["#)?;
-        let mut entries = Entries::default();
+        // Room for the rest of the text in each buffer: neither the names nor the values
+        // with their prefixes are longer (a JSON entry spends at least eight bytes on
+        // quotes, brackets and commas).
+        let room = self.text.len() - self.at;
+        let mut packer = Packer::with_capacity(room, room);
         if self.expect(b"]").is_none() {
             loop {
                 self.expect(b"[")?;
@@ -140,7 +143,8 @@ impl<'a> Cursor<'a> {
                 self.expect(b",")?;
                 let value = self.string()?;
                 self.expect(b"]")?;
-                entries.push((name, value));
+                // A list that is not valid is serde's to keep as it came (`HeadHeaders`).
+                packer.push(&name, value.as_bytes())?;
                 if self.expect(b",").is_none() {
                     self.expect(b"]")?;
                     break;
@@ -156,15 +160,7 @@ impl<'a> Cursor<'a> {
         if !self.rest().is_empty() {
             return None;
         }
-        // A list that is not a valid map is serde's to keep as it came (`HeadHeaders`).
-        let map = header_map(
-            entries
-                .as_slice()
-                .iter()
-                .map(|(n, v)| (n.as_ref(), v.as_bytes())),
-        )
-        .ok()?;
-        Some((HeadHeaders::from(map), end_stream))
+        Some((packer.into_headers(), end_stream))
     }
 }
 
@@ -229,39 +225,6 @@ fn hex4(digits: &[u8]) -> Option<u32> {
         let v = char::from(d).to_digit(16)?;
         Some(n << 4 | v)
     })
-}
-
-/// The entries of a head, borrowed from its text unless they had escapes: on the stack up
-/// to [`EXPECTED_HEADERS`], in a `Vec` beyond (a `Vec` for every head was one allocation per
-/// request).
-#[derive(Default)]
-struct Entries<'a> {
-    inline: [(Cow<'a, str>, Cow<'a, str>); EXPECTED_HEADERS],
-    len: usize,
-    spill: Vec<(Cow<'a, str>, Cow<'a, str>)>,
-}
-
-impl<'a> Entries<'a> {
-    fn push(&mut self, entry: (Cow<'a, str>, Cow<'a, str>)) {
-        if self.spill.is_empty() && self.len < EXPECTED_HEADERS {
-            self.inline[self.len] = entry;
-            self.len += 1;
-            return;
-        }
-        if self.spill.is_empty() {
-            self.spill
-                .extend(self.inline[..self.len].iter_mut().map(std::mem::take));
-        }
-        self.spill.push(entry);
-    }
-
-    fn as_slice(&self) -> &[(Cow<'a, str>, Cow<'a, str>)] {
-        if self.spill.is_empty() {
-            &self.inline[..self.len]
-        } else {
-            &self.spill
-        }
-    }
 }
 
 #[cfg(test)]

@@ -221,7 +221,7 @@ const KNOWN_NAMES: [HeaderName; 5] = [
 ];
 
 /// `name` as one of [`KNOWN_NAMES`], in any case (as [`HeaderName::from_bytes`] would read it).
-fn known_name(name: &str) -> Option<HeaderName> {
+pub(crate) fn known_name(name: &str) -> Option<HeaderName> {
     if !name.as_bytes().starts_with(b"x-") && !name.as_bytes().starts_with(b"X-") {
         return None;
     }
@@ -240,12 +240,12 @@ pub fn upgrades_to_websocket(map: &HeaderMap) -> bool {
         .is_some_and(|v| names_websocket(v.as_bytes()))
 }
 
-fn names_websocket(value: &[u8]) -> bool {
+pub(crate) fn names_websocket(value: &[u8]) -> bool {
     value.trim_ascii().eq_ignore_ascii_case(b"websocket")
 }
 
 /// Shortens untrusted text before it goes into an error (and so into a log line).
-fn truncate(s: &str) -> String {
+pub(crate) fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 

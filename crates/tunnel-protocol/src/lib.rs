@@ -8,8 +8,8 @@
 //! - [`json_scan`]: the bytes a JSON string must escape, found eight at a time (heads and
 //!   log lines).
 //! - [`headers`]: HTTP header lists as they travel on the wire, with validation on the way in.
-//! - [`head_headers`]: a head's headers as decoded, built into a header map while the JSON is
-//!   read.
+//! - [`head_headers`]: a head's headers as decoded, checked and packed into one buffer while
+//!   the JSON is read (a header map only for the end that needs one).
 //! - [`message`]: the JSON control messages (hello, request/response heads, flow-control credit,
 //!   resets, goodbye). Every variant is documented there.
 //! - [`head_json`]: request and response heads written as JSON straight from a header map

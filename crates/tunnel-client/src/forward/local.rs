@@ -23,6 +23,7 @@ use std::task::Poll;
 
 use bytes::Buf;
 use http::Method;
+#[cfg(test)]
 use http_body::Body;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -36,7 +37,7 @@ pub use body::LocalBody;
 pub(super) use body::ResponseBody;
 use body::{Delimit, SendError, Sending};
 use conn::{Conn, Pool};
-use head::{Framing, HeadError, RequestError, ResponseHead};
+use head::{Framing, HeadError, RequestError, ResponseHead, Upload, WrittenHead};
 
 /// Why the local service gave no response.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,33 @@ impl LocalError {
     }
 }
 
+/// A request head written for the local service, ready to send: the headers it was written
+/// from (a tunnel head's, borrowed) are done with before the exchange starts.
+pub(super) struct Prepared {
+    head: WrittenHead,
+    /// The request is HEAD: no body follows its response's head.
+    head_request: bool,
+}
+
+impl Prepared {
+    /// The head of `method target` with `headers` (`(name, value)` pairs in order, names
+    /// lowercase tokens), framed for a body if `has_body`.
+    pub(super) fn new<'a, I>(
+        method: &Method,
+        target: &str,
+        headers: I,
+        has_body: bool,
+    ) -> Result<Self, LocalError>
+    where
+        I: Iterator<Item = (&'a str, &'a [u8])> + Clone,
+    {
+        Ok(Self {
+            head: head::write_head(method, target, headers, has_body)?,
+            head_request: *method == Method::HEAD,
+        })
+    }
+}
+
 /// The connections to one local service.
 #[derive(Debug)]
 pub(super) struct LocalClient {
@@ -95,6 +123,7 @@ impl LocalClient {
 
     /// Sends `req` (origin-form target) on an idle connection, or a new one, and returns
     /// the response once its head arrived; the body is read as it is polled.
+    #[cfg(test)]
     pub(super) async fn request(
         &self,
         req: http::Request<LocalBody>,
@@ -103,8 +132,24 @@ impl LocalClient {
         let has_body = !body.is_end_stream();
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let head = head::write_request(&parts.method, target, &parts.headers, has_body)?;
+        let head = Prepared {
+            head,
+            head_request: parts.method == Method::HEAD,
+        };
+        self.send(head, body).await
+    }
+
+    /// Sends the prepared head and `body` (empty if the head was prepared without one) on an
+    /// idle connection, or a new one, and returns the response once its head arrived; the
+    /// body is read as it is polled.
+    pub(super) async fn send(
+        &self,
+        prepared: Prepared,
+        body: LocalBody,
+    ) -> Result<http::Response<ResponseBody>, LocalError> {
+        let Prepared { head, head_request } = prepared;
+        let has_body = !matches!(head.upload, Upload::None);
         let mut sending = has_body.then(|| Sending::new(body, head.upload));
-        let head_request = parts.method == Method::HEAD;
         let mut fresh_only = false;
         loop {
             let idle = if fresh_only { None } else { self.pool.take() };

@@ -17,7 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::observe::{FrameObserver, Seen, SseObserver};
-use super::record::content_length;
+use super::record::{content_length, parse_length};
 use super::store::{Direction, EntryId, Kind, Message, NewEntry, PackedHead, Side, Slot, Store};
 
 /// The store and the entry of one exchange, shared by its capture and its tees (one
@@ -62,6 +62,29 @@ impl Capture {
         NewEntry {
             head: PackedHead::request(method, target, headers),
             content_length: content_length(headers),
+            replay_of: None,
+            empty_body,
+        }
+    }
+
+    /// [`Capture::new_entry`] of a request whose headers are `(name, value)` pairs in order
+    /// (names lowercase), as written to the local service from a tunnel head.
+    pub(super) fn new_entry_pairs<'a, I>(
+        method: &Method,
+        target: &str,
+        headers: I,
+        empty_body: bool,
+    ) -> NewEntry
+    where
+        I: Iterator<Item = (&'a str, &'a [u8])> + Clone,
+    {
+        let content_length = headers
+            .clone()
+            .find(|(n, _)| *n == http::header::CONTENT_LENGTH.as_str())
+            .and_then(|(_, v)| parse_length(v));
+        NewEntry {
+            head: PackedHead::request_pairs(method, target, headers),
+            content_length,
             replay_of: None,
             empty_body,
         }

@@ -92,6 +92,36 @@ impl PackedHead {
         Self::finish(None, headers, out)
     }
 
+    /// A request's head: `method target` with `headers` as `(name, value)` pairs in order
+    /// (names lowercase), as written to the local service from a tunnel head: no header map
+    /// is built for it (none is marked sensitive).
+    pub fn request_pairs<'a, I>(method: &Method, target: &str, headers: I) -> Self
+    where
+        I: Iterator<Item = (&'a str, &'a [u8])> + Clone,
+    {
+        let (m, t) = (method.as_str().as_bytes(), target.as_bytes());
+        let mut len = varint_len(m.len()) + m.len() + varint_len(t.len()) + t.len();
+        let mut count = 0usize;
+        for (n, v) in headers.clone() {
+            len += varint_len(n.len()) + n.len() + varint_len(v.len() << 1) + v.len();
+            count += 1;
+        }
+        let mut out = Vec::with_capacity(len);
+        put_field(&mut out, m);
+        put_field(&mut out, t);
+        for (name, value) in headers {
+            put_field(&mut out, name.as_bytes());
+            put_varint(&mut out, value.len() << 1);
+            out.extend_from_slice(value);
+        }
+        Self {
+            status: None,
+            count: u32::try_from(count).unwrap_or(u32::MAX),
+            // Its capacity was its length: no reallocation.
+            buf: out.into_boxed_slice(),
+        }
+    }
+
     /// A response's head.
     pub fn response(status: StatusCode, headers: &HeaderMap) -> Self {
         let mut out = Vec::with_capacity(headers_len(headers));
@@ -297,6 +327,13 @@ mod tests {
         secret.set_sensitive(true);
         h.append("authorization", secret);
         let head = PackedHead::request(&Method::PATCH, "/a/b?c=d&e", &h);
+        let listed: Vec<(&str, &[u8])> =
+            h.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        let from_pairs =
+            PackedHead::request_pairs(&Method::PATCH, "/a/b?c=d&e", listed.into_iter());
+        if !h.values().any(HeaderValue::is_sensitive) {
+            assert_eq!(from_pairs, head);
+        }
         assert_eq!(head.method(), Some(Method::PATCH));
         assert_eq!(head.method_str(), "PATCH");
         assert_eq!(head.target(), "/a/b?c=d&e");

@@ -90,8 +90,19 @@ pub struct CapturedBody {
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(|v| parse_length(v.as_bytes()))
+}
+
+/// A Content-Length value's number, read as [`content_length`] reads it: a value of visible
+/// ASCII and tabs (what `HeaderValue::to_str` takes), trimmed, parsed whole.
+pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
+    if !value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
 }
 
 impl CapturedBody {

@@ -21,7 +21,7 @@ pub(crate) enum RequestError {
     Target,
     /// A header value holds a control byte (CR, LF, NUL, …) that could end the line.
     #[error("invalid value of request header {0}")]
-    HeaderValue(HeaderName),
+    HeaderValue(String),
     /// Content-Length values that are not one number.
     #[error("invalid request content-length")]
     ContentLength,
@@ -72,32 +72,56 @@ pub(super) struct WrittenHead {
     pub(super) close: bool,
 }
 
-/// Writes the request line and headers of `method target` into one buffer. The head's own
-/// framing headers are replaced by the framing the body is sent with: its Content-Length when
-/// it has one (checked to be a single number), chunked otherwise, none when `has_body` is
-/// false (a `Content-Length: 0` then for the methods servers expect a length with, as hyper
-/// did). Names and values come from an [`http::HeaderMap`] (valid tokens and values already);
-/// the bytes that could end a line are checked again here, since only these reach the socket.
+/// [`write_head`] of the headers of an [`http::HeaderMap`] (the tests' requests).
+#[cfg(test)]
 pub(super) fn write_request(
     method: &Method,
     target: &str,
     headers: &HeaderMap,
     has_body: bool,
 ) -> Result<WrittenHead, RequestError> {
+    let pairs: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    write_head(method, target, pairs.into_iter(), has_body)
+}
+
+/// Writes the request line and headers of `method target` into one buffer. The head's own
+/// framing headers are replaced by the framing the body is sent with: its Content-Length when
+/// it has one (checked to be a single number), chunked otherwise, none when `has_body` is
+/// false (a `Content-Length: 0` then for the methods servers expect a length with, as hyper
+/// did). `headers` are `(name, value)` pairs in the order they are written, names lowercase
+/// and valid tokens (a tunnel head's, checked when it was read); the bytes that could end a
+/// line are checked again here, since only these reach the socket.
+pub(super) fn write_head<'a, I>(
+    method: &Method,
+    target: &str,
+    headers: I,
+    has_body: bool,
+) -> Result<WrittenHead, RequestError>
+where
+    I: Iterator<Item = (&'a str, &'a [u8])> + Clone,
+{
     // No space, control byte or DEL: nothing that would end the request line early.
     if !target.starts_with('/') || target.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(RequestError::Target);
     }
-    let length = content_length(headers).map_err(|()| RequestError::ContentLength)?;
+    // One pass for the buffer's size and the Content-Length.
+    let mut len = method.as_str().len() + target.len() + 64;
+    let mut length = Ok(None);
+    for (name, value) in headers.clone() {
+        len += name.len() + value.len() + 4;
+        if name == CONTENT_LENGTH.as_str() {
+            add_length(&mut length, value);
+        }
+    }
+    let length = length.map_err(|()| RequestError::ContentLength)?;
     let upload = match (has_body, length) {
         (false, _) => Upload::None,
         (true, Some(n)) => Upload::Length(n),
         (true, None) => Upload::Chunked,
     };
-    let mut len = method.as_str().len() + target.len() + 64;
-    for (name, value) in headers {
-        len += name.as_str().len() + value.len() + 4;
-    }
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
@@ -107,26 +131,25 @@ pub(super) fn write_request(
     // The framing header goes where the head had its first one, so that the local service
     // sees the headers in their order (a replay from the inspector is byte for byte).
     let mut framed = false;
-    for (name, value) in headers {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+    for (name, v) in headers {
+        if name == CONTENT_LENGTH.as_str() || name == TRANSFER_ENCODING.as_str() {
             if !framed {
                 framed = write_framing(&mut out, upload, length);
             }
             continue;
         }
-        let v = value.as_bytes();
         // Any control byte but HTAB, as `HeaderValue` itself refuses: CR, LF and NUL among
         // them. A fold without early exit, which the compiler vectorises (an `any` over each
         // byte was about 5 instructions a byte, callgrind).
         if v.iter()
             .fold(false, |bad, &b| bad | (b < b' ' && b != b'\t'))
         {
-            return Err(RequestError::HeaderValue(name.clone()));
+            return Err(RequestError::HeaderValue(name.to_owned()));
         }
-        if name == CONNECTION && has_token(v, b"close") {
+        if name == CONNECTION.as_str() && has_token(v, b"close") {
             close = true;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(v);
         out.extend_from_slice(b"\r\n");
@@ -163,17 +186,9 @@ fn write_framing(out: &mut Vec<u8>, upload: Upload, length: Option<u64>) -> bool
     }
 }
 
-/// The single length all Content-Length values (and comma-separated list members) agree on;
-/// `Err` when one is not a number or they differ (RFC 9112 §6.3, item 5).
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
-    let mut found = Ok(None);
-    for value in headers.get_all(CONTENT_LENGTH) {
-        add_length(&mut found, value.as_bytes());
-    }
-    found
-}
-
-/// Adds the Content-Length `value` to what the earlier ones gave (see [`content_length`]).
+/// Adds the Content-Length `value` to what the earlier ones gave: the single length all
+/// values (and comma-separated list members) agree on; `Err` when one is not a number or
+/// they differ (RFC 9112 §6.3, item 5).
 fn add_length(found: &mut Result<Option<u64>, ()>, value: &[u8]) {
     for part in value.split(|&b| b == b',') {
         let n = match (parse_decimal(part.trim_ascii()), &found) {
